@@ -1,0 +1,63 @@
+"""Exchange sessions from ``exchange_calendars`` (XNYS by default).
+
+A weekday is not a trading day: every session rule in the project goes through
+:class:`SessionCalendar`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import exchange_calendars as xc
+import numpy as np
+from numpy.typing import NDArray
+
+from index_builder.errors import InvalidInputError
+
+_YEARS_AHEAD = 2
+
+
+class SessionCalendar:
+    """Sorted session dates of one exchange with fast membership and next-session lookup."""
+
+    def __init__(self, code: str = "XNYS", start: str = "1990-01-01") -> None:
+        end = dt.date(dt.date.today().year + _YEARS_AHEAD, 12, 31)
+        try:
+            cal = xc.get_calendar(code, start=start, end=end.isoformat())
+        except Exception as exc:  # exchange_calendars raises several types
+            raise InvalidInputError(f"unknown exchange calendar {code!r}: {exc}") from exc
+        self.code = code
+        self.sessions: NDArray[np.datetime64] = (
+            cal.sessions.values.astype("datetime64[D]")
+        )
+        self.first = _to_date(self.sessions[0])
+        self.last = _to_date(self.sessions[-1])
+
+    def session_dates(self) -> list[dt.date]:
+        """All sessions as ``datetime.date``."""
+        return [_to_date(s) for s in self.sessions]
+
+    def is_session(self, day: dt.date) -> bool:
+        """True when ``day`` is a session of this exchange."""
+        d = np.datetime64(day, "D")
+        i = int(np.searchsorted(self.sessions, d))
+        return i < len(self.sessions) and self.sessions[i] == d
+
+    def next_sessions(self, days: NDArray[np.datetime64]) -> NDArray[np.datetime64]:
+        """For each date, the first session strictly after it (NaT past the calendar end)."""
+        idx = np.searchsorted(self.sessions, days.astype("datetime64[D]"), side="right")
+        out = np.full(len(idx), np.datetime64("NaT"), dtype="datetime64[D]")
+        ok = idx < len(self.sessions)
+        out[ok] = self.sessions[idx[ok]]
+        return out
+
+
+def _to_date(value: np.datetime64) -> dt.date:
+    return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
+
+
+@lru_cache(maxsize=4)
+def get_calendar(code: str = "XNYS", start: str = "1990-01-01") -> SessionCalendar:
+    """A cached calendar per (code, start); building one takes ~0.2 s."""
+    return SessionCalendar(code, start)

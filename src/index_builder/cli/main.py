@@ -1,0 +1,421 @@
+"""``index-builder``: ingest market data, define and build indices, read results.
+
+Every user error prints one line on stderr and exits with code 2; the same
+validation as the API (see :mod:`index_builder.errors`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from index_builder import __version__
+from index_builder.calendar import get_calendar
+from index_builder.cli.output import OutputFormat, render
+from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
+from index_builder.errors import IndexBuilderError, InvalidInputError
+from index_builder.ingest.job import run_ingestion
+from index_builder.providers.file import parse_column_map
+from index_builder.providers.synthetic import (
+    DEFAULT_DAYS,
+    DEFAULT_SEED,
+    DEFAULT_START,
+    DEFAULT_SYMBOLS,
+)
+from index_builder.services.builds import BuildResult, IndexBuilder
+from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
+from index_builder.services.queries import (
+    CHANGES_COLUMNS,
+    COMPOSITION_COLUMNS,
+    PERFORMANCE_COLUMNS,
+    IndexReader,
+)
+from index_builder.settings import Settings, get_settings
+from index_builder.storage.base import IngestReport
+from index_builder.storage.duckdb.store import DuckDBStore
+
+app = typer.Typer(
+    name="index-builder",
+    help="Build, serve and monitor rules-based stock indices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+indices_app = typer.Typer(help="List, show, add and remove index definitions.", no_args_is_help=True)
+app.add_typer(indices_app, name="indices")
+
+err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    settings: Settings
+    quiet: bool = False
+
+
+STATE = _State()
+
+
+def _parse_date(value: str | None, field: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"--{field.replace('_', '-')}: {value!r} is not a date (use YYYY-MM-DD)", field=field
+        ) from None
+
+
+@contextmanager
+def _store() -> Iterator[DuckDBStore]:
+    s = STATE.settings
+    store = DuckDBStore(
+        s.database,
+        calendar=get_calendar(s.calendar, s.calendar_start),
+        threads=s.duckdb_threads,
+        memory_limit=s.duckdb_memory_limit,
+    )
+    with store:
+        ensure_builtins(store)
+        yield store
+
+
+def _fail(exc: IndexBuilderError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except IndexBuilderError as exc:
+        _fail(exc)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[str], None]]:
+    """A rich progress display fed with step messages (silent with --quiet)."""
+    if STATE.quiet or not err.is_terminal and not sys.stderr.isatty():
+        yield lambda _msg: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda msg: progress.update(task, description=f"{label}: {msg}")
+
+
+DateOpt = Annotated[str | None, typer.Option(help="YYYY-MM-DD")]
+IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index id.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+
+
+@app.callback()
+def main(
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="DuckDB file [env INDEX_BUILDER_DATABASE].", show_default=False),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    """Index Builder: ingest market data, build indices, read results."""
+    if version:
+        out.print(__version__)
+        raise typer.Exit(0)
+    settings = get_settings()
+    STATE.settings = settings.model_copy(update={"database": db}) if db else settings
+    STATE.quiet = quiet
+
+
+# ---------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    provider: Annotated[str, typer.Option(help="Data provider: synthetic | file.")] = "synthetic",
+    seed: Annotated[int, typer.Option(help="synthetic: random seed.")] = DEFAULT_SEED,
+    symbols: Annotated[int, typer.Option(help="synthetic: number of securities.")] = DEFAULT_SYMBOLS,
+    days: Annotated[int, typer.Option(help="synthetic: number of sessions.")] = DEFAULT_DAYS,
+    start: Annotated[
+        str, typer.Option(help="synthetic: first session (YYYY-MM-DD).")
+    ] = DEFAULT_START.isoformat(),
+    securities: Annotated[Path | None, typer.Option(help="file: securities CSV/Parquet.")] = None,
+    prices: Annotated[Path | None, typer.Option(help="file: prices CSV/Parquet.")] = None,
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="file: rename a column, old=new (repeatable).")
+    ] = None,
+) -> None:
+    """Ingest market data (a standalone job; idempotent; every run is recorded)."""
+    with _errors():
+        query = _ingest_query(provider, seed, symbols, days, start, securities, prices, map_)
+        with _store() as store, _progress(f"ingest ({provider})") as step:
+            report = run_ingestion(store, provider, query, progress=step)
+        _print_ingest(report, STATE.settings.database)
+
+
+def _ingest_query(
+    provider: str,
+    seed: int,
+    symbols: int,
+    days: int,
+    start: str,
+    securities: Path | None,
+    prices: Path | None,
+    map_: list[str] | None,
+) -> dict[str, Any]:
+    if provider == "synthetic":
+        if symbols < 1 or days < 1:
+            raise InvalidInputError("--symbols and --days must be at least 1", field="symbols")
+        return {"seed": seed, "symbols": symbols, "days": days, "start": _parse_date(start, "start")}
+    if provider == "file":
+        if securities is None or prices is None:
+            raise InvalidInputError("--provider file needs --securities PATH and --prices PATH",
+                                    field="securities")
+        return {
+            "securities": str(securities),
+            "prices": str(prices),
+            "column_map": parse_column_map(map_ or []),
+        }
+    raise InvalidInputError(f"unknown provider {provider!r} (known: file, synthetic)",
+                            field="provider")
+
+
+def _print_ingest(report: IngestReport, database: Path) -> None:
+    table = Table(title=f"Ingestion run {report.run_id} ({report.provider}): {report.status}")
+    table.add_column("count")
+    table.add_column("rows", justify="right")
+    for label, value in (
+        ("read", report.rows_read),
+        ("accepted", report.rows_accepted),
+        ("  inserted", report.rows_inserted),
+        ("  updated", report.rows_updated),
+        ("  unchanged", report.rows_unchanged),
+        ("duplicates collapsed", report.duplicates_collapsed),
+        ("rejected (quarantined)", report.rows_rejected),
+    ):
+        table.add_row(label, f"{value:,}")
+    for reason, n in sorted(report.rejected_by_reason.items()):
+        table.add_row(f"  {reason}", f"{n:,}")
+    table.add_row("securities changed", f"{report.securities_changed:,}")
+    out.print(table)
+    span = f"{report.min_date} .. {report.max_date}" if report.min_date else "no dates"
+    out.print(f"dates: {span}; database: {database}")
+
+
+@app.command()
+def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> None:
+    """Recent ingestion runs."""
+    with _errors(), _store() as store:
+        rows = store.ingest_runs(limit)
+    cols = ["run_id", "provider", "status", "started_at", "finished_at", "rows_read",
+            "rows_accepted", "rows_rejected", "rows_inserted", "rows_updated", "message"]
+    render(rows, cols, OutputFormat.table, title="Ingestion runs")
+
+
+@app.command()
+def quarantine(
+    run: Annotated[int | None, typer.Option(help="Only this run.")] = None,
+    limit: Annotated[int, typer.Option(help="How many rows.")] = 50,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Rows rejected at ingestion, with the reason."""
+    with _errors(), _store() as store:
+        rows = store.quarantined(run, limit)
+    render(rows, ["run_id", "source", "row_number", "date", "symbol", "reason", "record"], fmt)
+
+
+# ---------------------------------------------------------------------------- build
+@app.command()
+def build(
+    index: Annotated[
+        list[str] | None, typer.Option("--index", "-i", help="Index id (repeatable; default all).")
+    ] = None,
+    start: DateOpt = None,
+    end: DateOpt = None,
+    full: Annotated[bool, typer.Option(help="Recompute from the base date.")] = False,
+) -> None:
+    """Build indices (incrementally unless --full) and persist levels and spells."""
+    with _errors():
+        start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
+        if start_d and end_d and end_d < start_d:
+            raise InvalidInputError(f"--end {end_d} is before --start {start_d}", field="end")
+        with _store() as store:
+            ids = index or [d.id for d, _ in store.list_definitions()]
+            builder = IndexBuilder(store, store.calendar)
+            for i in ids:
+                definition = builder.definition(i)
+                if start_d is not None and definition.base_date and start_d < definition.base_date:
+                    raise InvalidInputError(
+                        f"--start {start_d} is before the base date {definition.base_date} of {i}",
+                        field="start",
+                    )
+            with _progress("build") as step:
+                results = builder.build(
+                    ids, end=end_d, full=full, on_index=lambda r: step(f"{r.index_id} done")
+                )
+        _print_builds(results)
+
+
+def _print_builds(results: list[BuildResult]) -> None:
+    table = Table(title="Builds")
+    for col in ("index", "mode", "base", "through", "days", "rebalances", "changes", "version",
+                "ms"):
+        table.add_column(col, justify="right" if col in {"days", "rebalances", "changes",
+                                                          "version", "ms"} else "left")
+    for r in results:
+        table.add_row(r.index_id, r.mode, str(r.base_date), str(r.end_date), str(r.trading_days),
+                      str(r.rebalances), str(r.changes), str(r.version), f"{r.duration_ms:.0f}")
+    out.print(table)
+    for r in results:
+        for w in r.warnings:
+            err.print(f"[yellow]warning:[/] {r.index_id}: {w}", highlight=False)
+
+
+# ---------------------------------------------------------------------------- reads
+@app.command()
+def performance(
+    index: IndexOpt = DEFAULT_INDEX_ID, start: DateOpt = None, end: DateOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Levels, daily and cumulative returns (and a summary with --format table)."""
+    with _errors(), _store() as store:
+        perf = IndexReader(store, store.calendar).performance(
+            index, _parse_date(start, "start"), _parse_date(end, "end")
+        )
+    render(perf.rows, PERFORMANCE_COLUMNS, fmt, title=f"{index} performance")
+    if fmt is OutputFormat.table:
+        summary = [{"statistic": k, "value": v} for k, v in perf.summary.as_dict().items()]
+        render(summary, ["statistic", "value"], fmt, title="Summary")
+
+
+@app.command()
+def composition(
+    index: IndexOpt = DEFAULT_INDEX_ID,
+    date: DateOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Constituents in force after the close of --date (default: last built day)."""
+    with _errors(), _store() as store:
+        comp = IndexReader(store, store.calendar).composition(index, _parse_date(date, "date"))
+    title = f"{index} composition after the close of {comp.effective_date}"
+    render(comp.rows(), COMPOSITION_COLUMNS, fmt, title=title)
+
+
+@app.command()
+def changes(
+    index: IndexOpt = DEFAULT_INDEX_ID, start: DateOpt = None, end: DateOpt = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Constituents entered and exited at each rebalance."""
+    with _errors(), _store() as store:
+        _, found = IndexReader(store, store.calendar).changes(
+            index, _parse_date(start, "start"), _parse_date(end, "end")
+        )
+    rows = [{"date": c.date, "entered": c.entered, "exited": c.exited} for c in found]
+    render(rows, CHANGES_COLUMNS, fmt, title=f"{index} composition changes")
+
+
+# ---------------------------------------------------------------------------- indices
+@indices_app.command("list")
+def indices_list() -> None:
+    """All index definitions."""
+    with _errors(), _store() as store:
+        rows = []
+        for d, builtin in store.list_definitions():
+            state = store.build_state(d.id)
+            rows.append({
+                "id": d.id, "name": d.name, "top_n": d.top_n, "weighting": d.weighting,
+                "rebalance": d.rebalance, "builtin": "yes" if builtin else "no",
+                "built_through": state.built_through if state else None,
+            })
+    render(rows, ["id", "name", "top_n", "weighting", "rebalance", "builtin", "built_through"],
+           OutputFormat.table, title="Indices")
+
+
+@indices_app.command("show")
+def indices_show(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> None:
+    """One definition as JSON, with its build state."""
+    with _errors(), _store() as store:
+        definition = IndexBuilder(store, store.calendar).definition(index_id)
+        state = store.build_state(index_id)
+    payload: dict[str, Any] = {"definition": json.loads(definition.to_json())}
+    if state is not None:
+        payload["build"] = {
+            "version": state.version, "base_date": str(state.base_date),
+            "built_through": str(state.built_through), "built_at": str(state.built_at),
+        }
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+@indices_app.command("add")
+def indices_add(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON definition.")],
+    replace: Annotated[bool, typer.Option(help="Replace an existing user index.")] = False,
+) -> None:
+    """Add a user-defined index from a YAML or JSON file."""
+    with _errors():
+        definition = load_definition_file(file)
+        with _store() as store:
+            replaced = add_definition(store, definition, replace=replace)
+    out.print(f"{'replaced' if replaced else 'added'} index {definition.id}; build it with "
+              f"'index-builder build --index {definition.id}'")
+
+
+@indices_app.command("remove")
+def indices_remove(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> None:
+    """Remove a user-defined index and its results (built-ins are refused)."""
+    with _errors(), _store() as store:
+        remove_definition(store, index_id)
+    out.print(f"removed index {index_id}")
+
+
+# ---------------------------------------------------------------------------- quickstart
+@app.command()
+def quickstart(
+    symbols: Annotated[int, typer.Option(help="Securities in the synthetic market.")] = DEFAULT_SYMBOLS,
+    days: Annotated[int, typer.Option(help="Sessions in the synthetic market.")] = DEFAULT_DAYS,
+) -> None:
+    """Ingest the embedded synthetic market if the store is empty, build every index,
+    and print a summary (what ``make run`` does)."""
+    with _errors(), _store() as store:
+        if not store.trading_days():
+            with _progress("ingest (synthetic)") as step:
+                report = run_ingestion(
+                    store, "synthetic",
+                    {"seed": DEFAULT_SEED, "symbols": symbols, "days": days, "start": DEFAULT_START},
+                    progress=step,
+                )
+            _print_ingest(report, STATE.settings.database)
+        builder = IndexBuilder(store, store.calendar)
+        ids = [d.id for d, _ in store.list_definitions()]
+        with _progress("build") as step:
+            results = builder.build(ids, on_index=lambda r: step(f"{r.index_id} done"))
+        reader = IndexReader(store, store.calendar)
+        rows = []
+        for r in results:
+            s = reader.performance(r.index_id).summary
+            rows.append({
+                "index": r.index_id, "base": r.base_date, "through": r.end_date,
+                "total_return": s.total_return, "annualized_return": s.annualized_return,
+                "annualized_volatility": s.annualized_volatility, "sharpe": s.sharpe,
+                "max_drawdown": s.max_drawdown, "turnover": s.turnover, "build": r.mode,
+            })
+    render(rows, list(rows[0]), OutputFormat.table, title="Indices", console=out)
+    out.print(f"data lives in {STATE.settings.database.resolve()}")
+    out.print("next: index-builder performance --index ew100 | composition | changes")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

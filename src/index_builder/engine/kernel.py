@@ -1,0 +1,360 @@
+"""The index computation (METHODOLOGY part 1), expressed once, set-based.
+
+Given a :class:`~index_builder.engine.panel.MarketPanel` whose first row is the
+base date (or, for an incremental build, the last rebalance before new data),
+:func:`compute_index` returns levels, rebalances, constituents, target weights,
+units and turnover. There is no per-day loop: selection is a batched top-k over
+all rebalance dates, and levels follow from the growth of each holding period::
+
+    G(t) = sum_i w_i(r) * P_i(t) / P_i(r)      r = last rebalance before t
+    L(t) = L(r) * G(t)                          (= sum_i q_i * P_i(t), q_i = L(r) w_i / P_i(r))
+
+so levels at rebalance dates are a cumulative product and every other day is
+one multiplication. Prices of halted or delisted constituents are carried
+forward (zero return) until the next rebalance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index_builder.calendar import SessionCalendar
+from index_builder.engine.definitions import IndexDefinition, Universe
+from index_builder.engine.panel import MarketPanel, SecurityMaster, forward_fill
+from index_builder.engine.schedules import SCHEDULES
+from index_builder.engine.selection import (
+    NOT_ELIGIBLE,
+    SELECTIONS,
+    Selection,
+    rank_within_row,
+)
+from index_builder.engine.weighting import WEIGHTINGS
+from index_builder.errors import BuildError
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class StartState:
+    """Where an incremental computation resumes: a rebalance already computed.
+
+    The panel's first row is that rebalance; its constituents are taken from the
+    stored composition (not re-selected) and its level from the stored levels.
+    """
+
+    level: float
+    members: IntArray  # panel columns of the constituents in force after that close
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The composition in force after the close of one day, in rank order."""
+
+    day: np.datetime64
+    columns: IntArray
+    symbols: NDArray[np.object_]
+    sectors: NDArray[np.object_]
+    names: NDArray[np.object_]
+    ranks: IntArray
+    weights: FloatArray
+    market_caps: FloatArray
+    prices: FloatArray
+    units: FloatArray
+
+
+@dataclass(frozen=True)
+class Spell:
+    """A constituent's continuous membership: after the close of ``valid_from``
+    through the close of ``valid_to`` (``None``: still in force)."""
+
+    symbol: str
+    valid_from: dt.date
+    valid_to: dt.date | None
+
+
+@dataclass
+class IndexComputation:
+    """Everything one computation produced (arrays over the panel's rows)."""
+
+    panel: MarketPanel
+    level: FloatArray
+    daily_return: FloatArray
+    is_rebalance: NDArray[np.bool_]
+    turnover: FloatArray  # NaN on days that are not rebalances
+    n_constituents: IntArray
+    rebalance_rows: IntArray
+    selection: Selection
+    weights: FloatArray  # (R, K) target weights at each rebalance
+    units: FloatArray  # (R, K) notional units fixed until the next rebalance
+    _price_filled: FloatArray = field(repr=False)  # (T, M) carried-forward prices
+    _column_slot: IntArray = field(repr=False)  # panel column -> column of _price_filled
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def days(self) -> NDArray[np.datetime64]:
+        """Trading days, one per row."""
+        return self.panel.days
+
+    def period_of(self, row: int) -> int:
+        """Index of the last rebalance on or before ``row``."""
+        return int(np.searchsorted(self.rebalance_rows, row, side="right") - 1)
+
+    def snapshot(self, row: int) -> Snapshot:
+        """Composition in force after the close of ``row`` (METHODOLOGY "Outputs")."""
+        k = self.period_of(row)
+        present = self.selection.members[k] >= 0
+        cols = self.selection.members[k][present]
+        slots = self._column_slot[cols]
+        prices = self._price_filled[row, slots]
+        units = self.units[k][present]
+        first = int(self.rebalance_rows[k])
+        caps = forward_fill(self.panel.market_cap[first : row + 1, cols])[-1]
+        sec = self.panel.securities
+        return Snapshot(
+            day=self.days[row],
+            columns=cols,
+            symbols=sec.symbols[cols],
+            sectors=sec.sectors[cols],
+            names=sec.names[cols],
+            ranks=self.selection.ranks[k][present],
+            weights=units * prices / self.level[row],
+            market_caps=caps,
+            prices=prices,
+            units=units,
+        )
+
+    def spells(self) -> list[Spell]:
+        """Constituent spells over the computed window (adjacent rebalances merge)."""
+        members = self.selection.members
+        n_slots = len(self._column_slot_inverse)
+        rebalances = len(self.rebalance_rows)
+        held = np.zeros((rebalances + 1, n_slots), dtype=bool)
+        rows, _ = np.nonzero(members >= 0)
+        held[rows, self._column_slot[members[members >= 0]]] = True
+        before = np.vstack([np.zeros((1, n_slots), dtype=bool), held[:-1]])
+        start_k, start_slot = np.nonzero(held & ~before)
+        after = held[1:]
+        end_k, end_slot = np.nonzero(held[:-1] & ~after)
+        # pair starts and ends per slot: both are sorted by (k, slot); sort by slot
+        s_order = np.lexsort((start_k, start_slot))
+        e_order = np.lexsort((end_k, end_slot))
+        spells: list[Spell] = []
+        symbols = self.panel.securities.symbols[self._column_slot_inverse]
+        days = self.days
+        for sk, ek, slot in zip(
+            start_k[s_order], end_k[e_order], start_slot[s_order], strict=True
+        ):
+            last_row = (
+                int(self.rebalance_rows[ek + 1]) - 1 if ek + 1 < rebalances else None
+            )
+            spells.append(
+                Spell(
+                    symbol=str(symbols[slot]),
+                    valid_from=_as_date(days[self.rebalance_rows[sk]]),
+                    valid_to=None if last_row is None else _as_date(days[last_row]),
+                )
+            )
+        return spells
+
+    @property
+    def _column_slot_inverse(self) -> IntArray:
+        return np.flatnonzero(self._column_slot >= 0)
+
+
+def _as_date(value: np.datetime64) -> dt.date:
+    return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
+
+
+def universe_columns(universe: Universe, securities: SecurityMaster) -> NDArray[np.bool_]:
+    """Columns that pass the static universe filters (sectors, exchanges, types)."""
+    mask = np.ones(len(securities), dtype=bool)
+    for wanted, values in (
+        (universe.sectors, securities.sectors),
+        (universe.exchanges, securities.exchanges),
+        (universe.types, securities.types),
+    ):
+        if wanted is not None:
+            allowed = {w.casefold() for w in wanted}
+            mask &= np.fromiter(
+                ((v or "").casefold() in allowed for v in values), dtype=bool, count=len(values)
+            )
+    return mask
+
+
+def eligibility_keys(
+    panel: MarketPanel, rows: IntArray, definition: IndexDefinition
+) -> FloatArray:
+    """Ranking keys at ``rows``: market cap where eligible, ``NOT_ELIGIBLE`` elsewhere."""
+    universe = definition.universe
+    caps = panel.market_cap[rows]
+    eligible = ~np.isnan(caps) & universe_columns(universe, panel.securities)[None, :]
+    if universe.min_market_cap is not None:
+        eligible &= caps >= universe.min_market_cap
+    if universe.min_price is not None:
+        if panel.close is None:
+            raise ValueError("min_price needs a panel loaded with close prices")
+        eligible &= panel.close[rows] >= universe.min_price
+    return np.where(eligible, caps, NOT_ELIGIBLE)
+
+
+def compute_index(
+    panel: MarketPanel,
+    definition: IndexDefinition,
+    calendar: SessionCalendar,
+    *,
+    start: StartState | None = None,
+) -> IndexComputation:
+    """Compute the index over the whole panel (row 0 = base date or resume point)."""
+    n_days = len(panel.days)
+    if n_days == 0:
+        raise BuildError(f"{definition.id}: no trading days to compute")
+    scheduled = SCHEDULES.get(definition.rebalance).mask(panel.days, calendar)
+    scheduled[0] = True
+    rows = np.flatnonzero(scheduled).astype(np.int64)
+    keys = eligibility_keys(panel, rows, definition)
+    selection = SELECTIONS.get("top_n").select(keys, definition)
+    if start is not None:
+        selection = _with_start_members(selection, keys[0], start.members)
+    elif selection.counts[0] == 0:
+        raise BuildError(
+            f"{definition.id}: no eligible security on the base date "
+            f"{_as_date(panel.days[0])}; check the universe filters and the data"
+        )
+    warnings: list[str] = []
+    empty = selection.counts == 0
+    if empty.any():
+        # None eligible: an error for that date, reported; the composition in
+        # force carries on (no rebalance happens that day).
+        for r in rows[empty]:
+            warnings.append(
+                f"{_as_date(panel.days[r])}: no eligible security; rebalance skipped"
+            )
+        keep = ~empty
+        rows = rows[keep]
+        keys = keys[keep]
+        selection = Selection(
+            selection.members[keep], selection.ranks[keep], selection.counts[keep]
+        )
+    present = selection.members >= 0
+    caps = np.where(present, np.take_along_axis(keys, np.maximum(selection.members, 0), 1), 0.0)
+    weights = WEIGHTINGS.get(definition.weighting).weights(caps, present, definition)
+    base_level = definition.base_value if start is None else start.level
+    return _levels(panel, rows, selection, weights, base_level, warnings)
+
+
+def _with_start_members(selection: Selection, keys0: FloatArray, members: IntArray) -> Selection:
+    """Replace the first rebalance's selection by the stored constituents."""
+    ranks = rank_within_row(keys0, members)
+    order = np.argsort(ranks, kind="stable")
+    width = max(selection.members.shape[1], len(members))
+    new_members = np.full((selection.members.shape[0], width), -1, dtype=np.int64)
+    new_ranks = np.full_like(new_members, -1)
+    new_members[:, : selection.members.shape[1]] = selection.members
+    new_ranks[:, : selection.ranks.shape[1]] = selection.ranks
+    new_members[0] = -1
+    new_ranks[0] = -1
+    new_members[0, : len(members)] = members[order]
+    new_ranks[0, : len(members)] = ranks[order]
+    counts = selection.counts.copy()
+    counts[0] = len(members)
+    return Selection(new_members, new_ranks, counts)
+
+
+def _levels(
+    panel: MarketPanel,
+    rows: IntArray,
+    selection: Selection,
+    weights: FloatArray,
+    base_level: float,
+    warnings: list[str],
+) -> IndexComputation:
+    n_days = len(panel.days)
+    members = selection.members
+    present = members >= 0
+    # carried-forward prices of every security that is ever a constituent
+    used = np.unique(members[present])
+    slot_of = np.full(len(panel.securities), -1, dtype=np.int64)
+    slot_of[used] = np.arange(len(used))
+    filled = forward_fill(panel.price[:, used])
+    slots = np.where(present, slot_of[np.maximum(members, 0)], 0)
+    ref_price = np.where(present, filled[rows[:, None], slots], 1.0)  # P_i(r)
+
+    # growth G(t) of the holding period that ends at t (t >= 1)
+    t = np.arange(1, n_days)
+    prev = np.searchsorted(rows, t, side="left") - 1  # last rebalance before t
+    ratio = filled[t[:, None], slots[prev]] / ref_price[prev]
+    growth = np.where(present[prev], weights[prev] * ratio, 0.0).sum(axis=1)
+
+    level_at_rebalance = base_level * np.cumprod(
+        np.concatenate([[1.0], growth[rows[1:] - 1]])
+    )
+    level = np.empty(n_days)
+    level[0] = base_level
+    level[1:] = level_at_rebalance[prev] * growth
+    daily_return = np.zeros(n_days)
+    daily_return[1:] = level[1:] / level[:-1] - 1.0
+    units = np.where(present, level_at_rebalance[:, None] * weights / ref_price, 0.0)
+
+    turnover = np.full(n_days, np.nan)
+    turnover[rows] = _turnover(rows, slots, present, weights, ref_price, filled, growth)
+    is_rebalance = np.zeros(n_days, dtype=bool)
+    is_rebalance[rows] = True
+    current = np.searchsorted(rows, np.arange(n_days), side="right") - 1
+    return IndexComputation(
+        panel=panel,
+        level=level,
+        daily_return=daily_return,
+        is_rebalance=is_rebalance,
+        turnover=turnover,
+        n_constituents=selection.counts[current],
+        rebalance_rows=rows,
+        selection=selection,
+        weights=weights,
+        units=units,
+        _price_filled=filled,
+        _column_slot=slot_of,
+        warnings=warnings,
+    )
+
+
+def _turnover(
+    rows: IntArray,
+    slots: IntArray,
+    present: NDArray[np.bool_],
+    weights: FloatArray,
+    ref_price: FloatArray,
+    filled: FloatArray,
+    growth: FloatArray,
+) -> FloatArray:
+    """One-way turnover at each rebalance: half the sum of |target - drifted| weights.
+
+    The first rebalance (base date or resume point) is 0: forming the index is
+    not turnover.
+    """
+    n_rebalances = slots.shape[0]
+    out = np.zeros(n_rebalances)
+    if n_rebalances < 2:
+        return out
+    k = np.arange(1, n_rebalances)
+    old_slots, old_present = slots[:-1], present[:-1]
+    price_now = filled[rows[1:, None], old_slots]
+    drifted = np.where(
+        old_present, weights[:-1] * price_now / ref_price[:-1] / growth[rows[1:] - 1, None], 0.0
+    )
+    n_slots = int(slots.max()) + 1
+    key_old = (k[:, None] * n_slots + old_slots)[old_present]
+    key_new = (k[:, None] * n_slots + slots[1:])[present[1:]]
+    keys = np.concatenate([key_old, key_new])
+    values = np.concatenate([-drifted[old_present], weights[1:][present[1:]]])
+    unique_keys, inverse = np.unique(keys, return_inverse=True)
+    net = np.bincount(inverse, weights=values, minlength=len(unique_keys))
+    per_rebalance = np.bincount(
+        unique_keys // n_slots, weights=np.abs(net), minlength=n_rebalances
+    )
+    out[1:] = 0.5 * per_rebalance[1:]
+    return out

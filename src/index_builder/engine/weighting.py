@@ -1,0 +1,101 @@
+"""Weighting schemes: target weights of the selected constituents at a rebalance.
+
+Every scheme works on a whole batch of rebalance dates at once: ``caps`` is an
+``(R, K)`` matrix of market caps (row = rebalance date, column = constituent in
+rank order) and ``present`` marks real entries (rows may hold fewer than K).
+Rows of the result sum to 1 over present entries and are 0 elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from index_builder.engine.definitions import IndexDefinition
+from index_builder.engine.registry import Registry
+
+FloatMatrix = NDArray[np.float64]
+BoolMatrix = NDArray[np.bool_]
+
+# A weight counts as above the cap only beyond this relative tolerance, so that
+# floating-point noise after redistribution does not trigger another pass.
+_CAP_TOLERANCE = 1e-12
+
+
+class WeightingScheme(Protocol):
+    """Computes target weights for a batch of rebalances."""
+
+    def weights(
+        self, caps: FloatMatrix, present: BoolMatrix, definition: IndexDefinition
+    ) -> FloatMatrix:
+        """Target weights, shape of ``caps``."""
+        ...
+
+
+WEIGHTINGS: Registry[WeightingScheme] = Registry("weighting")
+
+
+@WEIGHTINGS.register("equal")
+class EqualWeight:
+    """w_i = 1 / |C|."""
+
+    def weights(
+        self, caps: FloatMatrix, present: BoolMatrix, definition: IndexDefinition
+    ) -> FloatMatrix:
+        counts = present.sum(axis=1, keepdims=True)
+        return np.where(present, 1.0 / np.maximum(counts, 1), 0.0)
+
+
+@WEIGHTINGS.register("market_cap")
+class MarketCapWeight:
+    """w_i = cap_i / sum of caps."""
+
+    def weights(
+        self, caps: FloatMatrix, present: BoolMatrix, definition: IndexDefinition
+    ) -> FloatMatrix:
+        return _proportional(caps, present)
+
+
+@WEIGHTINGS.register("capped_market_cap")
+class CappedMarketCapWeight:
+    """Market-cap weights with every weight above ``cap`` set to the cap.
+
+    The excess is redistributed pro rata (by market cap) over the uncapped names,
+    repeated until no weight exceeds the cap. When ``n * cap < 1`` the cap cannot be
+    met and the result is equal weights (the smallest possible maximum weight).
+    """
+
+    def weights(
+        self, caps: FloatMatrix, present: BoolMatrix, definition: IndexDefinition
+    ) -> FloatMatrix:
+        cap = float(definition.cap if definition.cap is not None else 1.0)
+        return capped_weights(caps, present, cap)
+
+
+def _proportional(values: FloatMatrix, present: BoolMatrix) -> FloatMatrix:
+    vals = np.where(present, values, 0.0)
+    totals = vals.sum(axis=1, keepdims=True)
+    return np.divide(vals, totals, out=np.zeros_like(vals), where=totals > 0)
+
+
+def capped_weights(caps: FloatMatrix, present: BoolMatrix, cap: float) -> FloatMatrix:
+    """Iterative single-name capping for each row (see :class:`CappedMarketCapWeight`)."""
+    counts = present.sum(axis=1)
+    weights = _proportional(caps, present)
+    capped = np.zeros_like(present)
+    limit = cap * (1.0 + _CAP_TOLERANCE)
+    for _ in range(caps.shape[1] + 1):
+        over = present & ~capped & (weights > limit)
+        if not over.any():
+            break
+        capped |= over
+        free = present & ~capped
+        room = 1.0 - cap * capped.sum(axis=1, keepdims=True)
+        weights = np.where(capped, cap, room * _proportional(caps, free))
+    infeasible = counts * cap < 1.0
+    if infeasible.any():
+        equal = np.where(present, 1.0 / np.maximum(counts, 1)[:, None], 0.0)
+        weights[infeasible] = equal[infeasible]
+    return np.where(present, weights, 0.0)

@@ -1,0 +1,66 @@
+"""One error model shared by the CLI and (later) the API.
+
+Every error a user can cause is an :class:`IndexBuilderError` subclass with a
+one-line message, an optional offending ``field`` and a stable ``code``. The CLI
+prints the message and exits with :attr:`exit_code`; the API maps the same
+classes to RFC 9457 problem details.
+"""
+
+from __future__ import annotations
+
+
+class IndexBuilderError(Exception):
+    """Base class for errors that are the user's to fix (bad input, missing data)."""
+
+    code = "error"
+    exit_code = 2
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(IndexBuilderError):
+    """A parameter, file or definition is malformed."""
+
+    code = "invalid-input"
+    http_status = 422
+
+
+class NotFoundError(IndexBuilderError):
+    """An index, run or date range that does not exist."""
+
+    code = "not-found"
+    http_status = 404
+
+
+class NoDataError(NotFoundError):
+    """The requested window has no built or ingested data."""
+
+    code = "no-data"
+
+
+class ConflictError(IndexBuilderError):
+    """The request conflicts with the current state (e.g. deleting a built-in index)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class UnusableInputError(IndexBuilderError):
+    """An ingestion input that cannot be read at all (missing file or column)."""
+
+    code = "unusable-input"
+    http_status = 422
+
+
+class BuildError(IndexBuilderError):
+    """The engine cannot compute an index from the data (e.g. nothing eligible at base)."""
+
+    code = "build-failed"
+    http_status = 422

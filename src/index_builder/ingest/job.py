@@ -1,0 +1,51 @@
+"""Run one ingestion: provider -> validation -> store, recorded as a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from index_builder.providers import get_provider
+from index_builder.providers.file import ROW_COLUMN
+from index_builder.providers.schema import PRICES_SCHEMA, SECURITIES_SCHEMA
+from index_builder.storage.base import IngestReport, ProgressCallback, Storage
+
+
+def run_ingestion(
+    store: Storage,
+    provider_name: str,
+    query: dict[str, Any],
+    *,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Fetch from ``provider_name`` with ``query`` and merge into ``store``.
+
+    Input that cannot be used at all (missing file or column) raises
+    :class:`~index_builder.errors.UnusableInputError` before a run is recorded;
+    row-level problems are quarantined and counted in the report.
+    """
+    step = progress or (lambda _msg: None)
+    step(f"fetching from {provider_name}")
+    provider = get_provider(provider_name)
+    data = provider.fetch(**query)
+    securities = _with_row_numbers(data.securities, SECURITIES_SCHEMA)
+    prices = data.prices
+    if isinstance(prices, pa.Table):
+        prices = _with_row_numbers(prices, PRICES_SCHEMA)
+    return store.ingest(
+        securities, prices, provider=provider_name, params=query, progress=progress
+    )
+
+
+def _with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Every column of ``schema`` present (nulls when absent), plus a 1-based ``_row``."""
+    if ROW_COLUMN in table.column_names:
+        return table
+    columns = {
+        name: table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+        for name in schema.names
+    }
+    rows = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
+    return pa.table({ROW_COLUMN: rows, **columns})

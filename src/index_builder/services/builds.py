@@ -1,0 +1,271 @@
+"""Building indices: full or incremental, persisted as levels and spells.
+
+Incremental rule: after new or corrected data, computation restarts at the last
+rebalance *before* the first changed trading day; the composition in force there
+is read back from the stored spells and its level from the stored levels, so an
+incremental build gives the same numbers as a full rebuild.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from index_builder.calendar import SessionCalendar
+from index_builder.engine.definitions import IndexDefinition
+from index_builder.engine.kernel import IndexComputation, StartState, compute_index
+from index_builder.engine.panel import MarketPanel
+from index_builder.engine.spells import changes_from_spells, merge_resumed
+from index_builder.errors import BuildError, NoDataError, NotFoundError
+from index_builder.storage.base import BuildState, LevelRows, Storage
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build will compute for one index."""
+
+    definition: IndexDefinition
+    base_date: dt.date
+    end: dt.date
+    resume_from: dt.date | None  # None: full build from the base date
+    up_to_date: bool
+
+
+@dataclass
+class BuildResult:
+    """Outcome of building one index."""
+
+    index_id: str
+    mode: str  # full | incremental | up-to-date
+    base_date: dt.date
+    start_date: dt.date
+    end_date: dt.date
+    trading_days: int
+    rebalances: int
+    changes: int
+    version: int
+    duration_ms: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_base_date(definition: IndexDefinition, trading_days: Sequence[dt.date]) -> dt.date:
+    """The base date: the definition's (rolled forward to a trading day) or the first day."""
+    if not trading_days:
+        raise NoDataError("no market data: run 'index-builder ingest' first")
+    if definition.base_date is None:
+        return trading_days[0]
+    i = int(np.searchsorted(np.array(trading_days, dtype="datetime64[D]"),
+                            np.datetime64(definition.base_date, "D")))
+    if i >= len(trading_days):
+        raise BuildError(
+            f"{definition.id}: base date {definition.base_date} is after the last trading day "
+            f"{trading_days[-1]}",
+            field="base_date",
+        )
+    return trading_days[i]
+
+
+class IndexBuilder:
+    """Plans and runs builds against one store."""
+
+    def __init__(self, store: Storage, calendar: SessionCalendar) -> None:
+        self.store = store
+        self.calendar = calendar
+
+    def definition(self, index_id: str) -> IndexDefinition:
+        """A stored definition or :class:`NotFoundError`."""
+        found = self.store.get_definition(index_id)
+        if found is None:
+            known = ", ".join(d.id for d, _ in self.store.list_definitions())
+            raise NotFoundError(f"unknown index {index_id!r} (known: {known})", field="index")
+        return found[0]
+
+    def plan(
+        self, definition: IndexDefinition, trading_days: Sequence[dt.date], end: dt.date | None,
+        *, full: bool = False,
+    ) -> BuildPlan:
+        """Decide between a full build, an incremental one, or nothing to do."""
+        base = resolve_base_date(definition, trading_days)
+        last_day = trading_days[-1]
+        target = min(end, last_day) if end is not None else last_day
+        if target < base:
+            raise BuildError(
+                f"{definition.id}: end {target} is before the base date {base}", field="end_date"
+            )
+        state = self.store.build_state(definition.id)
+        if (
+            full
+            or state is None
+            or state.definition_hash != definition.fingerprint()
+            or state.base_date != base
+        ):
+            return BuildPlan(definition, base, target, None, up_to_date=False)
+        # never leave stale levels behind: rebuild at least through what is stored
+        target = max(target, state.built_through)
+        changed = self.store.first_changed_date(state.data_run_id)
+        days_after = [d for d in trading_days if d > state.built_through]
+        first_new = days_after[0] if days_after and days_after[0] <= target else None
+        first_affected = min((d for d in (changed, first_new) if d is not None), default=None)
+        if first_affected is None:
+            return BuildPlan(definition, base, state.built_through, None, up_to_date=True)
+        if first_affected <= base:
+            return BuildPlan(definition, base, target, None, up_to_date=False)
+        resume = self.store.last_rebalance(definition.id, first_affected, inclusive=False)
+        return BuildPlan(definition, base, target, resume, up_to_date=False)
+
+    def build(
+        self,
+        index_ids: Sequence[str],
+        *,
+        end: dt.date | None = None,
+        full: bool = False,
+        on_index: Callable[[BuildResult], None] | None = None,
+    ) -> list[BuildResult]:
+        """Build several indices from one shared market panel."""
+        trading_days = self.store.trading_days()
+        if not trading_days:
+            raise NoDataError("no market data: run 'index-builder ingest' first")
+        data_run_id = self.store.latest_run_id()
+        plans = [
+            self.plan(self.definition(i), trading_days, end, full=full) for i in index_ids
+        ]
+        todo = [p for p in plans if not p.up_to_date]
+        panel = None
+        if todo:
+            first = min(p.resume_from or p.base_date for p in todo)
+            last = max(p.end for p in todo)
+            with_close = any(p.definition.universe.min_price is not None for p in todo)
+            panel = self.store.load_panel(first, last, with_close=with_close)
+        results = []
+        for plan in plans:
+            started = time.perf_counter()
+            if plan.up_to_date or panel is None:
+                result = self._unchanged(plan, started)
+            else:
+                result = self._run(plan, panel, trading_days, data_run_id, started)
+            results.append(result)
+            if on_index is not None:
+                on_index(result)
+        return results
+
+    def _unchanged(self, plan: BuildPlan, started: float) -> BuildResult:
+        state = self.store.build_state(plan.definition.id)
+        assert state is not None
+        return BuildResult(
+            index_id=plan.definition.id,
+            mode="up-to-date",
+            base_date=plan.base_date,
+            start_date=state.built_through,
+            end_date=state.built_through,
+            trading_days=0,
+            rebalances=0,
+            changes=0,
+            version=state.version,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            warnings=state.warnings,
+        )
+
+    def _run(
+        self,
+        plan: BuildPlan,
+        panel: MarketPanel,
+        trading_days: Sequence[dt.date],
+        data_run_id: int,
+        started: float,
+    ) -> BuildResult:
+        definition = plan.definition
+        first_day = plan.resume_from or plan.base_date
+        first_row = panel.row_of(np.datetime64(first_day, "D"))
+        last_row = int(np.searchsorted(panel.days, np.datetime64(plan.end, "D"), side="right"))
+        window = _rows(panel, first_row, last_row)
+        start_state = self._start_state(definition.id, plan.resume_from, window)
+        computation = compute_index(window, definition, self.calendar, start=start_state)
+        previous = self.store.build_state(definition.id)
+        keep_first = start_state is not None  # the resume row is already stored
+        levels = _level_rows(computation, skip_first=keep_first)
+        spells = computation.spells()
+        if plan.resume_from is not None:
+            stored = self.store.spells_from(definition.id, plan.resume_from)
+            spells = merge_resumed(stored, spells, plan.resume_from)
+        warnings = list(previous.warnings) if previous and keep_first else []
+        warnings += computation.warnings
+        state = BuildState(
+            index_id=definition.id,
+            version=(previous.version + 1) if previous else 1,
+            definition_hash=definition.fingerprint(),
+            base_date=plan.base_date,
+            built_through=_as_date(window.days[-1]),
+            data_run_id=data_run_id,
+            built_at=dt.datetime.now(dt.UTC),
+            duration_ms=(time.perf_counter() - started) * 1000,
+            warnings=warnings,
+        )
+        self.store.save_results(state, levels, spells, replace_after=plan.resume_from)
+        rebalances = int(computation.is_rebalance[1:].sum()) if keep_first else int(
+            computation.is_rebalance.sum()
+        )
+        changes = changes_from_spells(
+            spells, trading_days, base_date=plan.base_date, start=levels.dates[0] if levels.dates else None
+        )
+        return BuildResult(
+            index_id=definition.id,
+            mode="incremental" if keep_first else "full",
+            base_date=plan.base_date,
+            start_date=first_day,
+            end_date=state.built_through,
+            trading_days=len(levels.dates),
+            rebalances=rebalances,
+            changes=len(changes),
+            version=state.version,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            warnings=computation.warnings,
+        )
+
+    def _start_state(
+        self, index_id: str, resume: dt.date | None, window: MarketPanel
+    ) -> StartState | None:
+        if resume is None:
+            return None
+        level = self.store.level_on(index_id, resume)
+        members = [
+            s.symbol
+            for s in self.store.spells_from(index_id, resume)
+            if s.valid_from <= resume
+        ]
+        if level is None or not members:
+            raise BuildError(f"{index_id}: stored results are incomplete at {resume}; use --full")
+        return StartState(level=level, members=window.securities.column_of(members))
+
+
+def _rows(panel: MarketPanel, first: int, stop: int) -> MarketPanel:
+    view = panel.rows_from(first)
+    if stop - first >= len(view.days):
+        return view
+    return MarketPanel(
+        days=view.days[: stop - first],
+        securities=view.securities,
+        price=view.price[: stop - first],
+        market_cap=view.market_cap[: stop - first],
+        close=None if view.close is None else view.close[: stop - first],
+    )
+
+
+def _level_rows(computation: IndexComputation, *, skip_first: bool) -> LevelRows:
+    s = slice(1, None) if skip_first else slice(None)
+    turnover = computation.turnover[s]
+    return LevelRows(
+        dates=[_as_date(d) for d in computation.days[s]],
+        level=computation.level[s].tolist(),
+        daily_return=computation.daily_return[s].tolist(),
+        is_rebalance=computation.is_rebalance[s].tolist(),
+        turnover=[None if np.isnan(x) else float(x) for x in turnover],
+        n_constituents=computation.n_constituents[s].tolist(),
+    )
+
+
+def _as_date(value: np.datetime64) -> dt.date:
+    return dt.date.fromisoformat(str(value.astype("datetime64[D]")))

@@ -1,0 +1,42 @@
+"""Index definitions: built-ins seeded on open, user definitions added and removed."""
+
+from __future__ import annotations
+
+from index_builder.engine.definitions import BUILTIN_IDS, IndexDefinition, builtin_definitions
+from index_builder.errors import ConflictError, NotFoundError
+from index_builder.storage.base import Storage
+
+
+def ensure_builtins(store: Storage) -> None:
+    """Store the built-in definitions (refreshing them if the code changed them)."""
+    stored = {d.id: d for d, builtin in store.list_definitions() if builtin}
+    for definition in builtin_definitions():
+        if stored.get(definition.id) != definition:
+            store.put_definition(definition, builtin=True)
+
+
+def add_definition(store: Storage, definition: IndexDefinition, *, replace: bool = False) -> bool:
+    """Add a user definition; returns True when it replaced an existing one.
+
+    Built-in ids are refused; an existing user id needs ``replace`` (its results
+    are then rebuilt in full on the next build, as the fingerprint changes).
+    """
+    if definition.id in BUILTIN_IDS:
+        raise ConflictError(f"{definition.id!r} is a built-in index and cannot be redefined", field="id")
+    existing = store.get_definition(definition.id)
+    if existing is not None and not replace:
+        raise ConflictError(
+            f"index {definition.id!r} already exists (use --replace to redefine it)", field="id"
+        )
+    store.put_definition(definition, builtin=False)
+    return existing is not None
+
+
+def remove_definition(store: Storage, index_id: str) -> None:
+    """Remove a user definition and its results; built-ins are refused."""
+    found = store.get_definition(index_id)
+    if found is None:
+        raise NotFoundError(f"unknown index {index_id!r}", field="index")
+    if found[1]:
+        raise ConflictError(f"{index_id!r} is a built-in index and cannot be removed", field="index")
+    store.delete_definition(index_id)

@@ -1,0 +1,188 @@
+"""Reading built indices: performance, composition and composition changes.
+
+Every read validates its window the same way for the CLI and the API: unknown
+index, end before start, a window before the base date and a window with no
+built data are errors with a one-line message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from index_builder.calendar import SessionCalendar
+from index_builder.engine.analytics import Summary, summarize
+from index_builder.engine.definitions import IndexDefinition
+from index_builder.engine.kernel import Snapshot, StartState, compute_index
+from index_builder.engine.spells import Change, changes_from_spells
+from index_builder.errors import InvalidInputError, NoDataError
+from index_builder.services.builds import IndexBuilder
+from index_builder.storage.base import BuildState, Storage
+
+PERFORMANCE_COLUMNS = ["date", "level", "daily_return", "cumulative_return"]
+COMPOSITION_COLUMNS = ["date", "symbol", "rank", "weight", "market_cap", "price", "units", "sector"]
+CHANGES_COLUMNS = ["date", "entered", "exited"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A validated, built window of one index."""
+
+    definition: IndexDefinition
+    state: BuildState
+    start: dt.date
+    end: dt.date
+
+
+@dataclass(frozen=True)
+class Performance:
+    """Levels and returns over a window, with summary statistics."""
+
+    window: Window
+    rows: list[dict[str, Any]]
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The composition in force after the close of ``effective_date``."""
+
+    index_id: str
+    requested_date: dt.date
+    effective_date: dt.date
+    snapshot: Snapshot
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per constituent, in rank order, with methodology column names."""
+        s = self.snapshot
+        return [
+            {
+                "date": self.effective_date,
+                "symbol": str(s.symbols[i]),
+                "rank": int(s.ranks[i]),
+                "weight": float(s.weights[i]),
+                "market_cap": float(s.market_caps[i]),
+                "price": float(s.prices[i]),
+                "units": float(s.units[i]),
+                "sector": s.sectors[i],
+                "name": s.names[i],
+            }
+            for i in range(len(s.symbols))
+        ]
+
+
+class IndexReader:
+    """Read-side use cases over one store."""
+
+    def __init__(self, store: Storage, calendar: SessionCalendar) -> None:
+        self.store = store
+        self.calendar = calendar
+        self._builder = IndexBuilder(store, calendar)
+
+    def window(self, index_id: str, start: dt.date | None, end: dt.date | None) -> Window:
+        """Validate ``[start, end]`` against the index's base date and built range."""
+        definition = self._builder.definition(index_id)
+        state = self.store.build_state(index_id)
+        if state is None:
+            raise NoDataError(
+                f"{index_id} is not built yet: run 'index-builder build --index {index_id}'"
+            )
+        if start is not None and end is not None and end < start:
+            raise InvalidInputError(f"end date {end} is before start date {start}", field="end_date")
+        if start is not None and start < state.base_date:
+            raise InvalidInputError(
+                f"start date {start} is before the base date {state.base_date} of {index_id}",
+                field="start_date",
+            )
+        lo = start or state.base_date
+        hi = end or state.built_through
+        if lo > state.built_through:
+            raise NoDataError(
+                f"{index_id} is built from {state.base_date} through {state.built_through}; "
+                f"nothing on or after {lo}: ingest newer data and run "
+                f"'index-builder build --index {index_id}'"
+            )
+        return Window(definition, state, lo, min(hi, state.built_through))
+
+    def performance(
+        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+    ) -> Performance:
+        """Levels, daily and cumulative returns and the summary over a window."""
+        window = self.window(index_id, start, end)
+        table = self.store.read_levels(index_id, window.start, window.end)
+        if table.num_rows == 0:
+            raise NoDataError(
+                f"no trading day of {index_id} in {window.start}..{window.end}; built range is "
+                f"{window.state.base_date}..{window.state.built_through}"
+            )
+        dates = table.column("date").to_pylist()
+        levels = table.column("level").to_numpy()
+        daily = table.column("daily_return").to_numpy()
+        cumulative = levels / levels[0] - 1.0
+        rows = [
+            {"date": d, "level": float(lv), "daily_return": float(r), "cumulative_return": float(c)}
+            for d, lv, r, c in zip(dates, levels, daily, cumulative, strict=True)
+        ]
+        summary = summarize(
+            levels,
+            table.column("turnover").to_numpy(zero_copy_only=False).astype(float),
+            table.column("is_rebalance").to_numpy(zero_copy_only=False).astype(bool),
+            first_is_base=dates[0] == window.state.base_date,
+        )
+        return Performance(window, rows, summary)
+
+    def composition(self, index_id: str, day: dt.date | None = None) -> Composition:
+        """Constituents after the close of ``day`` (a non-trading day: the previous one).
+
+        Reconstructed from the stored spells: constituents from the spells, the
+        level from the stored levels, weights and units recomputed by the same
+        engine over [last rebalance, day].
+        """
+        requested = day or self._last_built(index_id)
+        window = self.window(index_id, requested, requested)
+        days = self.store.built_days(index_id)
+        i = int(np.searchsorted(np.array(days, dtype="datetime64[D]"),
+                                np.datetime64(requested, "D"), side="right")) - 1
+        effective = days[i]
+        rebalance = self.store.last_rebalance(index_id, effective, inclusive=True)
+        assert rebalance is not None  # the base date is always a rebalance
+        level = self.store.level_on(index_id, rebalance)
+        assert level is not None
+        members = [
+            s.symbol
+            for s in self.store.spells_overlapping(index_id, rebalance, rebalance)
+        ]
+        definition = window.definition
+        panel = self.store.load_panel(
+            rebalance, effective, with_close=definition.universe.min_price is not None
+        )
+        start = StartState(level=level, members=panel.securities.column_of(members))
+        computation = compute_index(panel, definition, self.calendar, start=start)
+        return Composition(index_id, requested, effective, computation.snapshot(len(panel.days) - 1))
+
+    def changes(
+        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+    ) -> tuple[Window, list[Change]]:
+        """Entered/exited constituents per rebalance within a window."""
+        window = self.window(index_id, start, end)
+        days = self.store.built_days(index_id)
+        # an exit on the window's first day ends a spell on the trading day before
+        i = int(np.searchsorted(np.array(days, dtype="datetime64[D]"),
+                                np.datetime64(window.start, "D")))
+        spells = self.store.spells_overlapping(index_id, days[max(i - 1, 0)], window.end)
+        changes = changes_from_spells(
+            spells, days, base_date=window.state.base_date, start=window.start, end=window.end
+        )
+        return window, changes
+
+    def _last_built(self, index_id: str) -> dt.date:
+        self._builder.definition(index_id)  # unknown index first
+        state = self.store.build_state(index_id)
+        if state is None:
+            raise NoDataError(
+                f"{index_id} is not built yet: run 'index-builder build --index {index_id}'"
+            )
+        return state.built_through

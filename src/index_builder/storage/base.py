@@ -1,0 +1,184 @@
+"""The storage interface every backend implements, and the records it exchanges.
+
+Backends (DuckDB today; an Iceberg data lake later) live in one package each
+and declare what they can do in a :class:`StorageCapabilities`. Services and the
+engine talk to :class:`Storage` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from index_builder.engine.definitions import IndexDefinition
+from index_builder.engine.kernel import Spell
+from index_builder.engine.panel import MarketPanel
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StorageCapabilities:
+    """What a backend supports; callers check these instead of backend types."""
+
+    name: str
+    transactions: bool
+    concurrent_writers: bool
+    persistent: bool
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion run did (also the row of ``ingest_runs``)."""
+
+    run_id: int
+    provider: str
+    status: str
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_rejected: int = 0
+    duplicates_collapsed: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    securities_changed: int = 0
+    min_date: dt.date | None = None
+    max_date: dt.date | None = None
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """What the store knows about an index's last successful build."""
+
+    index_id: str
+    version: int
+    definition_hash: str
+    base_date: dt.date
+    built_through: dt.date
+    data_run_id: int
+    built_at: dt.datetime
+    duration_ms: float | None
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class LevelRows:
+    """Computed level rows to persist (parallel sequences)."""
+
+    dates: Sequence[dt.date]
+    level: Sequence[float]
+    daily_return: Sequence[float]
+    is_rebalance: Sequence[bool]
+    turnover: Sequence[float | None]
+    n_constituents: Sequence[int]
+
+
+class Storage(Protocol):
+    """The operations the services need from a market data and results store."""
+
+    capabilities: StorageCapabilities
+
+    # ingestion
+    def ingest(
+        self,
+        securities: pa.Table,
+        prices: pa.RecordBatchReader | pa.Table,
+        *,
+        provider: str,
+        params: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Validate and merge one input; records the run (also when it fails)."""
+        ...
+
+    def ingest_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent ingestion runs, newest first."""
+        ...
+
+    def quarantined(self, run_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Quarantined rows (of one run, or of all runs), newest first."""
+        ...
+
+    # market data for the engine
+    def trading_days(self) -> list[dt.date]:
+        """All trading days (dates with at least one valid bar), ascending."""
+        ...
+
+    def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
+        """Every security's prices and market caps on every trading day in [start, end]."""
+        ...
+
+    def latest_run_id(self) -> int:
+        """The newest successful ingestion run id (0 when none)."""
+        ...
+
+    def first_changed_date(self, since_run_id: int) -> dt.date | None:
+        """Earliest trading day whose inputs changed after ``since_run_id``."""
+        ...
+
+    # definitions
+    def list_definitions(self) -> list[tuple[IndexDefinition, bool]]:
+        """All definitions with their built-in flag."""
+        ...
+
+    def get_definition(self, index_id: str) -> tuple[IndexDefinition, bool] | None:
+        """One definition with its built-in flag, or None."""
+        ...
+
+    def put_definition(self, definition: IndexDefinition, *, builtin: bool) -> None:
+        """Create or replace a definition."""
+        ...
+
+    def delete_definition(self, index_id: str) -> None:
+        """Remove a definition and its results."""
+        ...
+
+    # results
+    def build_state(self, index_id: str) -> BuildState | None:
+        """The last successful build of an index, or None."""
+        ...
+
+    def last_rebalance(self, index_id: str, day: dt.date, *, inclusive: bool) -> dt.date | None:
+        """The last rebalance before (or on, if inclusive) ``day``."""
+        ...
+
+    def level_on(self, index_id: str, day: dt.date) -> float | None:
+        """The stored level on ``day``."""
+        ...
+
+    def spells_from(self, index_id: str, day: dt.date) -> list[Spell]:
+        """Spells in force on or after ``day``."""
+        ...
+
+    def spells_overlapping(self, index_id: str, start: dt.date, end: dt.date) -> list[Spell]:
+        """Spells in force at some point of [start, end]."""
+        ...
+
+    def save_results(
+        self,
+        state: BuildState,
+        levels: LevelRows,
+        spells: Sequence[Spell],
+        *,
+        replace_after: dt.date | None,
+    ) -> None:
+        """Atomically store a build: levels and spells after ``replace_after`` (all if None)."""
+        ...
+
+    def read_levels(self, index_id: str, start: dt.date, end: dt.date) -> pa.Table:
+        """Stored levels in [start, end], ascending."""
+        ...
+
+    def built_days(self, index_id: str) -> list[dt.date]:
+        """Days with a stored level, ascending."""
+        ...
+
+    def count_spells(self, index_id: str) -> int:
+        """Number of stored spells (composition storage rows)."""
+        ...

@@ -1,0 +1,109 @@
+-- Reads and writes of the index engine.
+
+-- name: trading_days
+-- Trading days: distinct dates with at least one valid row (only valid rows are stored).
+SELECT DISTINCT date FROM prices ORDER BY date;
+
+-- name: panel_securities
+SELECT symbol, name, sector, exchange, type FROM securities ORDER BY symbol;
+
+-- name: panel_bars
+-- Long form of the panel: one row per valid bar in the window, with the row
+-- (trading day) and column (security) indices the engine uses.
+SELECT d.row_index AS day_index, s.column_index AS security_index,
+       p.close, coalesce(p.adj_close, 'NaN'::DOUBLE) AS adj_close, p.market_cap
+FROM prices p
+JOIN panel_days d ON d.date = p.date
+JOIN panel_columns s ON s.symbol = p.symbol
+WHERE p.date BETWEEN $start AND $end;
+
+-- name: latest_run_id
+SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status = 'succeeded';
+
+-- name: first_changed_date
+-- The earliest trading day whose inputs changed after ingestion run $run_id:
+-- a price row written later, or any bar of a security whose attributes changed.
+SELECT min(date) FROM (
+    SELECT min(date) AS date FROM prices WHERE run_id > $run_id
+    UNION ALL
+    SELECT min(p.date) FROM prices p JOIN securities s USING (symbol) WHERE s.run_id > $run_id
+);
+
+-- name: build_state
+SELECT index_id, version, definition_hash, base_date, built_through, data_run_id,
+       built_at, duration_ms, warnings
+FROM index_builds WHERE index_id = $index_id;
+
+-- name: last_rebalance_before
+SELECT max(date) FROM index_levels
+WHERE index_id = $index_id AND is_rebalance AND date < $day;
+
+-- name: last_rebalance_on_or_before
+SELECT max(date) FROM index_levels
+WHERE index_id = $index_id AND is_rebalance AND date <= $day;
+
+-- name: level_on
+SELECT level FROM index_levels WHERE index_id = $index_id AND date = $day;
+
+-- name: spells_from
+-- Spells in force on or after $day.
+SELECT symbol, valid_from, valid_to FROM index_spells
+WHERE index_id = $index_id AND (valid_to IS NULL OR valid_to >= $day)
+ORDER BY symbol, valid_from;
+
+-- name: spells_overlapping
+SELECT symbol, valid_from, valid_to FROM index_spells
+WHERE index_id = $index_id AND valid_from <= $end AND (valid_to IS NULL OR valid_to >= $start)
+ORDER BY symbol, valid_from;
+
+-- name: count_spells
+SELECT count(*) FROM index_spells WHERE index_id = $index_id;
+
+-- name: delete_results_from
+DELETE FROM index_levels WHERE index_id = $index_id AND date > $day;
+DELETE FROM index_spells
+WHERE index_id = $index_id AND (valid_to IS NULL OR valid_to >= $day OR valid_from >= $day);
+
+-- name: delete_results
+DELETE FROM index_levels WHERE index_id = $index_id;
+DELETE FROM index_spells WHERE index_id = $index_id;
+DELETE FROM index_builds WHERE index_id = $index_id;
+
+-- name: insert_levels
+INSERT INTO index_levels
+SELECT $index_id, date, level, daily_return, is_rebalance, turnover, n_constituents
+FROM new_levels;
+
+-- name: insert_spells
+INSERT INTO index_spells SELECT $index_id, symbol, valid_from, valid_to FROM new_spells;
+
+-- name: upsert_build_state
+INSERT OR REPLACE INTO index_builds
+VALUES ($index_id, $version, $definition_hash, $base_date, $built_through, $data_run_id,
+        now()::TIMESTAMP, $duration_ms, $warnings);
+
+-- name: read_levels
+SELECT date, level, daily_return, is_rebalance, turnover, n_constituents
+FROM index_levels
+WHERE index_id = $index_id AND date BETWEEN $start AND $end
+ORDER BY date;
+
+-- name: built_days
+SELECT date FROM index_levels WHERE index_id = $index_id ORDER BY date;
+
+-- name: built_range
+SELECT min(date), max(date), count(*) FROM index_levels WHERE index_id = $index_id;
+
+-- name: list_definitions
+SELECT index_id, definition, builtin FROM index_definitions ORDER BY builtin DESC, index_id;
+
+-- name: get_definition
+SELECT definition, builtin FROM index_definitions WHERE index_id = $index_id;
+
+-- name: upsert_definition
+INSERT INTO index_definitions VALUES ($index_id, $definition, $builtin, now()::TIMESTAMP, now()::TIMESTAMP)
+ON CONFLICT (index_id) DO UPDATE SET
+    definition = excluded.definition, builtin = excluded.builtin, updated_at = excluded.updated_at;
+
+-- name: delete_definition
+DELETE FROM index_definitions WHERE index_id = $index_id;

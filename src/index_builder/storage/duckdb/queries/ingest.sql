@@ -1,0 +1,258 @@
+-- Ingestion: parse, validate, de-duplicate and merge one input into the store.
+-- Inputs registered by the caller: raw_prices, raw_securities (all columns of the
+-- interchange format present, values raw: text or typed, plus _row).
+
+-- name: stage_securities
+CREATE OR REPLACE TEMP TABLE stg_securities_parsed AS
+SELECT
+    _row,
+    upper(NULLIF(trim(CAST(symbol AS VARCHAR)), '')) AS symbol,
+    NULLIF(trim(CAST(name AS VARCHAR)), '')          AS name,
+    NULLIF(trim(CAST(exchange AS VARCHAR)), '')      AS exchange,
+    NULLIF(trim(CAST(sector AS VARCHAR)), '')        AS sector,
+    NULLIF(trim(CAST(industry AS VARCHAR)), '')      AS industry,
+    NULLIF(trim(CAST(currency AS VARCHAR)), '')      AS currency,
+    NULLIF(trim(CAST(type AS VARCHAR)), '')          AS type,
+    NULLIF(trim(CAST(company_id AS VARCHAR)), '')    AS company_id
+FROM raw_securities;
+
+CREATE OR REPLACE TEMP TABLE stg_securities_distinct AS
+SELECT symbol, name, exchange, sector, industry, currency, type, company_id,
+       min(_row) AS _row, count(*) AS copies
+FROM stg_securities_parsed
+WHERE symbol IS NOT NULL
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE stg_securities_conflicts AS
+SELECT symbol FROM stg_securities_distinct GROUP BY symbol HAVING count(*) > 1;
+
+CREATE OR REPLACE TEMP TABLE stg_securities_rejected AS
+SELECT p._row, p.symbol,
+       CASE WHEN p.symbol IS NULL THEN 'missing_symbol' ELSE 'conflicting_duplicate' END AS reason
+FROM stg_securities_parsed p
+WHERE p.symbol IS NULL OR p.symbol IN (SELECT symbol FROM stg_securities_conflicts);
+
+CREATE OR REPLACE TEMP TABLE stg_securities AS
+SELECT d.* EXCLUDE (copies), d.copies - 1 AS collapsed,
+       CASE WHEN s.symbol IS NULL THEN 'insert'
+            WHEN (d.name, d.exchange, d.sector, d.industry, d.currency, d.type, d.company_id)
+                 IS DISTINCT FROM
+                 (s.name, s.exchange, s.sector, s.industry, s.currency, s.type, s.company_id)
+            THEN 'update'
+            ELSE 'same' END AS action
+FROM stg_securities_distinct d
+LEFT JOIN securities s USING (symbol)
+WHERE d.symbol NOT IN (SELECT symbol FROM stg_securities_conflicts);
+
+-- name: stage_prices
+-- Cast every field; a value that is present but does not parse names the field.
+-- Values arrive as text (CSV) or typed (Parquet); both go through TRY_CAST.
+CREATE OR REPLACE TEMP TABLE stg_prices_parsed AS
+SELECT
+    _row, date, symbol, close, adj_close, volume, shares_outstanding, given_market_cap,
+    dividend, split_ratio, parse_error,
+    -- the raw text is kept only for rows that do not parse (quarantine evidence)
+    CASE WHEN parse_error IS NOT NULL THEN to_json(struct_pack(
+            date := CAST(raw_date AS VARCHAR),
+            symbol := CAST(raw_symbol AS VARCHAR),
+            close := CAST(raw_close AS VARCHAR),
+            adj_close := CAST(raw_adj_close AS VARCHAR),
+            volume := CAST(raw_volume AS VARCHAR),
+            shares_outstanding := CAST(raw_shares_outstanding AS VARCHAR),
+            market_cap := CAST(raw_market_cap AS VARCHAR),
+            dividend := CAST(raw_dividend AS VARCHAR),
+            split_ratio := CAST(raw_split_ratio AS VARCHAR)
+    )) END AS raw_record
+FROM (
+    SELECT
+        _row,
+        coalesce(TRY_CAST(date AS DATE),
+                 TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE))  AS date,
+        upper(NULLIF(trim(CAST(symbol AS VARCHAR)), ''))        AS symbol,
+        TRY_CAST(close AS DOUBLE)                               AS close,
+        TRY_CAST(adj_close AS DOUBLE)                           AS adj_close,
+        TRY_CAST(volume AS DOUBLE)                              AS volume,
+        TRY_CAST(shares_outstanding AS DOUBLE)                  AS shares_outstanding,
+        TRY_CAST(market_cap AS DOUBLE)                          AS given_market_cap,
+        TRY_CAST(dividend AS DOUBLE)                            AS dividend,
+        TRY_CAST(split_ratio AS DOUBLE)                         AS split_ratio,
+        CASE
+            WHEN coalesce(TRY_CAST(date AS DATE),
+                          TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE)) IS NULL
+                THEN 'unparseable_date'
+            WHEN NULLIF(trim(CAST(symbol AS VARCHAR)), '') IS NULL THEN 'missing_symbol'
+            WHEN TRY_CAST(close AS DOUBLE) IS NULL AND close IS NOT NULL
+                 AND trim(CAST(close AS VARCHAR)) <> '' THEN 'unparseable_close'
+            WHEN TRY_CAST(adj_close AS DOUBLE) IS NULL AND adj_close IS NOT NULL
+                 AND trim(CAST(adj_close AS VARCHAR)) <> '' THEN 'unparseable_adj_close'
+            WHEN TRY_CAST(volume AS DOUBLE) IS NULL AND volume IS NOT NULL
+                 AND trim(CAST(volume AS VARCHAR)) <> '' THEN 'unparseable_volume'
+            WHEN TRY_CAST(shares_outstanding AS DOUBLE) IS NULL AND shares_outstanding IS NOT NULL
+                 AND trim(CAST(shares_outstanding AS VARCHAR)) <> '' THEN 'unparseable_shares_outstanding'
+            WHEN TRY_CAST(market_cap AS DOUBLE) IS NULL AND market_cap IS NOT NULL
+                 AND trim(CAST(market_cap AS VARCHAR)) <> '' THEN 'unparseable_market_cap'
+            WHEN TRY_CAST(dividend AS DOUBLE) IS NULL AND dividend IS NOT NULL
+                 AND trim(CAST(dividend AS VARCHAR)) <> '' THEN 'unparseable_dividend'
+            WHEN TRY_CAST(split_ratio AS DOUBLE) IS NULL AND split_ratio IS NOT NULL
+                 AND trim(CAST(split_ratio AS VARCHAR)) <> '' THEN 'unparseable_split_ratio'
+        END AS parse_error,
+        date AS raw_date,
+        symbol AS raw_symbol,
+        close AS raw_close,
+        adj_close AS raw_adj_close,
+        volume AS raw_volume,
+        shares_outstanding AS raw_shares_outstanding,
+        market_cap AS raw_market_cap,
+        dividend AS raw_dividend,
+        split_ratio AS raw_split_ratio
+    FROM raw_prices
+);
+
+-- Validity (METHODOLOGY "Inputs"): known symbol, exchange session, close and
+-- market cap finite and > 0. The first failing rule is the reason.
+CREATE OR REPLACE TEMP TABLE stg_prices_checked AS
+SELECT
+    p.* EXCLUDE (given_market_cap, parse_error, raw_record),
+    coalesce(p.given_market_cap, p.close * p.shares_outstanding) AS market_cap,
+    CASE
+        WHEN p.parse_error IS NOT NULL THEN p.parse_error
+        WHEN k.symbol IS NULL THEN 'unknown_symbol'
+        WHEN c.date IS NULL THEN 'not_a_session'
+        WHEN p.close IS NULL OR NOT isfinite(p.close) OR p.close <= 0 THEN 'invalid_close'
+        WHEN p.given_market_cap IS NULL AND p.shares_outstanding IS NULL
+            THEN 'missing_market_cap'
+        WHEN NOT isfinite(coalesce(p.given_market_cap, p.close * p.shares_outstanding))
+             OR coalesce(p.given_market_cap, p.close * p.shares_outstanding) <= 0
+            THEN 'invalid_market_cap'
+        WHEN p.split_ratio IS NOT NULL AND (NOT isfinite(p.split_ratio) OR p.split_ratio <= 0)
+            THEN 'invalid_split_ratio'
+        WHEN p.dividend IS NOT NULL AND (NOT isfinite(p.dividend) OR p.dividend < 0)
+            THEN 'invalid_dividend'
+    END AS reason
+FROM stg_prices_parsed p
+LEFT JOIN (
+    SELECT symbol FROM stg_securities
+    UNION
+    SELECT symbol FROM securities
+    WHERE symbol NOT IN (SELECT symbol FROM stg_securities_conflicts)
+) k ON k.symbol = p.symbol
+LEFT JOIN calendar_sessions c ON c.date = p.date;
+
+-- Exact duplicates collapse into one row; different values for one
+-- (date, symbol) are a conflict and every copy is quarantined.
+CREATE OR REPLACE TEMP TABLE stg_prices_distinct AS
+SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap,
+       dividend, split_ratio, min(_row) AS _row, count(*) AS copies
+FROM stg_prices_checked
+WHERE reason IS NULL
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE stg_prices_conflicts AS
+SELECT date, symbol FROM stg_prices_distinct GROUP BY date, symbol HAVING count(*) > 1;
+
+CREATE OR REPLACE TEMP TABLE stg_prices_accepted AS
+SELECT d.*
+FROM stg_prices_distinct d
+ANTI JOIN stg_prices_conflicts c ON c.date = d.date AND c.symbol = d.symbol;
+
+-- name: quarantine_rejections
+INSERT INTO quarantine
+SELECT $run_id, 'prices', k._row,
+       coalesce(CAST(k.date AS VARCHAR), r.raw_record->>'date'),
+       coalesce(k.symbol, r.raw_record->>'symbol'), k.reason,
+       coalesce(r.raw_record, to_json(struct_pack(
+           date := k.date, symbol := k.symbol, close := k.close, adj_close := k.adj_close,
+           volume := k.volume, shares_outstanding := k.shares_outstanding,
+           market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio)))
+FROM stg_prices_checked k JOIN stg_prices_parsed r USING (_row)
+WHERE k.reason IS NOT NULL
+UNION ALL
+SELECT $run_id, 'prices', k._row, CAST(k.date AS VARCHAR), k.symbol, 'conflicting_duplicate',
+       to_json(struct_pack(
+           date := k.date, symbol := k.symbol, close := k.close, adj_close := k.adj_close,
+           volume := k.volume, shares_outstanding := k.shares_outstanding,
+           market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio))
+FROM stg_prices_checked k
+SEMI JOIN stg_prices_conflicts c ON c.date = k.date AND c.symbol = k.symbol
+WHERE k.reason IS NULL
+UNION ALL
+SELECT $run_id, 'securities', _row, NULL, symbol, reason, NULL
+FROM stg_securities_rejected;
+
+-- name: securities_changed
+SELECT count(*) FROM stg_securities WHERE action <> 'same';
+
+-- name: rejection_counts
+SELECT source, reason, count(*) AS n
+FROM quarantine WHERE run_id = $run_id
+GROUP BY ALL ORDER BY n DESC, reason;
+
+-- name: price_stage_counts
+SELECT
+    (SELECT count(*) FROM stg_prices_parsed)                        AS rows_read,
+    (SELECT count(*) FROM stg_prices_accepted)                      AS rows_accepted,
+    (SELECT coalesce(sum(copies - 1), 0) FROM stg_prices_accepted)  AS duplicates_collapsed,
+    (SELECT min(date) FROM stg_prices_accepted)                     AS min_date,
+    (SELECT max(date) FROM stg_prices_accepted)                     AS max_date;
+
+-- name: classify_price_changes
+-- Compare with what is stored; only the window of the input is scanned.
+CREATE OR REPLACE TEMP TABLE stg_prices_actions AS
+SELECT a.* EXCLUDE (copies, _row),
+       CASE WHEN p.symbol IS NULL THEN 'insert'
+            WHEN (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap,
+                  a.dividend, a.split_ratio)
+                 IS DISTINCT FROM
+                 (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap,
+                  p.dividend, p.split_ratio)
+            THEN 'update'
+            ELSE 'same' END AS action
+FROM stg_prices_accepted a
+LEFT JOIN (
+    SELECT * FROM prices
+    WHERE date BETWEEN (SELECT min(date) FROM stg_prices_accepted)
+                   AND (SELECT max(date) FROM stg_prices_accepted)
+) p ON p.date = a.date AND p.symbol = a.symbol;
+
+-- name: price_action_counts
+SELECT
+    count(*) FILTER (WHERE action = 'insert') AS rows_inserted,
+    count(*) FILTER (WHERE action = 'update') AS rows_updated,
+    count(*) FILTER (WHERE action = 'same')   AS rows_unchanged
+FROM stg_prices_actions;
+
+-- name: merge_securities
+UPDATE securities AS s
+SET name = d.name, exchange = d.exchange, sector = d.sector, industry = d.industry,
+    currency = d.currency, type = d.type, company_id = d.company_id, run_id = $run_id
+FROM stg_securities d
+WHERE d.action = 'update' AND s.symbol = d.symbol;
+
+INSERT INTO securities
+SELECT symbol, name, exchange, sector, industry, currency, type, company_id, $run_id
+FROM stg_securities WHERE action = 'insert';
+
+-- name: merge_prices
+DELETE FROM prices AS p
+USING stg_prices_actions a
+WHERE a.action = 'update' AND p.date = a.date AND p.symbol = a.symbol;
+
+INSERT INTO prices
+SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap,
+       dividend, split_ratio, $run_id
+FROM stg_prices_actions
+WHERE action <> 'same'
+ORDER BY date, symbol;
+
+-- name: drop_staging
+DROP TABLE IF EXISTS stg_securities_parsed;
+DROP TABLE IF EXISTS stg_securities_distinct;
+DROP TABLE IF EXISTS stg_securities_conflicts;
+DROP TABLE IF EXISTS stg_securities_rejected;
+DROP TABLE IF EXISTS stg_securities;
+DROP TABLE IF EXISTS stg_prices_parsed;
+DROP TABLE IF EXISTS stg_prices_checked;
+DROP TABLE IF EXISTS stg_prices_distinct;
+DROP TABLE IF EXISTS stg_prices_conflicts;
+DROP TABLE IF EXISTS stg_prices_accepted;
+DROP TABLE IF EXISTS stg_prices_actions;

@@ -1,0 +1,515 @@
+"""The embedded DuckDB backend: market data, ingestion runs and index results.
+
+One :class:`DuckDBStore` per process owns the database connection. Threads get
+their own cursor (``store.cursor()``); all are closed when the store closes.
+Schema migrations run when the store opens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from index_builder.calendar import SessionCalendar, get_calendar
+from index_builder.engine.definitions import IndexDefinition, parse_definition
+from index_builder.engine.kernel import Spell
+from index_builder.engine.panel import MarketPanel, SecurityMaster
+from index_builder.errors import IndexBuilderError
+from index_builder.storage.base import (
+    BuildState,
+    IngestReport,
+    LevelRows,
+    ProgressCallback,
+    StorageCapabilities,
+)
+from index_builder.storage.duckdb.sql import names, query, statements
+
+CAPABILITIES = StorageCapabilities(
+    name="duckdb", transactions=True, concurrent_writers=False, persistent=True
+)
+
+
+class StorageError(IndexBuilderError):
+    """The database cannot be opened or used."""
+
+    code = "storage-error"
+    exit_code = 1
+    http_status = 503
+
+
+class DuckDBStore:
+    """Embedded DuckDB storage (see :class:`index_builder.storage.base.Storage`)."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        calendar: SessionCalendar | None = None,
+        read_only: bool = False,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.calendar = calendar or get_calendar()
+        self._threads = threads
+        self._memory_limit = memory_limit
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> DuckDBStore:
+        """Open the database (creating it and its folder) and run migrations."""
+        if self._con is not None:
+            return self
+        if str(self.path) != ":memory:":
+            if self.read_only and not self.path.exists():
+                raise StorageError(f"database not found: {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {}
+        if self._threads:
+            config["threads"] = self._threads
+        if self._memory_limit:
+            config["memory_limit"] = self._memory_limit
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        if not self.read_only:
+            self._migrate()
+            self._sync_calendar()
+        return self
+
+    def close(self) -> None:
+        """Close every cursor and the connection."""
+        with self._lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._local = threading.local()
+
+    def __enter__(self) -> DuckDBStore:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the shared connection."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            if self._con is None:
+                raise StorageError("the store is not open")
+            with self._lock:
+                cur = self._con.cursor()
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        return cur
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A transaction on this thread's cursor; rolled back on error."""
+        cur = self.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def _arrow(self, name: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """A single-statement named query's result as an Arrow table."""
+        sql = query(name)
+        return self.cursor().sql(sql, params=_used_params(sql, params)).to_arrow_table()
+
+    def _exec(self, name: str, params: dict[str, Any] | None = None) -> None:
+        """Run every statement of a named query, consuming any results."""
+        cur = self.cursor()
+        for statement in statements(name):
+            cur.execute(statement, _used_params(statement, params)).fetchall()
+
+    def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """All rows of a single-statement named query."""
+        sql = query(name)
+        return self.cursor().execute(sql, _used_params(sql, params)).fetchall()
+
+    def _one(self, name: str, params: dict[str, Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row of a single-statement named query (None when empty)."""
+        rows = self._rows(name, params)
+        return rows[0] if rows else None
+
+    # ------------------------------------------------------------------ schema
+    def _migrate(self) -> None:
+        cur = self.cursor()
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT now()::TIMESTAMP)"
+        )
+        applied = {row[0] for row in cur.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, name in enumerate(names("v"), start=1):
+            if version in applied:
+                continue
+            with self.transaction() as tx:
+                for statement in statements(name):
+                    tx.execute(statement)
+                tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+
+    def schema_version(self) -> int:
+        """The newest applied migration."""
+        row = self.cursor().execute("SELECT max(version) FROM schema_migrations").fetchall()[0]
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _sync_calendar(self) -> None:
+        cur = self.cursor()
+        cur.execute("CREATE TABLE IF NOT EXISTS calendar_sessions (date DATE PRIMARY KEY)")
+        first, last, count = cur.execute(
+            "SELECT min(date), max(date), count(*) FROM calendar_sessions"
+        ).fetchall()[0]
+        sessions = self.calendar.sessions
+        if count == len(sessions) and first == self.calendar.first and last == self.calendar.last:
+            return
+        table = pa.table({"date": pa.array(sessions.astype("datetime64[D]"), pa.date32())})
+        with self.transaction() as tx:
+            tx.register("new_sessions", table)
+            tx.execute("DELETE FROM calendar_sessions")
+            tx.execute("INSERT INTO calendar_sessions SELECT date FROM new_sessions")
+            tx.unregister("new_sessions")
+
+    # ------------------------------------------------------------------ ingestion
+    def ingest(
+        self,
+        securities: pa.Table,
+        prices: pa.RecordBatchReader | pa.Table,
+        *,
+        provider: str,
+        params: dict[str, Any],
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Validate, de-duplicate and merge one input (see ``queries/ingest.sql``)."""
+        step = progress or (lambda _msg: None)
+        cur = self.cursor()
+        run_id = int(cur.execute("SELECT nextval('ingest_run_ids')").fetchall()[0][0])
+        cur.execute(
+            "INSERT INTO ingest_runs (run_id, provider, params, status, started_at)"
+            " VALUES (?, ?, ?, 'running', now()::TIMESTAMP)",
+            [run_id, provider, json.dumps(params, default=str)],
+        )
+        report = IngestReport(run_id=run_id, provider=provider, status="running")
+        try:
+            with self.transaction() as tx:
+                tx.register("raw_securities", securities)
+                tx.register("raw_prices", prices)
+                step("validating securities")
+                self._exec("stage_securities")
+                step("validating prices")
+                self._exec("stage_prices")
+                tx.unregister("raw_prices")
+                tx.unregister("raw_securities")
+                self._exec("quarantine_rejections", {"run_id": run_id})
+                step("comparing with stored data")
+                self._exec("classify_price_changes")
+                self._fill_counts(report)
+                step("merging")
+                self._exec("merge_securities", {"run_id": run_id})
+                self._exec("merge_prices", {"run_id": run_id})
+                self._exec("drop_staging")
+            report.status = "succeeded"
+        except Exception as exc:
+            report.status = "failed"
+            report.message = str(exc).splitlines()[0][:500]
+            self._finish_run(report)
+            raise
+        self._finish_run(report)
+        return report
+
+    def _fill_counts(self, report: IngestReport) -> None:
+        read, accepted, collapsed, min_date, max_date = self._one("price_stage_counts") or (
+            0, 0, 0, None, None,
+        )
+        inserted, updated, unchanged = self._one("price_action_counts") or (0, 0, 0)
+        securities_changed = self._one("securities_changed")
+        rejected = self._rows("rejection_counts", {"run_id": report.run_id})
+        report.rows_read = int(read)
+        report.rows_accepted = int(accepted)
+        report.duplicates_collapsed = int(collapsed)
+        report.rows_inserted, report.rows_updated = int(inserted), int(updated)
+        report.rows_unchanged = int(unchanged)
+        report.securities_changed = int(securities_changed[0]) if securities_changed else 0
+        report.min_date, report.max_date = min_date, max_date
+        report.rejected_by_reason = {f"{src}:{reason}": int(n) for src, reason, n in rejected}
+        report.rows_rejected = sum(
+            n for key, n in report.rejected_by_reason.items() if key.startswith("prices:")
+        )
+
+    def _finish_run(self, report: IngestReport) -> None:
+        self.cursor().execute(
+            "UPDATE ingest_runs SET status = ?, finished_at = now()::TIMESTAMP, rows_read = ?,"
+            " rows_accepted = ?, rows_rejected = ?, duplicates_collapsed = ?, rows_inserted = ?,"
+            " rows_updated = ?, rows_unchanged = ?, securities_changed = ?, min_date = ?,"
+            " max_date = ?, message = ? WHERE run_id = ?",
+            [
+                report.status,
+                report.rows_read,
+                report.rows_accepted,
+                report.rows_rejected,
+                report.duplicates_collapsed,
+                report.rows_inserted,
+                report.rows_updated,
+                report.rows_unchanged,
+                report.securities_changed,
+                report.min_date,
+                report.max_date,
+                report.message,
+                report.run_id,
+            ],
+        )
+
+    def ingest_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent ingestion runs, newest first."""
+        cur = self.cursor().execute(
+            "SELECT * EXCLUDE (params), params FROM ingest_runs ORDER BY run_id DESC LIMIT ?",
+            [limit],
+        )
+        return _dicts(cur)
+
+    def quarantined(self, run_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Quarantined rows (of one run, or of all runs), newest first."""
+        cur = self.cursor().execute(
+            "SELECT * FROM quarantine WHERE $run_id IS NULL OR run_id = $run_id"
+            " ORDER BY run_id DESC, row_number LIMIT $limit",
+            {"run_id": run_id, "limit": limit},
+        )
+        return _dicts(cur)
+
+    # ------------------------------------------------------------------ engine reads
+    def trading_days(self) -> list[dt.date]:
+        """All trading days (dates with at least one valid bar), ascending."""
+        return [row[0] for row in self._rows("trading_days")]
+
+    def latest_run_id(self) -> int:
+        """The newest successful ingestion run id (0 when none)."""
+        return int(self._one("latest_run_id")[0])  # type: ignore[index]
+
+    def first_changed_date(self, since_run_id: int) -> dt.date | None:
+        """Earliest trading day whose inputs changed after ``since_run_id``."""
+        row = self._one("first_changed_date", {"run_id": since_run_id})
+        return row[0] if row else None
+
+    def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
+        """Every security's bars on every trading day in [start, end], as dense matrices."""
+        cur = self.cursor()
+        securities = self._arrow("panel_securities")
+        master = SecurityMaster(
+            symbols=_objects(securities, "symbol"),
+            names=_objects(securities, "name"),
+            sectors=_objects(securities, "sector"),
+            exchanges=_objects(securities, "exchange"),
+            types=_objects(securities, "type"),
+        )
+        days = np.array(
+            [d for d in self.trading_days() if start <= d <= end], dtype="datetime64[D]"
+        )
+        cur.register(
+            "panel_days",
+            pa.table(
+                {
+                    "date": pa.array(days, pa.date32()),
+                    "row_index": pa.array(np.arange(len(days), dtype=np.int32)),
+                }
+            ),
+        )
+        cur.register(
+            "panel_columns",
+            pa.table(
+                {
+                    "symbol": securities.column("symbol"),
+                    "column_index": pa.array(np.arange(len(master), dtype=np.int32)),
+                }
+            ),
+        )
+        try:
+            sql = query("panel_bars")
+            bars = cur.execute(sql, {"start": start, "end": end}).fetchnumpy()
+        finally:
+            cur.unregister("panel_days")
+            cur.unregister("panel_columns")
+        return MarketPanel.from_long(
+            days,
+            master,
+            np.asarray(bars["day_index"], dtype=np.int32),
+            np.asarray(bars["security_index"], dtype=np.int32),
+            np.asarray(bars["close"], dtype=np.float64),
+            np.asarray(bars["adj_close"], dtype=np.float64),
+            np.asarray(bars["market_cap"], dtype=np.float64),
+            keep_close=with_close,
+        )
+
+    # ------------------------------------------------------------------ definitions
+    def list_definitions(self) -> list[tuple[IndexDefinition, bool]]:
+        """All definitions with their built-in flag (built-ins first)."""
+        rows = self._rows("list_definitions")
+        return [(parse_definition(json.loads(d), source=i), bool(b)) for i, d, b in rows]
+
+    def get_definition(self, index_id: str) -> tuple[IndexDefinition, bool] | None:
+        """One definition with its built-in flag, or None."""
+        row = self._one("get_definition", {"index_id": index_id})
+        if row is None:
+            return None
+        return parse_definition(json.loads(row[0]), source=index_id), bool(row[1])
+
+    def put_definition(self, definition: IndexDefinition, *, builtin: bool) -> None:
+        """Create or replace a definition."""
+        self._exec(
+            "upsert_definition",
+            {"index_id": definition.id, "definition": definition.to_json(), "builtin": builtin},
+        )
+
+    def delete_definition(self, index_id: str) -> None:
+        """Remove a definition and its results."""
+        with self.transaction():
+            self._exec("delete_results", {"index_id": index_id})
+            self._exec("delete_definition", {"index_id": index_id})
+
+    # ------------------------------------------------------------------ results
+    def build_state(self, index_id: str) -> BuildState | None:
+        """The last successful build of an index, or None."""
+        row = self._one("build_state", {"index_id": index_id})
+        if row is None:
+            return None
+        return BuildState(
+            index_id=row[0],
+            version=int(row[1]),
+            definition_hash=row[2],
+            base_date=row[3],
+            built_through=row[4],
+            data_run_id=int(row[5]),
+            built_at=row[6],
+            duration_ms=row[7],
+            warnings=json.loads(row[8]) if row[8] else [],
+        )
+
+    def last_rebalance(self, index_id: str, day: dt.date, *, inclusive: bool) -> dt.date | None:
+        """The last rebalance before (or on, if inclusive) ``day``."""
+        name = "last_rebalance_on_or_before" if inclusive else "last_rebalance_before"
+        row = self._one(name, {"index_id": index_id, "day": day})
+        return row[0] if row else None
+
+    def level_on(self, index_id: str, day: dt.date) -> float | None:
+        """The stored level on ``day``."""
+        row = self._one("level_on", {"index_id": index_id, "day": day})
+        return float(row[0]) if row else None
+
+    def spells_from(self, index_id: str, day: dt.date) -> list[Spell]:
+        """Spells in force on or after ``day``."""
+        rows = self._rows("spells_from", {"index_id": index_id, "day": day})
+        return [Spell(*r) for r in rows]
+
+    def spells_overlapping(self, index_id: str, start: dt.date, end: dt.date) -> list[Spell]:
+        """Spells in force at some point of [start, end]."""
+        rows = self._rows("spells_overlapping", {"index_id": index_id, "start": start, "end": end})
+        return [Spell(*r) for r in rows]
+
+    def count_spells(self, index_id: str) -> int:
+        """Number of stored spells (composition storage rows)."""
+        return int(self._one("count_spells", {"index_id": index_id})[0])  # type: ignore[index]
+
+    def save_results(
+        self,
+        state: BuildState,
+        levels: LevelRows,
+        spells: Sequence[Spell],
+        *,
+        replace_after: dt.date | None,
+    ) -> None:
+        """Atomically store a build: levels and spells after ``replace_after`` (all if None)."""
+        new_levels = pa.table(
+            {
+                "date": pa.array(levels.dates, pa.date32()),
+                "level": pa.array(levels.level, pa.float64()),
+                "daily_return": pa.array(levels.daily_return, pa.float64()),
+                "is_rebalance": pa.array(levels.is_rebalance, pa.bool_()),
+                "turnover": pa.array(levels.turnover, pa.float64(), from_pandas=True),
+                "n_constituents": pa.array(levels.n_constituents, pa.int32()),
+            }
+        )
+        new_spells = pa.table(
+            {
+                "symbol": pa.array([s.symbol for s in spells], pa.string()),
+                "valid_from": pa.array([s.valid_from for s in spells], pa.date32()),
+                "valid_to": pa.array([s.valid_to for s in spells], pa.date32()),
+            }
+        )
+        key = {"index_id": state.index_id}
+        with self.transaction() as tx:
+            if replace_after is None:
+                self._exec("delete_results", key)
+            else:
+                self._exec("delete_results_from", {**key, "day": replace_after})
+            tx.register("new_levels", new_levels)
+            tx.register("new_spells", new_spells)
+            self._exec("insert_levels", key)
+            self._exec("insert_spells", key)
+            tx.unregister("new_levels")
+            tx.unregister("new_spells")
+            self._exec(
+                "upsert_build_state",
+                {
+                    **key,
+                    "version": state.version,
+                    "definition_hash": state.definition_hash,
+                    "base_date": state.base_date,
+                    "built_through": state.built_through,
+                    "data_run_id": state.data_run_id,
+                    "duration_ms": state.duration_ms,
+                    "warnings": json.dumps(state.warnings),
+                },
+            )
+
+    def read_levels(self, index_id: str, start: dt.date, end: dt.date) -> pa.Table:
+        """Stored levels in [start, end], ascending."""
+        return self._arrow("read_levels", {"index_id": index_id, "start": start, "end": end})
+
+    def built_days(self, index_id: str) -> list[dt.date]:
+        """Days with a stored level, ascending."""
+        return [r[0] for r in self._rows("built_days", {"index_id": index_id})]
+
+
+def _used_params(statement: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Only the named parameters a statement mentions (DuckDB rejects extras)."""
+    if not params:
+        return None
+    used = {k: v for k, v in params.items() if f"${k}" in statement}
+    return used or None
+
+
+def _objects(table: pa.Table, column: str) -> np.ndarray[Any, np.dtype[np.object_]]:
+    return np.array(table.column(column).to_pylist(), dtype=object)
+
+
+def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    cols = [d[0] for d in cur.description or []]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

@@ -94,7 +94,7 @@ def _store() -> Iterator[DuckDBStore]:
 
 
 def _fail(exc: IndexBuilderError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 

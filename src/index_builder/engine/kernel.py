@@ -181,7 +181,9 @@ def universe_columns(universe: Universe, securities: SecurityMaster) -> NDArray[
         if wanted is not None:
             allowed = {w.casefold() for w in wanted}
             mask &= np.fromiter(
-                ((v or "").casefold() in allowed for v in values), dtype=bool, count=len(values)
+                (isinstance(v, str) and v.casefold() in allowed for v in values),
+                dtype=bool,
+                count=len(values),
             )
     return mask
 

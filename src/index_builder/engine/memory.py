@@ -161,7 +161,7 @@ def _base_row(panel: MarketPanel, definition: IndexDefinition) -> int:
 def _column(frame: pd.DataFrame, name: str) -> np.ndarray[Any, np.dtype[np.object_]]:
     if name not in frame:
         return np.full(len(frame), None, dtype=object)
-    return np.asarray(frame[name].where(frame[name].notna(), None).to_numpy(), dtype=object)
+    return np.array([v if isinstance(v, str) else None for v in frame[name]], dtype=object)
 
 
 def _date(value: np.datetime64) -> dt.date:

@@ -1,0 +1,41 @@
+# Index Builder: two commands on a fresh machine (Python 3.11, pip).
+#   make run   - set up .venv, ingest the embedded synthetic market, build every index
+#   make test  - set up .venv and run the whole test suite (fails loudly)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: run test lint bench bench-quick clean help
+
+help:
+	@echo "make run | make test | make lint | make bench | make clean"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/index-builder quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --sizes 3000x252,6000x2520
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --sizes 3000x252
+
+clean:
+	rm -rf $(VENV) data bench/data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,31 @@
+"""Shared fixtures: a fresh DuckDB store per test and small ingested markets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from index_builder.calendar import get_calendar  # noqa: E402
+from index_builder.services.catalog import ensure_builtins  # noqa: E402
+from index_builder.storage.duckdb.store import DuckDBStore  # noqa: E402
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A database file that does not exist yet."""
+    return tmp_path / "db" / "index_builder.duckdb"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[DuckDBStore]:
+    """An open store with the built-in definitions."""
+    with DuckDBStore(db_path, calendar=get_calendar(), threads=2) as s:
+        ensure_builtins(s)
+        yield s

@@ -20,13 +20,13 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   The base date is always a rebalance.
 * No eligible security at a scheduled rebalance: at the base date ``ValueError``; later the
   constituents, units and weights stay unchanged, the date goes to ``errors``, the day is
-  not flagged ``is_rebalance``, its turnover is 0 and the ranks shown stay those of the last
+  not flagged ``is_rebalance``, its turnover is NaN and the ranks shown stay those of the last
   rebalance that happened.
 * capped_market_cap: if n * cap < 1, with n the number of selected constituents, equal
   weights; otherwise iterative capping with tolerance 1e-12.
 * ``n_constituents`` in the levels is the size of the composition in force after the close
   of that day (the same set as the day's composition).
-* Turnover on the base date is 0; on a later rebalance it is
+* Turnover is NaN on days that are not rebalances; 0 on the base date; on a later rebalance
   0.5 * sum |w_target - w_drifted| over the union of old and new constituents.
 """
 
@@ -300,7 +300,7 @@ def reference_build(
 
         # 2. Rebalance at the close, if scheduled.
         is_rebalance = False
-        turnover = 0.0
+        turnover = math.nan  # only rebalances have a turnover
         if day == base or is_scheduled_rebalance(day, rebalance, next_session):
             ranked = _rank_eligible(bars[day], secs, universe)
             if not ranked:
@@ -311,6 +311,7 @@ def reference_build(
                 selected = ranked[:top_n]
                 caps = {s: bars[day][s].market_cap for s in selected}
                 weights = target_weights(selected, caps, weighting, cap)
+                turnover = 0.0  # the base date's formation is not turnover
                 if day != base:
                     drifted = {s: q * last_price[s] / level for s, q in units.items()}
                     total_change = 0.0

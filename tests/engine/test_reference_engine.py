@@ -46,6 +46,12 @@ def build(s: Scenario, **kwargs: object) -> ReferenceResult:
 
 
 def column(res: ReferenceResult, name: str) -> list[object]:
+    """A levels column; turnover (NaN on days without a rebalance) reads as 0 there."""
+    if name == "turnover":
+        rebalance = list(res.levels["is_rebalance"])
+        values = list(res.levels["turnover"])
+        assert all(math.isnan(v) != r for v, r in zip(values, rebalance, strict=True))
+        return [v if r else 0.0 for v, r in zip(values, rebalance, strict=True)]
     return list(res.levels[name])
 
 

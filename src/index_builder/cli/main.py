@@ -26,12 +26,7 @@ from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_f
 from index_builder.errors import IndexBuilderError, InvalidInputError
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers.file import parse_column_map
-from index_builder.providers.synthetic import (
-    DEFAULT_DAYS,
-    DEFAULT_SEED,
-    DEFAULT_START,
-    DEFAULT_SYMBOLS,
-)
+from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
 from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
 from index_builder.services.queries import (
@@ -149,8 +144,9 @@ def ingest(
     symbols: Annotated[int, typer.Option(help="synthetic: number of securities.")] = DEFAULT_SYMBOLS,
     days: Annotated[int, typer.Option(help="synthetic: number of sessions.")] = DEFAULT_DAYS,
     start: Annotated[
-        str, typer.Option(help="synthetic: first session (YYYY-MM-DD).")
-    ] = DEFAULT_START.isoformat(),
+        str | None,
+        typer.Option(help="synthetic: first session, YYYY-MM-DD [default: end on 2024-12-31]."),
+    ] = None,
     securities: Annotated[Path | None, typer.Option(help="file: securities CSV/Parquet.")] = None,
     prices: Annotated[Path | None, typer.Option(help="file: prices CSV/Parquet.")] = None,
     map_: Annotated[
@@ -170,7 +166,7 @@ def _ingest_query(
     seed: int,
     symbols: int,
     days: int,
-    start: str,
+    start: str | None,
     securities: Path | None,
     prices: Path | None,
     map_: list[str] | None,
@@ -394,7 +390,7 @@ def quickstart(
             with _progress("ingest (synthetic)") as step:
                 report = run_ingestion(
                     store, "synthetic",
-                    {"seed": DEFAULT_SEED, "symbols": symbols, "days": days, "start": DEFAULT_START},
+                    {"seed": DEFAULT_SEED, "symbols": symbols, "days": days},
                     progress=step,
                 )
             _print_ingest(report, STATE.settings.database)

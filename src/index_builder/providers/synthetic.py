@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from index_builder.calendar import get_calendar
+from index_builder.errors import InvalidInputError
 from index_builder.providers.base import ProviderCapabilities
 from index_builder.providers.schema import MarketData
 from index_builder.providers.synthetic_market import generate_market
@@ -12,7 +14,28 @@ from index_builder.providers.synthetic_market import generate_market
 DEFAULT_SEED = 42
 DEFAULT_SYMBOLS = 3000
 DEFAULT_DAYS = 504
-DEFAULT_START = dt.date(2023, 1, 3)
+DEFAULT_END = dt.date(2024, 12, 31)
+"""Without ``start``, the market is the ``days`` XNYS sessions ending on this date,
+so any size of market lies in the past (504 days: 2023-01-03 .. 2024-12-31)."""
+
+
+def default_sessions(days: int, start: dt.date | None) -> list[dt.date]:
+    """The sessions of a synthetic market: from ``start``, or ending on DEFAULT_END."""
+    calendar = get_calendar()
+    sessions = calendar.session_dates()
+    if start is None:
+        upto = [d for d in sessions if d <= DEFAULT_END]
+        if days > len(upto):
+            raise InvalidInputError(
+                f"--days {days} reaches before the calendar start {calendar.first}", field="days"
+            )
+        return upto[-days:]
+    chosen = [d for d in sessions if d >= start][:days]
+    if len(chosen) < days:
+        raise InvalidInputError(
+            f"--days {days} from {start} runs past the calendar end {calendar.last}", field="days"
+        )
+    return chosen
 
 
 class SyntheticProvider:
@@ -29,9 +52,12 @@ class SyntheticProvider:
 
     def fetch(self, **query: Any) -> MarketData:
         """``seed``, ``symbols``, ``days``, ``start`` (all optional)."""
+        days = int(query.get("days", DEFAULT_DAYS))
+        sessions = default_sessions(days, query.get("start"))
         return generate_market(
             seed=int(query.get("seed", DEFAULT_SEED)),
             n_symbols=int(query.get("symbols", DEFAULT_SYMBOLS)),
-            n_days=int(query.get("days", DEFAULT_DAYS)),
-            start=query.get("start") or DEFAULT_START,
+            n_days=days,
+            start=sessions[0],
+            sessions=sessions,
         )

@@ -1,0 +1,121 @@
+"""One benchmark step per process, so each reports its own wall time and peak RSS.
+
+Usage (from bench/run.py): ``python bench/steps.py STEP --workdir DIR [--symbols N --days D]``.
+Prints one JSON object: the step's measured seconds and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from index_builder.engine.definitions import IndexDefinition, Universe
+from index_builder.ingest.job import run_ingestion
+from index_builder.providers.schema import COMMON_STOCK
+from index_builder.providers.synthetic import default_sessions
+from index_builder.providers.synthetic_market import generate_market
+from index_builder.services.builds import IndexBuilder
+from index_builder.services.catalog import add_definition, ensure_builtins
+from index_builder.storage.duckdb.store import DuckDBStore
+
+VARIANTS = {
+    "ew100": None,
+    "ew100-monthly": IndexDefinition(
+        id="ew100-monthly", name="EW100 monthly", top_n=100, rebalance="monthly",
+        universe=Universe(types=(COMMON_STOCK,)),
+    ),
+    "mcap100-capped": IndexDefinition(
+        id="mcap100-capped", name="Capped cap-weighted 100", top_n=100,
+        weighting="capped_market_cap", cap=0.05, universe=Universe(types=(COMMON_STOCK,)),
+    ),
+}
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def generate(workdir: Path, symbols: int, days: int) -> dict[str, Any]:
+    """Write the synthetic market (days + 1 sessions) as Parquet: all but the last
+    session in prices.parquet, the last session in next_day.parquet."""
+    started = time.perf_counter()
+    sessions = default_sessions(days + 1, None)
+    data = generate_market(seed=42, n_symbols=symbols, n_days=days + 1, sessions=sessions,
+                           start=sessions[0])
+    dates = data.prices.column("date")
+    last = pc.max(dates)
+    workdir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(data.securities, workdir / "securities.parquet")
+    pq.write_table(data.prices.filter(pc.less(dates, last)), workdir / "prices.parquet",
+                   row_group_size=1_000_000)
+    pq.write_table(data.prices.filter(pc.equal(dates, last)), workdir / "next_day.parquet")
+    return {"seconds": time.perf_counter() - started, "rows": data.prices.num_rows}
+
+
+def ingest(workdir: Path, prices: str) -> dict[str, Any]:
+    """Ingest a Parquet file into the bench database."""
+    with DuckDBStore(workdir / "bench.duckdb") as store:
+        started = time.perf_counter()
+        report = run_ingestion(store, "file", {
+            "securities": str(workdir / "securities.parquet"),
+            "prices": str(workdir / prices),
+        })
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": report.rows_accepted, "rejected": report.rows_rejected}
+
+
+def build(workdir: Path, index_id: str, full: bool) -> dict[str, Any]:
+    """Build one index (from the store to persisted levels and spells)."""
+    with DuckDBStore(workdir / "bench.duckdb") as store:
+        ensure_builtins(store)
+        definition = VARIANTS.get(index_id)
+        if definition is not None:
+            add_definition(store, definition, replace=True)
+        builder = IndexBuilder(store, store.calendar)
+        started = time.perf_counter()
+        (result,) = builder.build([index_id], full=full)
+        seconds = time.perf_counter() - started
+        spells = store.count_spells(index_id)
+        days = len(store.built_days(index_id))
+        top_n = builder.definition(index_id).top_n
+    return {
+        "seconds": seconds, "mode": result.mode, "days_computed": result.trading_days,
+        "spell_rows": spells, "snapshot_rows": top_n * days,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("step", choices=["generate", "ingest", "ingest-next", "build"])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--symbols", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=252)
+    parser.add_argument("--index", default="ew100")
+    parser.add_argument("--full", action="store_true")
+    args = parser.parse_args()
+    if args.step == "generate":
+        out = generate(args.workdir, args.symbols, args.days)
+    elif args.step == "ingest":
+        out = ingest(args.workdir, "prices.parquet")
+    elif args.step == "ingest-next":
+        out = ingest(args.workdir, "next_day.parquet")
+    else:
+        out = build(args.workdir, args.index, args.full)
+    out["peak_rss_mib"] = _peak_rss_mib()
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    pa.set_cpu_count(2)
+    main()

@@ -18,7 +18,8 @@ from index_builder.settings import get_settings
 def built_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("cli") / "cli.duckdb"
     runner = CliRunner()
-    r = runner.invoke(app, ["--db", str(db), "-q", "ingest", "--symbols", "250", "--days", "45"])
+    r = runner.invoke(app, ["--db", str(db), "-q", "ingest", "--symbols", "250", "--days", "45",
+                               "--start", "2023-01-03"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["--db", str(db), "-q", "build", "-i", "ew100", "-i", "ew-tech50"])
     assert r.exit_code == 0, r.output

@@ -189,7 +189,7 @@ def test_spells_take_far_fewer_rows_than_daily_snapshots(tmp_path: Path) -> None
 
 def test_non_trading_base_date_rolls_forward(tmp_path: Path) -> None:
     store = _open(tmp_path / "e.duckdb")
-    run_ingestion(store, "synthetic", {"symbols": 80, "days": 20})
+    run_ingestion(store, "synthetic", {"symbols": 80, "days": 20, "start": dt.date(2023, 1, 3)})
     add_definition(store, IndexDefinition(id="sat", name="s", top_n=5,
                                           base_date=dt.date(2023, 1, 7), universe=Universe()))
     (result,) = IndexBuilder(store, store.calendar).build(["sat"])

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     duckdb_memory_limit: str | None = Field(
         default=None, description="DuckDB memory limit, e.g. '2GB' (default: DuckDB's own)."
     )
+    ingest_memory_limit: str | None = Field(
+        default="1GB",
+        description="DuckDB memory limit while ingesting; larger inputs spill to disk "
+        "next to the database instead of growing the process.",
+    )
 
 
 @lru_cache(maxsize=1)

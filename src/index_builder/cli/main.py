@@ -82,6 +82,7 @@ def _store() -> Iterator[DuckDBStore]:
         calendar=get_calendar(s.calendar, s.calendar_start),
         threads=s.duckdb_threads,
         memory_limit=s.duckdb_memory_limit,
+        ingest_memory_limit=s.ingest_memory_limit,
     )
     with store:
         ensure_builtins(store)

@@ -190,18 +190,25 @@ def universe_columns(universe: Universe, securities: SecurityMaster) -> NDArray[
 
 def eligibility_keys(
     panel: MarketPanel, rows: IntArray, definition: IndexDefinition
-) -> FloatArray:
-    """Ranking keys at ``rows``: market cap where eligible, ``NOT_ELIGIBLE`` elsewhere."""
+) -> tuple[FloatArray, IntArray]:
+    """Ranking keys at ``rows`` over the securities that pass the static filters.
+
+    Returns ``(keys, candidates)``: ``keys[k, j]`` is the market cap of panel column
+    ``candidates[j]`` at rebalance ``k`` where eligible, ``NOT_ELIGIBLE`` elsewhere.
+    ``candidates`` is ascending, so ties still break by symbol.
+    """
     universe = definition.universe
-    caps = panel.market_cap[rows]
-    eligible = ~np.isnan(caps) & universe_columns(universe, panel.securities)[None, :]
+    candidates = np.flatnonzero(universe_columns(universe, panel.securities)).astype(np.int64)
+    keys = panel.market_cap[np.ix_(rows, candidates)]  # one copy, edited in place
+    ineligible = np.isnan(keys)
     if universe.min_market_cap is not None:
-        eligible &= caps >= universe.min_market_cap
+        ineligible |= keys < universe.min_market_cap
     if universe.min_price is not None:
         if panel.close is None:
             raise ValueError("min_price needs a panel loaded with close prices")
-        eligible &= panel.close[rows] >= universe.min_price
-    return np.where(eligible, caps, NOT_ELIGIBLE)
+        ineligible |= ~(panel.close[np.ix_(rows, candidates)] >= universe.min_price)
+    keys[ineligible] = NOT_ELIGIBLE
+    return keys, candidates
 
 
 def compute_index(
@@ -218,10 +225,15 @@ def compute_index(
     scheduled = SCHEDULES.get(definition.rebalance).mask(panel.days, calendar)
     scheduled[0] = True
     rows = np.flatnonzero(scheduled).astype(np.int64)
-    keys = eligibility_keys(panel, rows, definition)
+    keys, candidates = eligibility_keys(panel, rows, definition)
     selection = SELECTIONS.get("top_n").select(keys, definition)
     if start is not None:
-        selection = _with_start_members(selection, keys[0], start.members)
+        positions = np.searchsorted(candidates, start.members)
+        if np.any(positions >= len(candidates)) or np.any(
+            candidates[np.minimum(positions, len(candidates) - 1)] != start.members
+        ):
+            raise BuildError(f"{definition.id}: stored constituents are outside the universe")
+        selection = _with_start_members(selection, keys[0], positions)
     elif selection.counts[0] == 0:
         raise BuildError(
             f"{definition.id}: no eligible security on the base date "
@@ -244,9 +256,15 @@ def compute_index(
         )
     present = selection.members >= 0
     caps = np.where(present, np.take_along_axis(keys, np.maximum(selection.members, 0), 1), 0.0)
+    del keys
     weights = WEIGHTINGS.get(definition.weighting).weights(caps, present, definition)
     base_level = definition.base_value if start is None else start.level
-    return _levels(panel, rows, selection, weights, base_level, warnings)
+    in_panel = Selection(
+        np.where(present, candidates[np.maximum(selection.members, 0)], -1),
+        selection.ranks,
+        selection.counts,
+    )
+    return _levels(panel, rows, in_panel, weights, base_level, warnings)
 
 
 def _with_start_members(selection: Selection, keys0: FloatArray, members: IntArray) -> Selection:

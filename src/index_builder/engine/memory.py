@@ -133,13 +133,12 @@ def _panel(
     valid = np.isfinite(close) & (close > 0) & np.isfinite(mcap) & (mcap > 0)
     dates = pd.to_datetime(px["date"]).to_numpy().astype("datetime64[D]")[valid]
     days = np.unique(dates)
-    day_index = np.searchsorted(days, dates).astype(np.int32)
-    sec_index = master.column_of(px["symbol"].astype(object).to_numpy()[valid]).astype(np.int32)
+    day_index = np.searchsorted(days, dates).astype(np.int64)
+    sec_index = master.column_of(px["symbol"].astype(object).to_numpy()[valid])
     return MarketPanel.from_long(
         days,
         master,
-        day_index,
-        sec_index,
+        day_index * len(master) + sec_index,
         close[valid],
         adj[valid],
         mcap[valid],

@@ -84,31 +84,26 @@ class MarketPanel:
         cls,
         days: Days,
         securities: SecurityMaster,
-        day_index: NDArray[np.int32],
-        security_index: NDArray[np.int32],
+        cell: NDArray[np.int64],
         close: NDArray[np.float64],
         adj_close: NDArray[np.float64],
         market_cap: NDArray[np.float64],
         *,
         keep_close: bool = False,
     ) -> MarketPanel:
-        """Scatter long (one row per valid bar) arrays into dense matrices."""
+        """Scatter long arrays (one entry per valid bar; ``cell = row * n_securities +
+        column``) into dense matrices."""
         shape = (len(days), len(securities))
         use_adj = np.isfinite(adj_close) & (adj_close > 0)
-        price = _scatter(shape, day_index, security_index, np.where(use_adj, adj_close, close))
-        mcap = _scatter(shape, day_index, security_index, market_cap)
-        closes = _scatter(shape, day_index, security_index, close) if keep_close else None
+        price = _scatter(shape, cell, np.where(use_adj, adj_close, close))
+        mcap = _scatter(shape, cell, market_cap)
+        closes = _scatter(shape, cell, close) if keep_close else None
         return cls(days=days, securities=securities, price=price, market_cap=mcap, close=closes)
 
 
-def _scatter(
-    shape: tuple[int, int],
-    rows: NDArray[np.int32],
-    cols: NDArray[np.int32],
-    values: NDArray[np.float64],
-) -> FloatMatrix:
+def _scatter(shape: tuple[int, int], cell: NDArray[np.int64], values: NDArray[np.float64]) -> FloatMatrix:
     out = np.full(shape, np.nan, dtype=np.float64)
-    out[rows, cols] = values
+    out.reshape(-1)[cell] = values
     return out
 
 

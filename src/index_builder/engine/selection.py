@@ -59,18 +59,19 @@ def top_k(keys: FloatMatrix, k: int) -> Selection:
     """Vectorised top-k per row with ties broken by the lower column index."""
     rows, n = keys.shape
     k = min(k, n)
-    eligible = keys > NOT_ELIGIBLE
-    counts = np.minimum(eligible.sum(axis=1), k).astype(np.int64)
     if k == 0 or rows == 0:
         empty = np.full((rows, max(k, 0)), -1, dtype=np.int64)
-        return Selection(empty, empty.copy(), counts)
-    # k-th largest key per row; everything strictly above it is in, and the
-    # lowest-index ties at the threshold fill the remaining places.
-    threshold = -np.partition(-keys, k - 1, axis=1)[:, k - 1 : k]
-    above = keys > threshold
-    at = (keys == threshold) & eligible
-    need = counts[:, None] - above.sum(axis=1, keepdims=True)
-    chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+        return Selection(empty, empty.copy(), np.zeros(rows, dtype=np.int64))
+    eligible = keys > NOT_ELIGIBLE
+    counts = np.minimum(eligible.sum(axis=1), k).astype(np.int64)
+    # Everything at or above the k-th largest key is in, unless ties at that
+    # threshold overfill the row; those (rare) rows keep the lowest columns.
+    threshold = np.partition(keys, n - k, axis=1)[:, n - k : n - k + 1]
+    chosen = (keys >= threshold) & eligible
+    for r in np.flatnonzero(chosen.sum(axis=1) > counts):
+        at = np.flatnonzero(keys[r] == threshold[r, 0])
+        above = int(np.count_nonzero(keys[r] > threshold[r, 0]))
+        chosen[r, at[counts[r] - above :]] = False
     cols = np.nonzero(chosen)[1]
     row_of = np.repeat(np.arange(rows), counts)
     slot = np.arange(len(cols)) - np.repeat(np.cumsum(counts) - counts, counts)

@@ -60,12 +60,14 @@ class DuckDBStore:
         read_only: bool = False,
         threads: int | None = None,
         memory_limit: str | None = None,
+        ingest_memory_limit: str | None = "1GB",
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.calendar = calendar or get_calendar()
         self._threads = threads
         self._memory_limit = memory_limit
+        self._ingest_memory_limit = ingest_memory_limit
         self._con: duckdb.DuckDBPyConnection | None = None
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -220,7 +222,7 @@ class DuckDBStore:
         )
         report = IngestReport(run_id=run_id, provider=provider, status="running")
         try:
-            with self.transaction() as tx:
+            with self._memory_limited(self._ingest_memory_limit), self.transaction() as tx:
                 tx.register("raw_securities", securities)
                 tx.register("raw_prices", prices)
                 step("validating securities")
@@ -231,11 +233,12 @@ class DuckDBStore:
                 tx.unregister("raw_securities")
                 self._exec("quarantine_rejections", {"run_id": run_id})
                 step("comparing with stored data")
-                self._exec("classify_price_changes")
                 self._fill_counts(report)
                 step("merging")
                 self._exec("merge_securities", {"run_id": run_id})
-                self._exec("merge_prices", {"run_id": run_id})
+                if report.rows_accepted:
+                    window = {"min_date": report.min_date, "max_date": report.max_date}
+                    self._exec("merge_prices", {"run_id": run_id, **window})
                 self._exec("drop_staging")
             report.status = "succeeded"
         except Exception as exc:
@@ -246,11 +249,26 @@ class DuckDBStore:
         self._finish_run(report)
         return report
 
+    @contextmanager
+    def _memory_limited(self, limit: str | None) -> Iterator[None]:
+        """Temporarily lower DuckDB's memory limit (it spills to disk beyond it)."""
+        if limit is None:
+            yield
+            return
+        cur = self.cursor()
+        previous = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        cur.execute("SET memory_limit = ?", [limit])
+        try:
+            yield
+        finally:
+            cur.execute("SET memory_limit = ?", [previous])
+
     def _fill_counts(self, report: IngestReport) -> None:
         read, accepted, collapsed, min_date, max_date = self._one("price_stage_counts") or (
             0, 0, 0, None, None,
         )
-        inserted, updated, unchanged = self._one("price_action_counts") or (0, 0, 0)
+        window = {"min_date": min_date, "max_date": max_date}
+        inserted, updated, unchanged = self._one("price_action_counts", window) or (0, 0, 0)
         securities_changed = self._one("securities_changed")
         rejected = self._rows("rejection_counts", {"run_id": report.run_id})
         report.rows_read = int(read)
@@ -352,19 +370,19 @@ class DuckDBStore:
             ),
         )
         try:
-            sql = query("panel_bars")
-            bars = cur.execute(sql, {"start": start, "end": end}).fetchnumpy()
+            bars = self._arrow(
+                "panel_bars", {"start": start, "end": end, "n_columns": len(master)}
+            )
         finally:
             cur.unregister("panel_days")
             cur.unregister("panel_columns")
         return MarketPanel.from_long(
             days,
             master,
-            np.asarray(bars["day_index"], dtype=np.int32),
-            np.asarray(bars["security_index"], dtype=np.int32),
-            np.asarray(bars["close"], dtype=np.float64),
-            np.asarray(bars["adj_close"], dtype=np.float64),
-            np.asarray(bars["market_cap"], dtype=np.float64),
+            _numpy(bars, "cell", np.int64),
+            _numpy(bars, "close", np.float64),
+            _numpy(bars, "adj_close", np.float64),
+            _numpy(bars, "market_cap", np.float64),
             keep_close=with_close,
         )
 
@@ -504,6 +522,11 @@ def _used_params(statement: str, params: dict[str, Any] | None) -> dict[str, Any
         return None
     used = {k: v for k, v in params.items() if f"${k}" in statement}
     return used or None
+
+
+def _numpy(table: pa.Table, column: str, dtype: type[np.generic]) -> np.ndarray[Any, Any]:
+    """A non-null column as a NumPy array (one copy at most, to join chunks)."""
+    return np.asarray(table.column(column).to_numpy(), dtype=dtype)
 
 
 def _objects(table: pa.Table, column: str) -> np.ndarray[Any, np.dtype[np.object_]]:

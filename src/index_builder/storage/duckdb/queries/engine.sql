@@ -8,9 +8,9 @@ SELECT DISTINCT date FROM prices ORDER BY date;
 SELECT symbol, name, sector, exchange, type FROM securities ORDER BY symbol;
 
 -- name: panel_bars
--- Long form of the panel: one row per valid bar in the window, with the row
--- (trading day) and column (security) indices the engine uses.
-SELECT d.row_index AS day_index, s.column_index AS security_index,
+-- Long form of the panel: one row per valid bar in the window, with its cell in
+-- the (trading day x security) matrix: row * $n_columns + column.
+SELECT CAST(d.row_index AS BIGINT) * $n_columns + s.column_index AS cell,
        p.close, coalesce(p.adj_close, 'NaN'::DOUBLE) AS adj_close, p.market_cap
 FROM prices p
 JOIN panel_days d ON d.date = p.date

@@ -45,74 +45,17 @@ LEFT JOIN securities s USING (symbol)
 WHERE d.symbol NOT IN (SELECT symbol FROM stg_securities_conflicts);
 
 -- name: stage_prices
--- Cast every field; a value that is present but does not parse names the field.
--- Values arrive as text (CSV) or typed (Parquet); both go through TRY_CAST.
-CREATE OR REPLACE TEMP TABLE stg_prices_parsed AS
-SELECT
-    _row, date, symbol, close, adj_close, volume, shares_outstanding, given_market_cap,
-    dividend, split_ratio, parse_error,
-    -- the raw text is kept only for rows that do not parse (quarantine evidence)
-    CASE WHEN parse_error IS NOT NULL THEN to_json(struct_pack(
-            date := CAST(raw_date AS VARCHAR),
-            symbol := CAST(raw_symbol AS VARCHAR),
-            close := CAST(raw_close AS VARCHAR),
-            adj_close := CAST(raw_adj_close AS VARCHAR),
-            volume := CAST(raw_volume AS VARCHAR),
-            shares_outstanding := CAST(raw_shares_outstanding AS VARCHAR),
-            market_cap := CAST(raw_market_cap AS VARCHAR),
-            dividend := CAST(raw_dividend AS VARCHAR),
-            split_ratio := CAST(raw_split_ratio AS VARCHAR)
-    )) END AS raw_record
-FROM (
-    SELECT
-        _row,
-        coalesce(TRY_CAST(date AS DATE),
-                 TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE))  AS date,
-        upper(NULLIF(trim(CAST(symbol AS VARCHAR)), ''))        AS symbol,
-        TRY_CAST(close AS DOUBLE)                               AS close,
-        TRY_CAST(adj_close AS DOUBLE)                           AS adj_close,
-        TRY_CAST(volume AS DOUBLE)                              AS volume,
-        TRY_CAST(shares_outstanding AS DOUBLE)                  AS shares_outstanding,
-        TRY_CAST(market_cap AS DOUBLE)                          AS given_market_cap,
-        TRY_CAST(dividend AS DOUBLE)                            AS dividend,
-        TRY_CAST(split_ratio AS DOUBLE)                         AS split_ratio,
-        CASE
-            WHEN coalesce(TRY_CAST(date AS DATE),
-                          TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE)) IS NULL
-                THEN 'unparseable_date'
-            WHEN NULLIF(trim(CAST(symbol AS VARCHAR)), '') IS NULL THEN 'missing_symbol'
-            WHEN TRY_CAST(close AS DOUBLE) IS NULL AND close IS NOT NULL
-                 AND trim(CAST(close AS VARCHAR)) <> '' THEN 'unparseable_close'
-            WHEN TRY_CAST(adj_close AS DOUBLE) IS NULL AND adj_close IS NOT NULL
-                 AND trim(CAST(adj_close AS VARCHAR)) <> '' THEN 'unparseable_adj_close'
-            WHEN TRY_CAST(volume AS DOUBLE) IS NULL AND volume IS NOT NULL
-                 AND trim(CAST(volume AS VARCHAR)) <> '' THEN 'unparseable_volume'
-            WHEN TRY_CAST(shares_outstanding AS DOUBLE) IS NULL AND shares_outstanding IS NOT NULL
-                 AND trim(CAST(shares_outstanding AS VARCHAR)) <> '' THEN 'unparseable_shares_outstanding'
-            WHEN TRY_CAST(market_cap AS DOUBLE) IS NULL AND market_cap IS NOT NULL
-                 AND trim(CAST(market_cap AS VARCHAR)) <> '' THEN 'unparseable_market_cap'
-            WHEN TRY_CAST(dividend AS DOUBLE) IS NULL AND dividend IS NOT NULL
-                 AND trim(CAST(dividend AS VARCHAR)) <> '' THEN 'unparseable_dividend'
-            WHEN TRY_CAST(split_ratio AS DOUBLE) IS NULL AND split_ratio IS NOT NULL
-                 AND trim(CAST(split_ratio AS VARCHAR)) <> '' THEN 'unparseable_split_ratio'
-        END AS parse_error,
-        date AS raw_date,
-        symbol AS raw_symbol,
-        close AS raw_close,
-        adj_close AS raw_adj_close,
-        volume AS raw_volume,
-        shares_outstanding AS raw_shares_outstanding,
-        market_cap AS raw_market_cap,
-        dividend AS raw_dividend,
-        split_ratio AS raw_split_ratio
-    FROM raw_prices
-);
+-- The input stream is copied once as it comes (a Python stream is read by one
+-- thread); parsing and validation then run in parallel over the copy.
+CREATE OR REPLACE TEMP TABLE stg_prices_raw AS SELECT * FROM raw_prices;
 
--- Validity (METHODOLOGY "Inputs"): known symbol, exchange session, close and
--- market cap finite and > 0. The first failing rule is the reason.
+-- One pass: cast every field (a value that is present but does not parse names
+-- the field), then check validity (METHODOLOGY "Inputs"): known symbol, exchange
+-- session, close and market cap finite and > 0. The first failing rule is the
+-- reason. Only this table is materialised; later steps read it.
 CREATE OR REPLACE TEMP TABLE stg_prices_checked AS
 SELECT
-    p.* EXCLUDE (given_market_cap, parse_error, raw_record),
+    p.* EXCLUDE (given_market_cap, parse_error),
     coalesce(p.given_market_cap, p.close * p.shares_outstanding) AS market_cap,
     CASE
         WHEN p.parse_error IS NOT NULL THEN p.parse_error
@@ -129,7 +72,67 @@ SELECT
         WHEN p.dividend IS NOT NULL AND (NOT isfinite(p.dividend) OR p.dividend < 0)
             THEN 'invalid_dividend'
     END AS reason
-FROM stg_prices_parsed p
+FROM (
+    SELECT
+        _row, date, symbol, close, adj_close, volume, shares_outstanding, given_market_cap,
+        dividend, split_ratio, parse_error,
+        -- the raw text is kept only for rows that do not parse (quarantine evidence)
+        CASE WHEN parse_error IS NOT NULL THEN to_json(struct_pack(
+                date := CAST(raw_date AS VARCHAR),
+                symbol := CAST(raw_symbol AS VARCHAR),
+                close := CAST(raw_close AS VARCHAR),
+                adj_close := CAST(raw_adj_close AS VARCHAR),
+                volume := CAST(raw_volume AS VARCHAR),
+                shares_outstanding := CAST(raw_shares_outstanding AS VARCHAR),
+                market_cap := CAST(raw_market_cap AS VARCHAR),
+                dividend := CAST(raw_dividend AS VARCHAR),
+                split_ratio := CAST(raw_split_ratio AS VARCHAR)
+        )) END AS raw_record
+    FROM (
+        SELECT
+            _row,
+            coalesce(TRY_CAST(date AS DATE),
+                     TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE))  AS date,
+            upper(NULLIF(trim(CAST(symbol AS VARCHAR)), ''))        AS symbol,
+            TRY_CAST(close AS DOUBLE)                               AS close,
+            TRY_CAST(adj_close AS DOUBLE)                           AS adj_close,
+            TRY_CAST(volume AS DOUBLE)                              AS volume,
+            TRY_CAST(shares_outstanding AS DOUBLE)                  AS shares_outstanding,
+            TRY_CAST(market_cap AS DOUBLE)                          AS given_market_cap,
+            TRY_CAST(dividend AS DOUBLE)                            AS dividend,
+            TRY_CAST(split_ratio AS DOUBLE)                         AS split_ratio,
+            CASE
+                WHEN coalesce(TRY_CAST(date AS DATE),
+                              TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE)) IS NULL
+                    THEN 'unparseable_date'
+                WHEN NULLIF(trim(CAST(symbol AS VARCHAR)), '') IS NULL THEN 'missing_symbol'
+                WHEN TRY_CAST(close AS DOUBLE) IS NULL AND close IS NOT NULL
+                     AND trim(CAST(close AS VARCHAR)) <> '' THEN 'unparseable_close'
+                WHEN TRY_CAST(adj_close AS DOUBLE) IS NULL AND adj_close IS NOT NULL
+                     AND trim(CAST(adj_close AS VARCHAR)) <> '' THEN 'unparseable_adj_close'
+                WHEN TRY_CAST(volume AS DOUBLE) IS NULL AND volume IS NOT NULL
+                     AND trim(CAST(volume AS VARCHAR)) <> '' THEN 'unparseable_volume'
+                WHEN TRY_CAST(shares_outstanding AS DOUBLE) IS NULL AND shares_outstanding IS NOT NULL
+                     AND trim(CAST(shares_outstanding AS VARCHAR)) <> '' THEN 'unparseable_shares_outstanding'
+                WHEN TRY_CAST(market_cap AS DOUBLE) IS NULL AND market_cap IS NOT NULL
+                     AND trim(CAST(market_cap AS VARCHAR)) <> '' THEN 'unparseable_market_cap'
+                WHEN TRY_CAST(dividend AS DOUBLE) IS NULL AND dividend IS NOT NULL
+                     AND trim(CAST(dividend AS VARCHAR)) <> '' THEN 'unparseable_dividend'
+                WHEN TRY_CAST(split_ratio AS DOUBLE) IS NULL AND split_ratio IS NOT NULL
+                     AND trim(CAST(split_ratio AS VARCHAR)) <> '' THEN 'unparseable_split_ratio'
+            END AS parse_error,
+            date AS raw_date,
+            symbol AS raw_symbol,
+            close AS raw_close,
+            adj_close AS raw_adj_close,
+            volume AS raw_volume,
+            shares_outstanding AS raw_shares_outstanding,
+            market_cap AS raw_market_cap,
+            dividend AS raw_dividend,
+            split_ratio AS raw_split_ratio
+        FROM stg_prices_raw
+    )
+) p
 LEFT JOIN (
     SELECT symbol FROM stg_securities
     UNION
@@ -138,34 +141,45 @@ LEFT JOIN (
 ) k ON k.symbol = p.symbol
 LEFT JOIN calendar_sessions c ON c.date = p.date;
 
--- Exact duplicates collapse into one row; different values for one
--- (date, symbol) are a conflict and every copy is quarantined.
-CREATE OR REPLACE TEMP TABLE stg_prices_distinct AS
-SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap,
-       dividend, split_ratio, min(_row) AS _row, count(*) AS copies
-FROM stg_prices_checked
-WHERE reason IS NULL
-GROUP BY ALL;
+DROP TABLE stg_prices_raw;
 
-CREATE OR REPLACE TEMP TABLE stg_prices_conflicts AS
-SELECT date, symbol FROM stg_prices_distinct GROUP BY date, symbol HAVING count(*) > 1;
+-- Keys given more than once among valid rows. Exact copies collapse into the
+-- first row; different values for one (date, symbol) are a conflict and every
+-- copy is quarantined.
+CREATE OR REPLACE TEMP TABLE stg_prices_repeated AS
+WITH repeated AS (
+    SELECT date, symbol, count(*) AS copies, min(_row) AS first_row
+    FROM stg_prices_checked
+    WHERE reason IS NULL
+    GROUP BY date, symbol
+    HAVING count(*) > 1
+)
+SELECT r.date, r.symbol, any_value(r.copies) AS copies, any_value(r.first_row) AS first_row,
+       count(DISTINCT (k.close, k.adj_close, k.volume, k.shares_outstanding, k.market_cap,
+                       k.dividend, k.split_ratio)) > 1 AS conflicting
+FROM repeated r
+JOIN stg_prices_checked k ON k.date = r.date AND k.symbol = r.symbol AND k.reason IS NULL
+GROUP BY r.date, r.symbol;
 
-CREATE OR REPLACE TEMP TABLE stg_prices_accepted AS
-SELECT d.*
-FROM stg_prices_distinct d
-ANTI JOIN stg_prices_conflicts c ON c.date = d.date AND c.symbol = d.symbol;
+-- Accepted rows: valid, not conflicting, one per key.
+CREATE OR REPLACE TEMP VIEW stg_prices_accepted AS
+SELECT k.date, k.symbol, k.close, k.adj_close, k.volume, k.shares_outstanding, k.market_cap,
+       k.dividend, k.split_ratio
+FROM stg_prices_checked k
+ANTI JOIN stg_prices_repeated r
+    ON r.date = k.date AND r.symbol = k.symbol AND (r.conflicting OR k._row <> r.first_row)
+WHERE k.reason IS NULL;
 
 -- name: quarantine_rejections
 INSERT INTO quarantine
-SELECT $run_id, 'prices', k._row,
-       coalesce(CAST(k.date AS VARCHAR), r.raw_record->>'date'),
-       coalesce(k.symbol, r.raw_record->>'symbol'), k.reason,
-       coalesce(r.raw_record, to_json(struct_pack(
-           date := k.date, symbol := k.symbol, close := k.close, adj_close := k.adj_close,
-           volume := k.volume, shares_outstanding := k.shares_outstanding,
-           market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio)))
-FROM stg_prices_checked k JOIN stg_prices_parsed r USING (_row)
-WHERE k.reason IS NOT NULL
+SELECT $run_id, 'prices', _row, coalesce(CAST(date AS VARCHAR), raw_record->>'date'),
+       coalesce(symbol, raw_record->>'symbol'), reason,
+       coalesce(raw_record, to_json(struct_pack(
+           date := date, symbol := symbol, close := close, adj_close := adj_close,
+           volume := volume, shares_outstanding := shares_outstanding,
+           market_cap := market_cap, dividend := dividend, split_ratio := split_ratio)))
+FROM stg_prices_checked
+WHERE reason IS NOT NULL
 UNION ALL
 SELECT $run_id, 'prices', k._row, CAST(k.date AS VARCHAR), k.symbol, 'conflicting_duplicate',
        to_json(struct_pack(
@@ -173,7 +187,7 @@ SELECT $run_id, 'prices', k._row, CAST(k.date AS VARCHAR), k.symbol, 'conflictin
            volume := k.volume, shares_outstanding := k.shares_outstanding,
            market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio))
 FROM stg_prices_checked k
-SEMI JOIN stg_prices_conflicts c ON c.date = k.date AND c.symbol = k.symbol
+SEMI JOIN stg_prices_repeated r ON r.date = k.date AND r.symbol = k.symbol AND r.conflicting
 WHERE k.reason IS NULL
 UNION ALL
 SELECT $run_id, 'securities', _row, NULL, symbol, reason, NULL
@@ -189,37 +203,30 @@ GROUP BY ALL ORDER BY n DESC, reason;
 
 -- name: price_stage_counts
 SELECT
-    (SELECT count(*) FROM stg_prices_parsed)                        AS rows_read,
-    (SELECT count(*) FROM stg_prices_accepted)                      AS rows_accepted,
-    (SELECT coalesce(sum(copies - 1), 0) FROM stg_prices_accepted)  AS duplicates_collapsed,
-    (SELECT min(date) FROM stg_prices_accepted)                     AS min_date,
-    (SELECT max(date) FROM stg_prices_accepted)                     AS max_date;
-
--- name: classify_price_changes
--- Compare with what is stored; only the window of the input is scanned.
-CREATE OR REPLACE TEMP TABLE stg_prices_actions AS
-SELECT a.* EXCLUDE (copies, _row),
-       CASE WHEN p.symbol IS NULL THEN 'insert'
-            WHEN (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap,
-                  a.dividend, a.split_ratio)
-                 IS DISTINCT FROM
-                 (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap,
-                  p.dividend, p.split_ratio)
-            THEN 'update'
-            ELSE 'same' END AS action
-FROM stg_prices_accepted a
-LEFT JOIN (
-    SELECT * FROM prices
-    WHERE date BETWEEN (SELECT min(date) FROM stg_prices_accepted)
-                   AND (SELECT max(date) FROM stg_prices_accepted)
-) p ON p.date = a.date AND p.symbol = a.symbol;
+    (SELECT count(*) FROM stg_prices_checked)                                AS rows_read,
+    (SELECT count(*) FROM stg_prices_accepted)                               AS rows_accepted,
+    (SELECT coalesce(sum(copies - 1), 0) FROM stg_prices_repeated
+     WHERE NOT conflicting)                                                  AS duplicates_collapsed,
+    (SELECT min(date) FROM stg_prices_checked WHERE reason IS NULL)          AS min_date,
+    (SELECT max(date) FROM stg_prices_checked WHERE reason IS NULL)          AS max_date;
 
 -- name: price_action_counts
+-- Compare with what is stored; only the window of the input is scanned.
 SELECT
-    count(*) FILTER (WHERE action = 'insert') AS rows_inserted,
-    count(*) FILTER (WHERE action = 'update') AS rows_updated,
-    count(*) FILTER (WHERE action = 'same')   AS rows_unchanged
-FROM stg_prices_actions;
+    count(*) FILTER (WHERE p.symbol IS NULL) AS rows_inserted,
+    count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
+        (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
+         a.split_ratio) IS DISTINCT FROM
+        (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
+         p.split_ratio))) AS rows_updated,
+    count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
+        (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
+         a.split_ratio) IS NOT DISTINCT FROM
+        (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
+         p.split_ratio))) AS rows_unchanged
+FROM stg_prices_accepted a
+LEFT JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
+    AND p.date BETWEEN $min_date AND $max_date;
 
 -- name: merge_securities
 UPDATE securities AS s
@@ -233,16 +240,22 @@ SELECT symbol, name, exchange, sector, industry, currency, type, company_id, $ru
 FROM stg_securities WHERE action = 'insert';
 
 -- name: merge_prices
+-- Changed rows are replaced, new rows appended; identical rows are left alone
+-- (run_id keeps pointing at the run that last changed them).
 DELETE FROM prices AS p
-USING stg_prices_actions a
-WHERE a.action = 'update' AND p.date = a.date AND p.symbol = a.symbol;
+USING stg_prices_accepted a
+WHERE p.date = a.date AND p.symbol = a.symbol
+  AND p.date BETWEEN $min_date AND $max_date
+  AND (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
+       a.split_ratio) IS DISTINCT FROM
+      (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
+       p.split_ratio);
 
 INSERT INTO prices
-SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap,
-       dividend, split_ratio, $run_id
-FROM stg_prices_actions
-WHERE action <> 'same'
-ORDER BY date, symbol;
+SELECT a.*, $run_id
+FROM stg_prices_accepted a
+ANTI JOIN (SELECT date, symbol FROM prices WHERE date BETWEEN $min_date AND $max_date) p
+    ON p.date = a.date AND p.symbol = a.symbol;
 
 -- name: drop_staging
 DROP TABLE IF EXISTS stg_securities_parsed;
@@ -250,9 +263,7 @@ DROP TABLE IF EXISTS stg_securities_distinct;
 DROP TABLE IF EXISTS stg_securities_conflicts;
 DROP TABLE IF EXISTS stg_securities_rejected;
 DROP TABLE IF EXISTS stg_securities;
-DROP TABLE IF EXISTS stg_prices_parsed;
+DROP VIEW IF EXISTS stg_prices_accepted;
+DROP TABLE IF EXISTS stg_prices_repeated;
 DROP TABLE IF EXISTS stg_prices_checked;
-DROP TABLE IF EXISTS stg_prices_distinct;
-DROP TABLE IF EXISTS stg_prices_conflicts;
-DROP TABLE IF EXISTS stg_prices_accepted;
-DROP TABLE IF EXISTS stg_prices_actions;
+DROP TABLE IF EXISTS stg_prices_raw;

@@ -135,13 +135,11 @@ def _panel(
     days = np.unique(dates)
     day_index = np.searchsorted(days, dates).astype(np.int64)
     sec_index = master.column_of(px["symbol"].astype(object).to_numpy()[valid])
-    return MarketPanel.from_long(
+    cell = day_index * len(master) + sec_index
+    return MarketPanel.from_batches(
         days,
         master,
-        day_index * len(master) + sec_index,
-        close[valid],
-        adj[valid],
-        mcap[valid],
+        [(cell, close[valid], adj[valid], mcap[valid])],
         keep_close=definition.universe.min_price is not None,
     )
 

@@ -8,6 +8,7 @@ halted, delisted).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from numpy.typing import NDArray
 FloatMatrix = NDArray[np.float64]
 Days = NDArray[np.datetime64]
 Strings = NDArray[np.object_]
+LongBars = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+"""One batch of valid bars: (cell, close, adj_close, market_cap)."""
 
 
 @dataclass(frozen=True)
@@ -80,31 +83,30 @@ class MarketPanel:
         return i
 
     @classmethod
-    def from_long(
+    def from_batches(
         cls,
         days: Days,
         securities: SecurityMaster,
-        cell: NDArray[np.int64],
-        close: NDArray[np.float64],
-        adj_close: NDArray[np.float64],
-        market_cap: NDArray[np.float64],
+        batches: Iterable[LongBars],
         *,
         keep_close: bool = False,
     ) -> MarketPanel:
-        """Scatter long arrays (one entry per valid bar; ``cell = row * n_securities +
-        column``) into dense matrices."""
+        """Scatter long arrays into dense matrices, one batch at a time.
+
+        Each batch is ``(cell, close, adj_close, market_cap)`` with one entry per
+        valid bar and ``cell = row * n_securities + column``.
+        """
         shape = (len(days), len(securities))
-        use_adj = np.isfinite(adj_close) & (adj_close > 0)
-        price = _scatter(shape, cell, np.where(use_adj, adj_close, close))
-        mcap = _scatter(shape, cell, market_cap)
-        closes = _scatter(shape, cell, close) if keep_close else None
+        price = np.full(shape, np.nan)
+        mcap = np.full(shape, np.nan)
+        closes = np.full(shape, np.nan) if keep_close else None
+        for cell, close, adj_close, market_cap in batches:
+            use_adj = np.isfinite(adj_close) & (adj_close > 0)
+            price.reshape(-1)[cell] = np.where(use_adj, adj_close, close)
+            mcap.reshape(-1)[cell] = market_cap
+            if closes is not None:
+                closes.reshape(-1)[cell] = close
         return cls(days=days, securities=securities, price=price, market_cap=mcap, close=closes)
-
-
-def _scatter(shape: tuple[int, int], cell: NDArray[np.int64], values: NDArray[np.float64]) -> FloatMatrix:
-    out = np.full(shape, np.nan, dtype=np.float64)
-    out.reshape(-1)[cell] = values
-    return out
 
 
 def forward_fill(matrix: FloatMatrix) -> FloatMatrix:

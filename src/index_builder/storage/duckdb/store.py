@@ -34,6 +34,8 @@ from index_builder.storage.base import (
 )
 from index_builder.storage.duckdb.sql import names, query, statements
 
+_PANEL_BATCH_ROWS = 1 << 20
+
 CAPABILITIES = StorageCapabilities(
     name="duckdb", transactions=True, concurrent_writers=False, persistent=True
 )
@@ -370,21 +372,27 @@ class DuckDBStore:
             ),
         )
         try:
-            bars = self._arrow(
-                "panel_bars", {"start": start, "end": end, "n_columns": len(master)}
+            sql = query("panel_bars")
+            params = _used_params(sql, {"start": start, "end": end, "n_columns": len(master)})
+            reader = cur.sql(sql, params=params).to_arrow_reader(batch_size=_PANEL_BATCH_ROWS)
+            # scattered batch by batch: the long form is never held whole
+            return MarketPanel.from_batches(
+                days,
+                master,
+                (
+                    (
+                        _numpy(batch, "cell", np.int64),
+                        _numpy(batch, "close", np.float64),
+                        _numpy(batch, "adj_close", np.float64),
+                        _numpy(batch, "market_cap", np.float64),
+                    )
+                    for batch in reader
+                ),
+                keep_close=with_close,
             )
         finally:
             cur.unregister("panel_days")
             cur.unregister("panel_columns")
-        return MarketPanel.from_long(
-            days,
-            master,
-            _numpy(bars, "cell", np.int64),
-            _numpy(bars, "close", np.float64),
-            _numpy(bars, "adj_close", np.float64),
-            _numpy(bars, "market_cap", np.float64),
-            keep_close=with_close,
-        )
 
     # ------------------------------------------------------------------ definitions
     def list_definitions(self) -> list[tuple[IndexDefinition, bool]]:
@@ -524,9 +532,11 @@ def _used_params(statement: str, params: dict[str, Any] | None) -> dict[str, Any
     return used or None
 
 
-def _numpy(table: pa.Table, column: str, dtype: type[np.generic]) -> np.ndarray[Any, Any]:
-    """A non-null column as a NumPy array (one copy at most, to join chunks)."""
-    return np.asarray(table.column(column).to_numpy(), dtype=dtype)
+def _numpy(
+    batch: pa.RecordBatch, column: str, dtype: type[np.generic]
+) -> np.ndarray[Any, Any]:
+    """A non-null column of a batch as a NumPy array (zero-copy when possible)."""
+    return np.asarray(batch.column(column).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 def _objects(table: pa.Table, column: str) -> np.ndarray[Any, np.dtype[np.object_]]:

@@ -24,6 +24,9 @@ run: $(STAMP)
 	$(BIN)/index-builder quickstart
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 lint: $(STAMP)

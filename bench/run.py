@@ -38,10 +38,18 @@ def run_size(symbols: int, days: int, repeats: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def record(name: str, result: dict[str, Any], note: str = "") -> None:
-        rows.append({"step": name, "seconds": result["seconds"],
-                     "peak_rss_mib": result["peak_rss_mib"], "note": note})
-        print(f"  {name:<44} {result['seconds']:8.3f} s {result['peak_rss_mib']:8.0f} MiB {note}",
-              flush=True)
+        rows.append(
+            {
+                "step": name,
+                "seconds": result["seconds"],
+                "peak_rss_mib": result["peak_rss_mib"],
+                "note": note,
+            }
+        )
+        print(
+            f"  {name:<44} {result['seconds']:8.3f} s {result['peak_rss_mib']:8.0f} MiB {note}",
+            flush=True,
+        )
 
     gen = step(workdir, "generate", *size)
     record("generate synthetic Parquet", gen, f"{gen['rows']:,} rows")
@@ -49,39 +57,59 @@ def run_size(symbols: int, days: int, repeats: int) -> list[dict[str, Any]]:
     record("ingest Parquet -> DuckDB", ing, f"{ing['rows']:,} rows accepted")
     cold = [step(workdir, "build", "--index", "ew100", "--full") for _ in range(repeats)]
     median = dict(cold[0], seconds=statistics.median(c["seconds"] for c in cold))
-    record("build ew100 daily, fresh process (median)", median,
-           "runs: " + ", ".join(f"{c['seconds']:.2f}" for c in cold))
+    record(
+        "build ew100 daily, fresh process (median)",
+        median,
+        "runs: " + ", ".join(f"{c['seconds']:.2f}" for c in cold),
+    )
     warm = step(workdir, "build", "--index", "ew100", "--full", "--repeat", str(repeats + 1))
     warm_median = statistics.median(warm["warm_seconds"])
-    record("build ew100 daily, warm process (median)", dict(warm, seconds=warm_median),
-           "runs: " + ", ".join(f"{s:.2f}" for s in warm["warm_seconds"]))
+    record(
+        "build ew100 daily, warm process (median)",
+        dict(warm, seconds=warm_median),
+        "runs: " + ", ".join(f"{s:.2f}" for s in warm["warm_seconds"]),
+    )
     spells, snapshots = warm["spell_rows"], warm["snapshot_rows"]
     for variant in ("ew100-monthly", "mcap100-capped"):
         res = step(workdir, "build", "--index", variant, "--full", "--repeat", "2")
-        record(f"build {variant} (fresh / warm)", res,
-               f"warm {res['warm_seconds'][0]:.2f} s")
+        record(f"build {variant} (fresh / warm)", res, f"warm {res['warm_seconds'][0]:.2f} s")
     nxt = step(workdir, "ingest-next")
     record("ingest one more session", nxt, f"{nxt['rows']:,} rows")
     inc = step(workdir, "build", "--index", "ew100")
-    record("build ew100 incremental (+1 session)", inc,
-           f"{inc['mode']}, {inc['days_computed']} day(s) written")
-    rows.append({"step": "ew100 composition rows", "spells": spells, "snapshots": snapshots,
-                 "ratio": snapshots / max(spells, 1)})
-    print(f"  ew100 composition storage: {spells:,} spell rows vs {snapshots:,} daily snapshot "
-          f"rows ({snapshots / max(spells, 1):.0f}x fewer)")
+    record(
+        "build ew100 incremental (+1 session)",
+        inc,
+        f"{inc['mode']}, {inc['days_computed']} day(s) written",
+    )
+    rows.append(
+        {
+            "step": "ew100 composition rows",
+            "spells": spells,
+            "snapshots": snapshots,
+            "ratio": snapshots / max(spells, 1),
+        }
+    )
+    print(
+        f"  ew100 composition storage: {spells:,} spell rows vs {snapshots:,} daily snapshot "
+        f"rows ({snapshots / max(spells, 1):.0f}x fewer)"
+    )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="3000x252,6000x2520",
-                        help="comma-separated SYMBOLSxDAYS")
+    parser.add_argument(
+        "--sizes", default="3000x252,6000x2520", help="comma-separated SYMBOLSxDAYS"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of the main build")
     args = parser.parse_args()
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
-    machine = {"python": platform.python_version(), "machine": platform.machine(),
-               "cpus": __import__("os").cpu_count()}
+    machine = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": __import__("os").cpu_count(),
+    }
     for size in args.sizes.split(","):
         symbols, days = (int(x) for x in size.lower().split("x"))
         print(f"{symbols} symbols x {days} days", flush=True)

@@ -31,12 +31,19 @@ from index_builder.storage.duckdb.store import DuckDBStore
 VARIANTS = {
     "ew100": None,
     "ew100-monthly": IndexDefinition(
-        id="ew100-monthly", name="EW100 monthly", top_n=100, rebalance="monthly",
+        id="ew100-monthly",
+        name="EW100 monthly",
+        top_n=100,
+        rebalance="monthly",
         universe=Universe(types=(COMMON_STOCK,)),
     ),
     "mcap100-capped": IndexDefinition(
-        id="mcap100-capped", name="Capped cap-weighted 100", top_n=100,
-        weighting="capped_market_cap", cap=0.05, universe=Universe(types=(COMMON_STOCK,)),
+        id="mcap100-capped",
+        name="Capped cap-weighted 100",
+        top_n=100,
+        weighting="capped_market_cap",
+        cap=0.05,
+        universe=Universe(types=(COMMON_STOCK,)),
     ),
 }
 
@@ -50,14 +57,18 @@ def generate(workdir: Path, symbols: int, days: int) -> dict[str, Any]:
     session in prices.parquet, the last session in next_day.parquet."""
     started = time.perf_counter()
     sessions = default_sessions(days + 1, None)
-    data = generate_market(seed=42, n_symbols=symbols, n_days=days + 1, sessions=sessions,
-                           start=sessions[0])
+    data = generate_market(
+        seed=42, n_symbols=symbols, n_days=days + 1, sessions=sessions, start=sessions[0]
+    )
     dates = data.prices.column("date")
     last = pc.max(dates)
     workdir.mkdir(parents=True, exist_ok=True)
     pq.write_table(data.securities, workdir / "securities.parquet")
-    pq.write_table(data.prices.filter(pc.less(dates, last)), workdir / "prices.parquet",
-                   row_group_size=1_000_000)
+    pq.write_table(
+        data.prices.filter(pc.less(dates, last)),
+        workdir / "prices.parquet",
+        row_group_size=1_000_000,
+    )
     pq.write_table(data.prices.filter(pc.equal(dates, last)), workdir / "next_day.parquet")
     return {"seconds": time.perf_counter() - started, "rows": data.prices.num_rows}
 
@@ -66,10 +77,14 @@ def ingest(workdir: Path, prices: str) -> dict[str, Any]:
     """Ingest a Parquet file into the bench database."""
     with DuckDBStore(workdir / "bench.duckdb") as store:
         started = time.perf_counter()
-        report = run_ingestion(store, "file", {
-            "securities": str(workdir / "securities.parquet"),
-            "prices": str(workdir / prices),
-        })
+        report = run_ingestion(
+            store,
+            "file",
+            {
+                "securities": str(workdir / "securities.parquet"),
+                "prices": str(workdir / prices),
+            },
+        )
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": report.rows_accepted, "rejected": report.rows_rejected}
 
@@ -95,8 +110,11 @@ def build(workdir: Path, index_id: str, full: bool, repeat: int) -> dict[str, An
         days = len(store.built_days(index_id))
         top_n = builder.definition(index_id).top_n
     return {
-        "seconds": times[0], "warm_seconds": times[1:], "mode": result.mode,
-        "days_computed": result.trading_days, "spell_rows": spells,
+        "seconds": times[0],
+        "warm_seconds": times[1:],
+        "mode": result.mode,
+        "days_computed": result.trading_days,
+        "spell_rows": spells,
         "snapshot_rows": top_n * days,
     }
 

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 SECURITY_HEADER = ["symbol", "name", "exchange", "sector", "industry", "currency", "type"]
-PRICE_HEADER = ["date", "symbol", "close", "adj_close", "volume", "shares_outstanding", "market_cap"]
+PRICE_HEADER = [
+    "date",
+    "symbol",
+    "close",
+    "adj_close",
+    "volume",
+    "shares_outstanding",
+    "market_cap",
+]
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
@@ -23,13 +31,24 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     return path
 
 
-def security(symbol: str, sector: str = "Information Technology", type_: str = "Common Stock",
-             exchange: str = "XNAS") -> list[str]:
+def security(
+    symbol: str,
+    sector: str = "Information Technology",
+    type_: str = "Common Stock",
+    exchange: str = "XNAS",
+) -> list[str]:
     """One securities row."""
     return [symbol, f"{symbol} Inc", exchange, sector, "Software", "USD", type_]
 
 
-def bar(day: dt.date | str, symbol: str, close: Any, shares: Any = 1_000_000,
-        adj_close: Any = None, market_cap: Any = None, volume: Any = 1000) -> list[Any]:
+def bar(
+    day: dt.date | str,
+    symbol: str,
+    close: Any,
+    shares: Any = 1_000_000,
+    adj_close: Any = None,
+    market_cap: Any = None,
+    volume: Any = 1000,
+) -> list[Any]:
     """One prices row."""
     return [str(day), symbol, close, adj_close, volume, shares, market_cap]

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from reference_engine import reference_build
 from typer.testing import CliRunner
 
 from index_builder.cli.main import app
@@ -19,11 +17,19 @@ from index_builder.services.queries import IndexReader
 from index_builder.settings import get_settings
 from index_builder.storage.duckdb.store import DuckDBStore
 
+from reference_engine import reference_build
+
 DEFINITIONS = [
-    {"id": "e2e-ew", "name": "e2e equal", "top_n": 10, "weighting": "equal",
-     "rebalance": "daily"},
-    {"id": "e2e-capped", "name": "e2e capped", "top_n": 8, "weighting": "capped_market_cap",
-     "cap": 0.2, "rebalance": "weekly", "universe": {"types": ["common stock"]}},
+    {"id": "e2e-ew", "name": "e2e equal", "top_n": 10, "weighting": "equal", "rebalance": "daily"},
+    {
+        "id": "e2e-capped",
+        "name": "e2e capped",
+        "top_n": 8,
+        "weighting": "capped_market_cap",
+        "cap": 0.2,
+        "rebalance": "weekly",
+        "universe": {"types": ["common stock"]},
+    },
 ]
 
 
@@ -73,11 +79,23 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     db = tmp / "e2e.duckdb"
     runner = CliRunner()
     get_settings.cache_clear()
-    result = runner.invoke(app, [
-        "--db", str(db), "-q", "ingest", "--provider", "file",
-        "--securities", str(tmp / "securities.csv"), "--prices", str(tmp / "prices.csv"),
-        "--map", "ticker=symbol",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "--db",
+            str(db),
+            "-q",
+            "ingest",
+            "--provider",
+            "file",
+            "--securities",
+            str(tmp / "securities.csv"),
+            "--prices",
+            str(tmp / "prices.csv"),
+            "--map",
+            "ticker=symbol",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for d in DEFINITIONS:
         path = tmp / f"{d['id']}.json"
@@ -116,15 +134,17 @@ def test_stored_results_equal_the_reference(
         levels = pd.DataFrame(perf.rows)
         assert list(levels["date"]) == list(ref.levels["date"])
         np.testing.assert_allclose(levels["level"], ref.levels["level"], rtol=1e-9)
-        np.testing.assert_allclose(levels["daily_return"], ref.levels["daily_return"],
-                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            levels["daily_return"], ref.levels["daily_return"], rtol=1e-9, atol=1e-12
+        )
         for day, expected in ref.compositions.items():
             rows = reader.composition(index_id, day).rows()
             assert [r["symbol"] for r in rows] == list(expected["symbol"]), day
             assert [r["rank"] for r in rows] == list(expected["rank"]), day
             for col in ("weight", "units", "price", "market_cap"):
-                np.testing.assert_allclose([r[col] for r in rows], expected[col], rtol=1e-9,
-                                           err_msg=f"{day} {col}")
+                np.testing.assert_allclose(
+                    [r[col] for r in rows], expected[col], rtol=1e-9, err_msg=f"{day} {col}"
+                )
         _, changes = reader.changes(index_id)
         assert [(c.date, list(c.entered), list(c.exited)) for c in changes] == [
             (d, list(e), list(x)) for d, e, x in ref.changes

@@ -28,9 +28,7 @@ class SessionCalendar:
         except Exception as exc:  # exchange_calendars raises several types
             raise InvalidInputError(f"unknown exchange calendar {code!r}: {exc}") from exc
         self.code = code
-        self.sessions: NDArray[np.datetime64] = (
-            cal.sessions.values.astype("datetime64[D]")
-        )
+        self.sessions: NDArray[np.datetime64] = cal.sessions.values.astype("datetime64[D]")
         self.first = _to_date(self.sessions[0])
         self.last = _to_date(self.sessions[-1])
 

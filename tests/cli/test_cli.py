@@ -18,8 +18,21 @@ from index_builder.settings import get_settings
 def built_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("cli") / "cli.duckdb"
     runner = CliRunner()
-    r = runner.invoke(app, ["--db", str(db), "-q", "ingest", "--symbols", "250", "--days", "45",
-                               "--start", "2023-01-03"])
+    r = runner.invoke(
+        app,
+        [
+            "--db",
+            str(db),
+            "-q",
+            "ingest",
+            "--symbols",
+            "250",
+            "--days",
+            "45",
+            "--start",
+            "2023-01-03",
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["--db", str(db), "-q", "build", "-i", "ew100", "-i", "ew-tech50"])
     assert r.exit_code == 0, r.output
@@ -47,12 +60,21 @@ def test_performance_csv_has_the_methodology_columns(built_db: Path) -> None:
 
 
 def test_composition_and_changes_outputs(built_db: Path) -> None:
-    code, out, _ = run(built_db, "composition", "-i", "ew-tech50", "--date", "2023-01-10",
-                       "-f", "csv")
+    code, out, _ = run(
+        built_db, "composition", "-i", "ew-tech50", "--date", "2023-01-10", "-f", "csv"
+    )
     assert code == 0
     rows = _csv(out)
-    assert list(rows[0]) == ["date", "symbol", "rank", "weight", "market_cap", "price", "units",
-                             "sector"]
+    assert list(rows[0]) == [
+        "date",
+        "symbol",
+        "rank",
+        "weight",
+        "market_cap",
+        "price",
+        "units",
+        "sector",
+    ]
     # 250 synthetic securities hold fewer than 50 IT stocks: all eligible are in
     assert 10 < len(rows) <= 50 and {r["sector"] for r in rows} == {"Information Technology"}
     assert [int(r["rank"]) for r in rows] == sorted(int(r["rank"]) for r in rows)
@@ -82,12 +104,16 @@ def test_composition_on_a_weekend_resolves_to_the_previous_session(built_db: Pat
         (["composition", "--date", "2030-01-02"], "nothing on or after 2030-01-02"),
         (["build", "-i", "nope"], "unknown index"),
         (["indices", "remove", "ew100"], "built-in index"),
-        (["ingest", "--provider", "file", "--securities", "x.csv", "--prices", "y.csv"],
-         "file not found"),
+        (
+            ["ingest", "--provider", "file", "--securities", "x.csv", "--prices", "y.csv"],
+            "file not found",
+        ),
         (["ingest", "--provider", "carrier-pigeon"], "unknown provider"),
     ],
 )
-def test_errors_are_one_line_with_exit_code_2(built_db: Path, args: list[str], message: str) -> None:
+def test_errors_are_one_line_with_exit_code_2(
+    built_db: Path, args: list[str], message: str
+) -> None:
     code, _, err = run(built_db, *args)
     assert code == 2
     assert message in err
@@ -105,10 +131,19 @@ def test_user_definitions_add_show_list_remove(built_db: Path, tmp_path: Path) -
     code, _, err = run(built_db, "indices", "add", str(capped))
     assert code == 2 and "cap" in err
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({
-        "id": "my-idx", "name": "Mine", "top_n": 10, "weighting": "capped_market_cap",
-        "cap": 0.2, "rebalance": "monthly", "universe": {"sectors": ["Health Care"]},
-    }))
+    good.write_text(
+        json.dumps(
+            {
+                "id": "my-idx",
+                "name": "Mine",
+                "top_n": 10,
+                "weighting": "capped_market_cap",
+                "cap": 0.2,
+                "rebalance": "monthly",
+                "universe": {"sectors": ["Health Care"]},
+            }
+        )
+    )
     assert run(built_db, "indices", "add", str(good))[0] == 0
     code, _, err = run(built_db, "indices", "add", str(good))
     assert code == 2 and "already exists" in err

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from engine_scenarios import PRICE_COLUMNS, SECURITY_COLUMNS
 from hypothesis import strategies as st
 
+from engine_scenarios import PRICE_COLUMNS, SECURITY_COLUMNS
 from reference_engine import REBALANCES, WEIGHTINGS, xnys_sessions
 
 SESSION_POOL = [s for s in xnys_sessions() if dt.date(2023, 1, 1) <= s <= dt.date(2025, 12, 31)]

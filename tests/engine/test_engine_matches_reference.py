@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from engine_markets import Market, carried_prices, close_enough, markets
-from engine_scenarios import Scenario, all_scenarios, scenario
 from hypothesis import HealthCheck, given, settings
 
+from engine_markets import Market, carried_prices, close_enough, markets
+from engine_scenarios import Scenario, all_scenarios, scenario
 from reference_engine import LEVEL_COLUMNS, ReferenceResult, reference_build
 
 memory = pytest.importorskip("index_builder.engine.memory")

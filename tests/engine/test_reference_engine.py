@@ -11,6 +11,8 @@ import datetime as dt
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+
 from engine_markets import Market, carried_prices, close_enough, markets
 from engine_scenarios import (
     GOOD_FRIDAY_WEEK,
@@ -21,8 +23,6 @@ from engine_scenarios import (
     d,
     scenario,
 )
-from hypothesis import HealthCheck, given, settings
-
 from reference_engine import (
     COMPOSITION_COLUMNS,
     ReferenceResult,

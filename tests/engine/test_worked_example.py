@@ -22,13 +22,27 @@ SHARES = {"A": 100, "B": 100, "C": 1000}
 
 
 def _example() -> tuple[pd.DataFrame, pd.DataFrame]:
-    securities = pd.DataFrame({
-        "symbol": list(CLOSES), "name": list(CLOSES), "exchange": "XNYS",
-        "sector": "Energy", "industry": None, "currency": "USD", "type": "Common Stock",
-    })
+    securities = pd.DataFrame(
+        {
+            "symbol": list(CLOSES),
+            "name": list(CLOSES),
+            "exchange": "XNYS",
+            "sector": "Energy",
+            "industry": None,
+            "currency": "USD",
+            "type": "Common Stock",
+        }
+    )
     rows = [
-        {"date": day, "symbol": s, "close": float(c), "adj_close": np.nan, "volume": 1.0,
-         "shares_outstanding": float(SHARES[s]), "market_cap": np.nan}
+        {
+            "date": day,
+            "symbol": s,
+            "close": float(c),
+            "adj_close": np.nan,
+            "volume": 1.0,
+            "shares_outstanding": float(SHARES[s]),
+            "market_cap": np.nan,
+        }
         for s, closes in CLOSES.items()
         for day, c in zip(DAYS, closes, strict=True)
         if c is not None

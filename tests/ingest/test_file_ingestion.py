@@ -9,11 +9,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
 from index_builder.errors import UnusableInputError
 from index_builder.ingest.job import run_ingestion
 from index_builder.storage.duckdb.store import DuckDBStore
+
+from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
 D1, D2, D3 = "2024-01-02", "2024-01-03", "2024-01-04"
 
@@ -27,9 +28,11 @@ def _files(tmp_path: Path, price_rows: list[list[object]]) -> dict[str, object]:
 
 
 def _stored(store: DuckDBStore) -> list[tuple[object, ...]]:
-    return store.cursor().execute(
-        "SELECT date, symbol, close, market_cap FROM prices ORDER BY date, symbol"
-    ).fetchall()
+    return (
+        store.cursor()
+        .execute("SELECT date, symbol, close, market_cap FROM prices ORDER BY date, symbol")
+        .fetchall()
+    )
 
 
 DIRTY = [
@@ -114,15 +117,22 @@ def test_new_values_upsert_and_mark_the_first_changed_date(
 def test_column_names_are_case_insensitive_and_can_be_mapped(
     store: DuckDBStore, tmp_path: Path
 ) -> None:
-    sec = write_csv(tmp_path / "s.csv", ["Ticker", "NAME", "Sector", "TYPE"],
-                    [["AAA", "A Inc", "Energy", "Common Stock"]])
-    px = write_csv(tmp_path / "p.csv", ["Date", "Ticker", "CLOSE", "MarketCap"],
-                   [[D1, "aaa", "10", "1e9"]])
+    sec = write_csv(
+        tmp_path / "s.csv",
+        ["Ticker", "NAME", "Sector", "TYPE"],
+        [["AAA", "A Inc", "Energy", "Common Stock"]],
+    )
+    px = write_csv(
+        tmp_path / "p.csv", ["Date", "Ticker", "CLOSE", "MarketCap"], [[D1, "aaa", "10", "1e9"]]
+    )
     report = run_ingestion(
         store,
         "file",
-        {"securities": str(sec), "prices": str(px),
-         "column_map": {"ticker": "symbol", "marketcap": "market_cap"}},
+        {
+            "securities": str(sec),
+            "prices": str(px),
+            "column_map": {"ticker": "symbol", "marketcap": "market_cap"},
+        },
     )
     assert report.rows_accepted == 1
     assert _stored(store) == [(dt.date(2024, 1, 2), "AAA", 10.0, 1e9)]
@@ -136,8 +146,11 @@ def test_parquet_input_gives_the_same_store_as_csv(tmp_path: Path) -> None:
     results = []
     for name, paths in {
         "csv": files,
-        "parquet": {"securities": str(tmp_path / "securities.parquet"),
-                    "prices": str(tmp_path / "prices.parquet"), "column_map": {}},
+        "parquet": {
+            "securities": str(tmp_path / "securities.parquet"),
+            "prices": str(tmp_path / "prices.parquet"),
+            "column_map": {},
+        },
     }.items():
         with DuckDBStore(tmp_path / f"{name}.duckdb") as s:
             report = run_ingestion(s, "file", paths)
@@ -165,9 +178,11 @@ def test_unusable_input_is_refused_before_anything_is_stored(
 
 
 def test_conflicting_security_rows_are_quarantined(store: DuckDBStore, tmp_path: Path) -> None:
-    sec = write_csv(tmp_path / "s.csv", SECURITY_HEADER,
-                    [security("AAA"), security("AAA", sector="Energy"), security("BBB"),
-                     security("BBB")])
+    sec = write_csv(
+        tmp_path / "s.csv",
+        SECURITY_HEADER,
+        [security("AAA"), security("AAA", sector="Energy"), security("BBB"), security("BBB")],
+    )
     px = write_csv(tmp_path / "p.csv", PRICE_HEADER, [bar(D1, "AAA", 10), bar(D1, "BBB", 10)])
     report = run_ingestion(store, "file", {"securities": str(sec), "prices": str(px)})
     assert report.rejected_by_reason == {
@@ -184,7 +199,8 @@ def test_synthetic_ingestion_is_deterministic_and_clean(tmp_path: Path) -> None:
             report = run_ingestion(s, "synthetic", {"seed": 7, "symbols": 120, "days": 30})
             assert report.rows_rejected == 0 and report.rows_accepted == report.rows_read
             tables.append(
-                s.cursor().sql("SELECT * EXCLUDE (run_id) FROM prices ORDER BY date, symbol")
+                s.cursor()
+                .sql("SELECT * EXCLUDE (run_id) FROM prices ORDER BY date, symbol")
                 .to_arrow_table()
             )
     assert tables[0].equals(tables[1])

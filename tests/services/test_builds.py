@@ -24,13 +24,33 @@ SYMBOLS, DAYS = 260, 130
 
 DEFINITIONS = [
     {"id": "t-daily-ew", "name": "t", "top_n": 20},
-    {"id": "t-weekly-mcap", "name": "t", "top_n": 15, "weighting": "market_cap",
-     "rebalance": "weekly"},
-    {"id": "t-monthly-capped", "name": "t", "top_n": 12, "weighting": "capped_market_cap",
-     "cap": 0.15, "rebalance": "monthly", "base_date": "2023-01-07"},
-    {"id": "t-quarterly-filtered", "name": "t", "top_n": 10, "rebalance": "quarterly",
-     "universe": {"sectors": ["Information Technology", "Health Care"], "min_price": 20,
-                  "min_market_cap": 1e9}},
+    {
+        "id": "t-weekly-mcap",
+        "name": "t",
+        "top_n": 15,
+        "weighting": "market_cap",
+        "rebalance": "weekly",
+    },
+    {
+        "id": "t-monthly-capped",
+        "name": "t",
+        "top_n": 12,
+        "weighting": "capped_market_cap",
+        "cap": 0.15,
+        "rebalance": "monthly",
+        "base_date": "2023-01-07",
+    },
+    {
+        "id": "t-quarterly-filtered",
+        "name": "t",
+        "top_n": 10,
+        "rebalance": "quarterly",
+        "universe": {
+            "sectors": ["Information Technology", "Health Care"],
+            "min_price": 20,
+            "min_market_cap": 1e9,
+        },
+    },
 ]
 
 
@@ -60,19 +80,27 @@ def _open(path: Path) -> DuckDBStore:
 
 
 def _levels(store: DuckDBStore, index_id: str) -> pa.Table:
-    return store.cursor().sql(
-        "SELECT date, level, daily_return, is_rebalance, turnover, n_constituents"
-        " FROM index_levels WHERE index_id = $i ORDER BY date",
-        params={"i": index_id},
-    ).to_arrow_table()
+    return (
+        store.cursor()
+        .sql(
+            "SELECT date, level, daily_return, is_rebalance, turnover, n_constituents"
+            " FROM index_levels WHERE index_id = $i ORDER BY date",
+            params={"i": index_id},
+        )
+        .to_arrow_table()
+    )
 
 
 def _spells(store: DuckDBStore, index_id: str) -> list[tuple[object, ...]]:
-    return store.cursor().execute(
-        "SELECT symbol, valid_from, valid_to FROM index_spells WHERE index_id = ?"
-        " ORDER BY symbol, valid_from",
-        [index_id],
-    ).fetchall()
+    return (
+        store.cursor()
+        .execute(
+            "SELECT symbol, valid_from, valid_to FROM index_spells WHERE index_id = ?"
+            " ORDER BY symbol, valid_from",
+            [index_id],
+        )
+        .fetchall()
+    )
 
 
 def _assert_same_results(a: DuckDBStore, b: DuckDBStore, index_id: str) -> None:
@@ -85,7 +113,9 @@ def _assert_same_results(a: DuckDBStore, b: DuckDBStore, index_id: str) -> None:
     np.testing.assert_allclose(
         la.column("turnover").to_numpy(zero_copy_only=False).astype(float),
         lb.column("turnover").to_numpy(zero_copy_only=False).astype(float),
-        rtol=1e-9, atol=1e-12, equal_nan=True,
+        rtol=1e-9,
+        atol=1e-12,
+        equal_nan=True,
     )
     assert la.column("is_rebalance").equals(lb.column("is_rebalance"))
     assert la.column("n_constituents").equals(lb.column("n_constituents"))
@@ -122,13 +152,20 @@ def test_a_correction_in_the_past_recomputes_from_the_rebalance_before_it(tmp_pa
     _ingest_table(store, securities, prices)
     builder = IndexBuilder(store, store.calendar)
     builder.build(["t-daily-ew", "t-monthly-capped"])
-    top = store.cursor().execute(
-        "SELECT symbol FROM index_spells WHERE index_id = 't-daily-ew' ORDER BY valid_from LIMIT 1"
-    ).fetchall()[0][0]
+    top = (
+        store.cursor()
+        .execute(
+            "SELECT symbol FROM index_spells WHERE index_id = 't-daily-ew'"
+            " ORDER BY valid_from LIMIT 1"
+        )
+        .fetchall()[0][0]
+    )
     day = dt.date.fromisoformat(str(np.unique(prices.column("date").to_numpy())[70]))
-    fixed = store.cursor().execute(
-        "SELECT close, adj_close FROM prices WHERE symbol = ? AND date = ?", [top, day]
-    ).fetchall()
+    fixed = (
+        store.cursor()
+        .execute("SELECT close, adj_close FROM prices WHERE symbol = ? AND date = ?", [top, day])
+        .fetchall()
+    )
     assert fixed, "the corrected bar exists"
     store.cursor().execute(
         "UPDATE prices SET adj_close = adj_close * 1.25, close = close * 1.25,"
@@ -142,9 +179,11 @@ def test_a_correction_in_the_past_recomputes_from_the_rebalance_before_it(tmp_pa
     results = builder.build(["t-daily-ew", "t-monthly-capped"])
     assert all(r.mode == "incremental" for r in results)
     assert all(r.start_date < day for r in results)
-    corrected = store.cursor().sql(
-        "SELECT * EXCLUDE (run_id) FROM prices ORDER BY date, symbol"
-    ).to_arrow_table()
+    corrected = (
+        store.cursor()
+        .sql("SELECT * EXCLUDE (run_id) FROM prices ORDER BY date, symbol")
+        .to_arrow_table()
+    )
     full = _open(tmp_path / "b.duckdb")
     sec = securities
     _ingest_table(full, sec, corrected)
@@ -190,8 +229,12 @@ def test_spells_take_far_fewer_rows_than_daily_snapshots(tmp_path: Path) -> None
 def test_non_trading_base_date_rolls_forward(tmp_path: Path) -> None:
     store = _open(tmp_path / "e.duckdb")
     run_ingestion(store, "synthetic", {"symbols": 80, "days": 20, "start": dt.date(2023, 1, 3)})
-    add_definition(store, IndexDefinition(id="sat", name="s", top_n=5,
-                                          base_date=dt.date(2023, 1, 7), universe=Universe()))
+    add_definition(
+        store,
+        IndexDefinition(
+            id="sat", name="s", top_n=5, base_date=dt.date(2023, 1, 7), universe=Universe()
+        ),
+    )
     (result,) = IndexBuilder(store, store.calendar).build(["sat"])
     assert result.base_date == dt.date(2023, 1, 9)  # Saturday -> Monday session
     assert store.level_on("sat", dt.date(2023, 1, 9)) == 1000.0

@@ -46,7 +46,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-indices_app = typer.Typer(help="List, show, add and remove index definitions.", no_args_is_help=True)
+indices_app = typer.Typer(
+    help="List, show, add and remove index definitions.", no_args_is_help=True
+)
 app.add_typer(indices_app, name="indices")
 
 err = Console(stderr=True)
@@ -105,7 +107,7 @@ def _errors() -> Iterator[None]:
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[str], None]]:
     """A rich progress display fed with step messages (silent with --quiet)."""
-    if STATE.quiet or not err.is_terminal and not sys.stderr.isatty():
+    if STATE.quiet or (not err.is_terminal and not sys.stderr.isatty()):
         yield lambda _msg: None
         return
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -142,7 +144,9 @@ def main(
 def ingest(
     provider: Annotated[str, typer.Option(help="Data provider: synthetic | file.")] = "synthetic",
     seed: Annotated[int, typer.Option(help="synthetic: random seed.")] = DEFAULT_SEED,
-    symbols: Annotated[int, typer.Option(help="synthetic: number of securities.")] = DEFAULT_SYMBOLS,
+    symbols: Annotated[
+        int, typer.Option(help="synthetic: number of securities.")
+    ] = DEFAULT_SYMBOLS,
     days: Annotated[int, typer.Option(help="synthetic: number of sessions.")] = DEFAULT_DAYS,
     start: Annotated[
         str | None,
@@ -175,18 +179,25 @@ def _ingest_query(
     if provider == "synthetic":
         if symbols < 1 or days < 1:
             raise InvalidInputError("--symbols and --days must be at least 1", field="symbols")
-        return {"seed": seed, "symbols": symbols, "days": days, "start": _parse_date(start, "start")}
+        return {
+            "seed": seed,
+            "symbols": symbols,
+            "days": days,
+            "start": _parse_date(start, "start"),
+        }
     if provider == "file":
         if securities is None or prices is None:
-            raise InvalidInputError("--provider file needs --securities PATH and --prices PATH",
-                                    field="securities")
+            raise InvalidInputError(
+                "--provider file needs --securities PATH and --prices PATH", field="securities"
+            )
         return {
             "securities": str(securities),
             "prices": str(prices),
             "column_map": parse_column_map(map_ or []),
         }
-    raise InvalidInputError(f"unknown provider {provider!r} (known: file, synthetic)",
-                            field="provider")
+    raise InvalidInputError(
+        f"unknown provider {provider!r} (known: file, synthetic)", field="provider"
+    )
 
 
 def _print_ingest(report: IngestReport, database: Path) -> None:
@@ -216,8 +227,19 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> Non
     """Recent ingestion runs."""
     with _errors(), _store() as store:
         rows = store.ingest_runs(limit)
-    cols = ["run_id", "provider", "status", "started_at", "finished_at", "rows_read",
-            "rows_accepted", "rows_rejected", "rows_inserted", "rows_updated", "message"]
+    cols = [
+        "run_id",
+        "provider",
+        "status",
+        "started_at",
+        "finished_at",
+        "rows_read",
+        "rows_accepted",
+        "rows_rejected",
+        "rows_inserted",
+        "rows_updated",
+        "message",
+    ]
     render(rows, cols, OutputFormat.table, title="Ingestion runs")
 
 
@@ -267,13 +289,35 @@ def build(
 
 def _print_builds(results: list[BuildResult]) -> None:
     table = Table(title="Builds")
-    for col in ("index", "mode", "base", "through", "days", "rebalances", "changes", "version",
-                "ms"):
-        table.add_column(col, justify="right" if col in {"days", "rebalances", "changes",
-                                                          "version", "ms"} else "left")
+    for col in (
+        "index",
+        "mode",
+        "base",
+        "through",
+        "days",
+        "rebalances",
+        "changes",
+        "version",
+        "ms",
+    ):
+        table.add_column(
+            col,
+            justify="right"
+            if col in {"days", "rebalances", "changes", "version", "ms"}
+            else "left",
+        )
     for r in results:
-        table.add_row(r.index_id, r.mode, str(r.base_date), str(r.end_date), str(r.trading_days),
-                      str(r.rebalances), str(r.changes), str(r.version), f"{r.duration_ms:.0f}")
+        table.add_row(
+            r.index_id,
+            r.mode,
+            str(r.base_date),
+            str(r.end_date),
+            str(r.trading_days),
+            str(r.rebalances),
+            str(r.changes),
+            str(r.version),
+            f"{r.duration_ms:.0f}",
+        )
     out.print(table)
     for r in results:
         for w in r.warnings:
@@ -283,7 +327,9 @@ def _print_builds(results: list[BuildResult]) -> None:
 # ---------------------------------------------------------------------------- reads
 @app.command()
 def performance(
-    index: IndexOpt = DEFAULT_INDEX_ID, start: DateOpt = None, end: DateOpt = None,
+    index: IndexOpt = DEFAULT_INDEX_ID,
+    start: DateOpt = None,
+    end: DateOpt = None,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Levels, daily and cumulative returns (and a summary with --format table)."""
@@ -312,7 +358,9 @@ def composition(
 
 @app.command()
 def changes(
-    index: IndexOpt = DEFAULT_INDEX_ID, start: DateOpt = None, end: DateOpt = None,
+    index: IndexOpt = DEFAULT_INDEX_ID,
+    start: DateOpt = None,
+    end: DateOpt = None,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Constituents entered and exited at each rebalance."""
@@ -332,13 +380,23 @@ def indices_list() -> None:
         rows = []
         for d, builtin in store.list_definitions():
             state = store.build_state(d.id)
-            rows.append({
-                "id": d.id, "name": d.name, "top_n": d.top_n, "weighting": d.weighting,
-                "rebalance": d.rebalance, "builtin": "yes" if builtin else "no",
-                "built_through": state.built_through if state else None,
-            })
-    render(rows, ["id", "name", "top_n", "weighting", "rebalance", "builtin", "built_through"],
-           OutputFormat.table, title="Indices")
+            rows.append(
+                {
+                    "id": d.id,
+                    "name": d.name,
+                    "top_n": d.top_n,
+                    "weighting": d.weighting,
+                    "rebalance": d.rebalance,
+                    "builtin": "yes" if builtin else "no",
+                    "built_through": state.built_through if state else None,
+                }
+            )
+    render(
+        rows,
+        ["id", "name", "top_n", "weighting", "rebalance", "builtin", "built_through"],
+        OutputFormat.table,
+        title="Indices",
+    )
 
 
 @indices_app.command("show")
@@ -350,8 +408,10 @@ def indices_show(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> 
     payload: dict[str, Any] = {"definition": json.loads(definition.to_json())}
     if state is not None:
         payload["build"] = {
-            "version": state.version, "base_date": str(state.base_date),
-            "built_through": str(state.built_through), "built_at": str(state.built_at),
+            "version": state.version,
+            "base_date": str(state.base_date),
+            "built_through": str(state.built_through),
+            "built_at": str(state.built_at),
         }
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
@@ -366,8 +426,10 @@ def indices_add(
         definition = load_definition_file(file)
         with _store() as store:
             replaced = add_definition(store, definition, replace=replace)
-    out.print(f"{'replaced' if replaced else 'added'} index {definition.id}; build it with "
-              f"'index-builder build --index {definition.id}'")
+    out.print(
+        f"{'replaced' if replaced else 'added'} index {definition.id}; build it with "
+        f"'index-builder build --index {definition.id}'"
+    )
 
 
 @indices_app.command("remove")
@@ -381,7 +443,9 @@ def indices_remove(index_id: Annotated[str, typer.Argument(help="Index id.")]) -
 # ---------------------------------------------------------------------------- quickstart
 @app.command()
 def quickstart(
-    symbols: Annotated[int, typer.Option(help="Securities in the synthetic market.")] = DEFAULT_SYMBOLS,
+    symbols: Annotated[
+        int, typer.Option(help="Securities in the synthetic market.")
+    ] = DEFAULT_SYMBOLS,
     days: Annotated[int, typer.Option(help="Sessions in the synthetic market.")] = DEFAULT_DAYS,
 ) -> None:
     """Ingest the embedded synthetic market if the store is empty, build every index,
@@ -390,7 +454,8 @@ def quickstart(
         if not store.trading_days():
             with _progress("ingest (synthetic)") as step:
                 report = run_ingestion(
-                    store, "synthetic",
+                    store,
+                    "synthetic",
                     {"seed": DEFAULT_SEED, "symbols": symbols, "days": days},
                     progress=step,
                 )
@@ -403,12 +468,20 @@ def quickstart(
         rows = []
         for r in results:
             s = reader.performance(r.index_id).summary
-            rows.append({
-                "index": r.index_id, "base": r.base_date, "through": r.end_date,
-                "total_return": s.total_return, "annualized_return": s.annualized_return,
-                "annualized_volatility": s.annualized_volatility, "sharpe": s.sharpe,
-                "max_drawdown": s.max_drawdown, "turnover": s.turnover, "build": r.mode,
-            })
+            rows.append(
+                {
+                    "index": r.index_id,
+                    "base": r.base_date,
+                    "through": r.end_date,
+                    "total_return": s.total_return,
+                    "annualized_return": s.annualized_return,
+                    "annualized_volatility": s.annualized_volatility,
+                    "sharpe": s.sharpe,
+                    "max_drawdown": s.max_drawdown,
+                    "turnover": s.turnover,
+                    "build": r.mode,
+                }
+            )
     render(rows, list(rows[0]), OutputFormat.table, title="Indices", console=out)
     out.print(f"data lives in {STATE.settings.database.resolve()}")
     out.print("next: index-builder performance --index ew100 | composition | changes")

@@ -98,7 +98,9 @@ class IndexDefinition(BaseModel):
 def parse_definition(data: Any, *, source: str = "definition") -> IndexDefinition:
     """Validate a mapping into a definition; errors name the offending field."""
     if not isinstance(data, dict):
-        raise InvalidInputError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        raise InvalidInputError(
+            f"{source}: expected a mapping of fields, got {type(data).__name__}"
+        )
     try:
         return IndexDefinition.model_validate(data)
     except ValidationError as exc:

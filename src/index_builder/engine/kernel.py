@@ -146,12 +146,8 @@ class IndexComputation:
         spells: list[Spell] = []
         symbols = self.panel.securities.symbols[self._column_slot_inverse]
         days = self.days
-        for sk, ek, slot in zip(
-            start_k[s_order], end_k[e_order], start_slot[s_order], strict=True
-        ):
-            last_row = (
-                int(self.rebalance_rows[ek + 1]) - 1 if ek + 1 < rebalances else None
-            )
+        for sk, ek, slot in zip(start_k[s_order], end_k[e_order], start_slot[s_order], strict=True):
+            last_row = int(self.rebalance_rows[ek + 1]) - 1 if ek + 1 < rebalances else None
             spells.append(
                 Spell(
                     symbol=str(symbols[slot]),
@@ -245,9 +241,7 @@ def compute_index(
         # None eligible: an error for that date, reported; the composition in
         # force carries on (no rebalance happens that day).
         for r in rows[empty]:
-            warnings.append(
-                f"{_as_date(panel.days[r])}: no eligible security; rebalance skipped"
-            )
+            warnings.append(f"{_as_date(panel.days[r])}: no eligible security; rebalance skipped")
         keep = ~empty
         rows = rows[keep]
         keys = keys[keep]
@@ -310,9 +304,7 @@ def _levels(
     ratio = filled[t[:, None], slots[prev]] / ref_price[prev]
     growth = np.where(present[prev], weights[prev] * ratio, 0.0).sum(axis=1)
 
-    level_at_rebalance = base_level * np.cumprod(
-        np.concatenate([[1.0], growth[rows[1:] - 1]])
-    )
+    level_at_rebalance = base_level * np.cumprod(np.concatenate([[1.0], growth[rows[1:] - 1]]))
     level = np.empty(n_days)
     level[0] = base_level
     level[1:] = level_at_rebalance[prev] * growth
@@ -373,8 +365,6 @@ def _turnover(
     values = np.concatenate([-drifted[old_present], weights[1:][present[1:]]])
     unique_keys, inverse = np.unique(keys, return_inverse=True)
     net = np.bincount(inverse, weights=values, minlength=len(unique_keys))
-    per_rebalance = np.bincount(
-        unique_keys // n_slots, weights=np.abs(net), minlength=n_rebalances
-    )
+    per_rebalance = np.bincount(unique_keys // n_slots, weights=np.abs(net), minlength=n_rebalances)
     out[1:] = 0.5 * per_rebalance[1:]
     return out

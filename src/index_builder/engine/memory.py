@@ -122,7 +122,9 @@ def _panel(
     )
     px = prices.copy()
     close = px["close"].astype(float).to_numpy()
-    adj = px["adj_close"].astype(float).to_numpy() if "adj_close" in px else np.full(len(px), np.nan)
+    adj = (
+        px["adj_close"].astype(float).to_numpy() if "adj_close" in px else np.full(len(px), np.nan)
+    )
     given = px["market_cap"].astype(float).to_numpy() if "market_cap" in px else None
     shares = (
         px["shares_outstanding"].astype(float).to_numpy()

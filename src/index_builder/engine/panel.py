@@ -41,7 +41,9 @@ class SecurityMaster:
         found = self.symbols[idx] == np.asarray(symbols, dtype=object)
         if not np.all(found):
             missing = np.asarray(symbols, dtype=object)[~found]
-            raise KeyError(f"symbols not in the security master: {', '.join(map(str, missing[:5]))}")
+            raise KeyError(
+                f"symbols not in the security master: {', '.join(map(str, missing[:5]))}"
+            )
         return idx.astype(np.int64)
 
 

@@ -78,9 +78,7 @@ def top_k(keys: FloatMatrix, k: int) -> Selection:
     members = np.full((rows, k), -1, dtype=np.int64)
     members[row_of, slot] = cols
     # order each row by key descending, then column ascending; padding last
-    sort_keys = np.where(
-        members >= 0, np.take_along_axis(keys, np.maximum(members, 0), 1), -np.inf
-    )
+    sort_keys = np.where(members >= 0, np.take_along_axis(keys, np.maximum(members, 0), 1), -np.inf)
     pad_last = np.where(members >= 0, members, n)
     order = np.lexsort((pad_last, -sort_keys), axis=1)
     members = np.take_along_axis(members, order, axis=1)

@@ -66,7 +66,9 @@ def changes_from_spells(
     ]
 
 
-def merge_resumed(stored: Iterable[Spell], computed: Iterable[Spell], resume: dt.date) -> list[Spell]:
+def merge_resumed(
+    stored: Iterable[Spell], computed: Iterable[Spell], resume: dt.date
+) -> list[Spell]:
     """Join stored spells that reach ``resume`` with the resumed computation's spells.
 
     ``stored`` are the spells that were in force on or after ``resume`` before the

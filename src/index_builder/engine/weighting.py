@@ -77,7 +77,8 @@ class CappedMarketCapWeight:
 def _proportional(values: FloatMatrix, present: BoolMatrix) -> FloatMatrix:
     vals = np.where(present, values, 0.0)
     totals = vals.sum(axis=1, keepdims=True)
-    return np.divide(vals, totals, out=np.zeros_like(vals), where=totals > 0)
+    out: FloatMatrix = np.divide(vals, totals, out=np.zeros_like(vals), where=totals > 0)
+    return out
 
 
 def capped_weights(caps: FloatMatrix, present: BoolMatrix, cap: float) -> FloatMatrix:

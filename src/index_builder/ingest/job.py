@@ -34,9 +34,7 @@ def run_ingestion(
     prices = data.prices
     if isinstance(prices, pa.Table):
         prices = _with_row_numbers(prices, PRICES_SCHEMA)
-    return store.ingest(
-        securities, prices, provider=provider_name, params=query, progress=progress
-    )
+    return store.ingest(securities, prices, provider=provider_name, params=query, progress=progress)
 
 
 def _with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -44,7 +42,9 @@ def _with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
     if ROW_COLUMN in table.column_names:
         return table
     columns = {
-        name: table.column(name) if name in table.column_names else pa.nulls(table.num_rows, pa.string())
+        name: table.column(name)
+        if name in table.column_names
+        else pa.nulls(table.num_rows, pa.string())
         for name in schema.names
     }
     rows = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))

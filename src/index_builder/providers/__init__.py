@@ -20,7 +20,9 @@ def get_provider(name: str) -> MarketDataProvider:
         return PROVIDERS[name]()
     except KeyError:
         known = ", ".join(sorted(PROVIDERS))
-        raise InvalidInputError(f"unknown provider {name!r} (known: {known})", field="provider") from None
+        raise InvalidInputError(
+            f"unknown provider {name!r} (known: {known})", field="provider"
+        ) from None
 
 
 __all__ = [

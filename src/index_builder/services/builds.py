@@ -58,8 +58,11 @@ def resolve_base_date(definition: IndexDefinition, trading_days: Sequence[dt.dat
         raise NoDataError("no market data: run 'index-builder ingest' first")
     if definition.base_date is None:
         return trading_days[0]
-    i = int(np.searchsorted(np.array(trading_days, dtype="datetime64[D]"),
-                            np.datetime64(definition.base_date, "D")))
+    i = int(
+        np.searchsorted(
+            np.array(trading_days, dtype="datetime64[D]"), np.datetime64(definition.base_date, "D")
+        )
+    )
     if i >= len(trading_days):
         raise BuildError(
             f"{definition.id}: base date {definition.base_date} is after the last trading day "
@@ -85,8 +88,12 @@ class IndexBuilder:
         return found[0]
 
     def plan(
-        self, definition: IndexDefinition, trading_days: Sequence[dt.date], end: dt.date | None,
-        *, full: bool = False,
+        self,
+        definition: IndexDefinition,
+        trading_days: Sequence[dt.date],
+        end: dt.date | None,
+        *,
+        full: bool = False,
     ) -> BuildPlan:
         """Decide between a full build, an incremental one, or nothing to do."""
         base = resolve_base_date(definition, trading_days)
@@ -130,9 +137,7 @@ class IndexBuilder:
         if not trading_days:
             raise NoDataError("no market data: run 'index-builder ingest' first")
         data_run_id = self.store.latest_run_id()
-        plans = [
-            self.plan(self.definition(i), trading_days, end, full=full) for i in index_ids
-        ]
+        plans = [self.plan(self.definition(i), trading_days, end, full=full) for i in index_ids]
         todo = [p for p in plans if not p.up_to_date]
         panel = None
         if todo:
@@ -205,11 +210,16 @@ class IndexBuilder:
             warnings=warnings,
         )
         self.store.save_results(state, levels, spells, replace_after=plan.resume_from)
-        rebalances = int(computation.is_rebalance[1:].sum()) if keep_first else int(
-            computation.is_rebalance.sum()
+        rebalances = (
+            int(computation.is_rebalance[1:].sum())
+            if keep_first
+            else int(computation.is_rebalance.sum())
         )
         changes = changes_from_spells(
-            spells, trading_days, base_date=plan.base_date, start=levels.dates[0] if levels.dates else None
+            spells,
+            trading_days,
+            base_date=plan.base_date,
+            start=levels.dates[0] if levels.dates else None,
         )
         return BuildResult(
             index_id=definition.id,
@@ -232,9 +242,7 @@ class IndexBuilder:
             return None
         level = self.store.level_on(index_id, resume)
         members = [
-            s.symbol
-            for s in self.store.spells_from(index_id, resume)
-            if s.valid_from <= resume
+            s.symbol for s in self.store.spells_from(index_id, resume) if s.valid_from <= resume
         ]
         if level is None or not members:
             raise BuildError(f"{index_id}: stored results are incomplete at {resume}; use --full")

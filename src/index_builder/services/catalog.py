@@ -22,7 +22,9 @@ def add_definition(store: Storage, definition: IndexDefinition, *, replace: bool
     are then rebuilt in full on the next build, as the fingerprint changes).
     """
     if definition.id in BUILTIN_IDS:
-        raise ConflictError(f"{definition.id!r} is a built-in index and cannot be redefined", field="id")
+        raise ConflictError(
+            f"{definition.id!r} is a built-in index and cannot be redefined", field="id"
+        )
     existing = store.get_definition(definition.id)
     if existing is not None and not replace:
         raise ConflictError(
@@ -38,5 +40,7 @@ def remove_definition(store: Storage, index_id: str) -> None:
     if found is None:
         raise NotFoundError(f"unknown index {index_id!r}", field="index")
     if found[1]:
-        raise ConflictError(f"{index_id!r} is a built-in index and cannot be removed", field="index")
+        raise ConflictError(
+            f"{index_id!r} is a built-in index and cannot be removed", field="index"
+        )
     store.delete_definition(index_id)

@@ -91,7 +91,9 @@ class IndexReader:
                 f"{index_id} is not built yet: run 'index-builder build --index {index_id}'"
             )
         if start is not None and end is not None and end < start:
-            raise InvalidInputError(f"end date {end} is before start date {start}", field="end_date")
+            raise InvalidInputError(
+                f"end date {end} is before start date {start}", field="end_date"
+            )
         if start is not None and start < state.base_date:
             raise InvalidInputError(
                 f"start date {start} is before the base date {state.base_date} of {index_id}",
@@ -144,24 +146,31 @@ class IndexReader:
         requested = day or self._last_built(index_id)
         window = self.window(index_id, requested, requested)
         days = self.store.built_days(index_id)
-        i = int(np.searchsorted(np.array(days, dtype="datetime64[D]"),
-                                np.datetime64(requested, "D"), side="right")) - 1
+        i = (
+            int(
+                np.searchsorted(
+                    np.array(days, dtype="datetime64[D]"),
+                    np.datetime64(requested, "D"),
+                    side="right",
+                )
+            )
+            - 1
+        )
         effective = days[i]
         rebalance = self.store.last_rebalance(index_id, effective, inclusive=True)
         assert rebalance is not None  # the base date is always a rebalance
         level = self.store.level_on(index_id, rebalance)
         assert level is not None
-        members = [
-            s.symbol
-            for s in self.store.spells_overlapping(index_id, rebalance, rebalance)
-        ]
+        members = [s.symbol for s in self.store.spells_overlapping(index_id, rebalance, rebalance)]
         definition = window.definition
         panel = self.store.load_panel(
             rebalance, effective, with_close=definition.universe.min_price is not None
         )
         start = StartState(level=level, members=panel.securities.column_of(members))
         computation = compute_index(panel, definition, self.calendar, start=start)
-        return Composition(index_id, requested, effective, computation.snapshot(len(panel.days) - 1))
+        return Composition(
+            index_id, requested, effective, computation.snapshot(len(panel.days) - 1)
+        )
 
     def changes(
         self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
@@ -170,8 +179,9 @@ class IndexReader:
         window = self.window(index_id, start, end)
         days = self.store.built_days(index_id)
         # an exit on the window's first day ends a spell on the trading day before
-        i = int(np.searchsorted(np.array(days, dtype="datetime64[D]"),
-                                np.datetime64(window.start, "D")))
+        i = int(
+            np.searchsorted(np.array(days, dtype="datetime64[D]"), np.datetime64(window.start, "D"))
+        )
         spells = self.store.spells_overlapping(index_id, days[max(i - 1, 0)], window.end)
         changes = changes_from_spells(
             spells, days, base_date=window.state.base_date, start=window.start, end=window.end

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from index_builder.calendar import SessionCalendar, get_calendar
 from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.engine.kernel import Spell
 from index_builder.engine.panel import MarketPanel, SecurityMaster
-from index_builder.errors import IndexBuilderError
+from index_builder.errors import IndexBuilderError, UnusableInputError
 from index_builder.storage.base import (
     BuildState,
     IngestReport,
@@ -173,14 +174,18 @@ class DuckDBStore:
             " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
             " applied_at TIMESTAMP NOT NULL DEFAULT now()::TIMESTAMP)"
         )
-        applied = {row[0] for row in cur.execute("SELECT version FROM schema_migrations").fetchall()}
+        applied = {
+            row[0] for row in cur.execute("SELECT version FROM schema_migrations").fetchall()
+        }
         for version, name in enumerate(names("v"), start=1):
             if version in applied:
                 continue
             with self.transaction() as tx:
                 for statement in statements(name):
                     tx.execute(statement)
-                tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name]
+                )
 
     def schema_version(self) -> int:
         """The newest applied migration."""
@@ -244,10 +249,11 @@ class DuckDBStore:
                 self._exec("drop_staging")
             report.status = "succeeded"
         except Exception as exc:
+            error = _ingest_error(exc)
             report.status = "failed"
-            report.message = str(exc).splitlines()[0][:500]
+            report.message = error.message[:500]
             self._finish_run(report)
-            raise
+            raise error from exc
         self._finish_run(report)
         return report
 
@@ -267,7 +273,11 @@ class DuckDBStore:
 
     def _fill_counts(self, report: IngestReport) -> None:
         read, accepted, collapsed, min_date, max_date = self._one("price_stage_counts") or (
-            0, 0, 0, None, None,
+            0,
+            0,
+            0,
+            None,
+            None,
         )
         window = {"min_date": min_date, "max_date": max_date}
         inserted, updated, unchanged = self._one("price_action_counts", window) or (0, 0, 0)
@@ -524,6 +534,21 @@ class DuckDBStore:
         return [r[0] for r in self._rows("built_days", {"index_id": index_id})]
 
 
+_STREAM_FAILURE = re.compile(r"reading the stream registered as '\w+' failed: (?:Unknown error: )?")
+
+
+def _ingest_error(exc: Exception) -> IndexBuilderError:
+    """The user-facing error for a failed ingestion (input problems stay exit code 2)."""
+    if isinstance(exc, IndexBuilderError):
+        return exc
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    match = _STREAM_FAILURE.search(first_line)
+    if match:  # the provider's stream raised while DuckDB was reading it
+        detail = first_line[match.end() :].split(". Detail: Python exception")[0]
+        return UnusableInputError(detail)
+    return StorageError(f"ingestion failed: {first_line}")
+
+
 def _used_params(statement: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
     """Only the named parameters a statement mentions (DuckDB rejects extras)."""
     if not params:
@@ -532,9 +557,7 @@ def _used_params(statement: str, params: dict[str, Any] | None) -> dict[str, Any
     return used or None
 
 
-def _numpy(
-    batch: pa.RecordBatch, column: str, dtype: type[np.generic]
-) -> np.ndarray[Any, Any]:
+def _numpy(batch: pa.RecordBatch, column: str, dtype: type[np.generic]) -> np.ndarray[Any, Any]:
     """A non-null column of a batch as a NumPy array (zero-copy when possible)."""
     return np.asarray(batch.column(column).to_numpy(zero_copy_only=False), dtype=dtype)
 

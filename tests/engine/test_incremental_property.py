@@ -1,0 +1,75 @@
+"""Property: resuming from any stored rebalance gives the numbers of a full build.
+
+This is the engine half of "incremental equals full rebuild": the kernel resumes
+from a rebalance with the stored level and constituents (as the storage-level
+incremental build does, see tests/services/test_builds.py), and the resumed
+spells merge with the earlier ones into exactly the full build's spells.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+from engine_markets import Market, markets
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from index_builder.calendar import get_calendar
+from index_builder.engine.definitions import parse_definition
+from index_builder.engine.kernel import StartState, compute_index
+from index_builder.engine.memory import build_in_memory
+from index_builder.engine.spells import merge_resumed
+from index_builder.errors import IndexBuilderError
+
+
+def _full(market: Market) -> Any:
+    try:
+        return build_in_memory(market.securities, market.prices, market.definition)
+    except (IndexBuilderError, ValueError):
+        return None
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(markets(), st.floats(0.0, 1.0))
+def test_resuming_from_a_rebalance_equals_the_full_build(market: Market, where: float) -> None:
+    full = _full(market)
+    if full is None or len(full.levels) < 2:
+        return
+    comp = full.computation
+    cut = 1 + int(where * (len(comp.days) - 2))  # first "new" row
+    resume_row = int(comp.rebalance_rows[comp.rebalance_rows < cut].max())
+    snapshot = comp.snapshot(resume_row)
+    window = comp.panel.rows_from(resume_row)
+    definition = full_definition(market)
+    resumed = compute_index(
+        window,
+        definition,
+        get_calendar(),
+        start=StartState(level=float(comp.level[resume_row]), members=snapshot.columns),
+    )
+    np.testing.assert_allclose(resumed.level, comp.level[resume_row:], rtol=1e-12)
+    np.testing.assert_array_equal(resumed.is_rebalance, comp.is_rebalance[resume_row:])
+    np.testing.assert_array_equal(resumed.n_constituents, comp.n_constituents[resume_row:])
+    np.testing.assert_allclose(
+        resumed.turnover[1:], comp.turnover[resume_row + 1 :], rtol=1e-9, atol=1e-12
+    )
+    for row in range(len(window.days)):
+        a, b = resumed.snapshot(row), comp.snapshot(resume_row + row)
+        assert list(a.symbols) == list(b.symbols)
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-9)
+    resume_day = dt.date.fromisoformat(str(comp.days[resume_row]))
+    spells = comp.spells()
+    kept = [s for s in spells if s.valid_to is not None and s.valid_to < resume_day]
+    stored = [s for s in spells if s.valid_to is None or s.valid_to >= resume_day]
+    merged = kept + merge_resumed(stored, resumed.spells(), resume_day)
+    assert sorted(merged, key=_key) == sorted(spells, key=_key)
+
+
+def full_definition(market: Market) -> Any:
+    return parse_definition({"name": "property", **market.definition})
+
+
+def _key(spell: Any) -> tuple[str, dt.date]:
+    return (spell.symbol, spell.valid_from)

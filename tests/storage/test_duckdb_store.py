@@ -1,0 +1,68 @@
+"""The DuckDB store: migrations on open, one connection with a cursor per thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
+
+from index_builder.errors import UnusableInputError
+from index_builder.ingest.job import run_ingestion
+from index_builder.storage.duckdb.sql import names
+from index_builder.storage.duckdb.store import DuckDBStore, StorageError
+
+
+def test_open_creates_the_schema_and_migrations_run_once(db_path: Path) -> None:
+    with DuckDBStore(db_path) as store:
+        assert db_path.exists()
+        assert store.schema_version() == len(names("v")) >= 1
+        tables = {r[0] for r in store.cursor().execute("SHOW TABLES").fetchall()}
+        assert {"prices", "securities", "ingest_runs", "quarantine", "index_levels",
+                "index_spells", "index_builds", "index_definitions"} <= tables
+    with DuckDBStore(db_path) as store:  # reopening applies nothing twice
+        rows = store.cursor().execute("SELECT count(*) FROM schema_migrations").fetchall()
+        assert rows[0][0] == len(names("v"))
+
+
+def test_each_thread_gets_its_own_cursor_and_close_closes_them(db_path: Path) -> None:
+    store = DuckDBStore(db_path).open()
+    seen: list[object] = []
+
+    def work() -> None:
+        cur = store.cursor()
+        assert cur is store.cursor()  # stable within the thread
+        seen.append(cur)
+        cur.execute("SELECT count(*) FROM prices").fetchall()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    main = store.cursor()
+    assert len({id(c) for c in [*seen, main]}) == 4
+    store.close()
+    with pytest.raises(StorageError, match="not open"):
+        store.cursor()
+
+
+def test_read_only_open_of_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="database not found"):
+        DuckDBStore(tmp_path / "missing.duckdb", read_only=True).open()
+
+
+def test_a_file_that_breaks_mid_stream_fails_the_run_and_stores_nothing(
+    store: DuckDBStore, tmp_path: Path
+) -> None:
+    sec = write_csv(tmp_path / "s.csv", SECURITY_HEADER, [security("AAA")])
+    px = write_csv(tmp_path / "p.csv", PRICE_HEADER, [bar("2024-01-02", "AAA", 10)])
+    with px.open("a") as fh:
+        fh.write("2024-01-03,AAA,11,,1,1,1,too,many,fields\n")
+    with pytest.raises(UnusableInputError, match="Expected 7 columns"):
+        run_ingestion(store, "file", {"securities": str(sec), "prices": str(px)})
+    (run,) = store.ingest_runs()
+    assert run["status"] == "failed" and "Expected 7 columns" in run["message"]
+    assert store.cursor().execute("SELECT count(*) FROM prices").fetchall()[0][0] == 0
+    assert store.latest_run_id() == 0  # failed runs never count as data

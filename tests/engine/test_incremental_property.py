@@ -12,7 +12,6 @@ import datetime as dt
 from typing import Any
 
 import numpy as np
-from engine_markets import Market, markets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,8 @@ from index_builder.engine.kernel import StartState, compute_index
 from index_builder.engine.memory import build_in_memory
 from index_builder.engine.spells import merge_resumed
 from index_builder.errors import IndexBuilderError
+
+from engine_markets import Market, markets
 
 
 def _full(market: Market) -> Any:

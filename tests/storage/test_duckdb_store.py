@@ -6,12 +6,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
 from index_builder.errors import UnusableInputError
 from index_builder.ingest.job import run_ingestion
 from index_builder.storage.duckdb.sql import names
 from index_builder.storage.duckdb.store import DuckDBStore, StorageError
+
+from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
 
 def test_open_creates_the_schema_and_migrations_run_once(db_path: Path) -> None:
@@ -19,8 +20,16 @@ def test_open_creates_the_schema_and_migrations_run_once(db_path: Path) -> None:
         assert db_path.exists()
         assert store.schema_version() == len(names("v")) >= 1
         tables = {r[0] for r in store.cursor().execute("SHOW TABLES").fetchall()}
-        assert {"prices", "securities", "ingest_runs", "quarantine", "index_levels",
-                "index_spells", "index_builds", "index_definitions"} <= tables
+        assert {
+            "prices",
+            "securities",
+            "ingest_runs",
+            "quarantine",
+            "index_levels",
+            "index_spells",
+            "index_builds",
+            "index_definitions",
+        } <= tables
     with DuckDBStore(db_path) as store:  # reopening applies nothing twice
         rows = store.cursor().execute("SELECT count(*) FROM schema_migrations").fetchall()
         assert rows[0][0] == len(names("v"))

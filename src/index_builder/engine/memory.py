@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from index_builder.calendar import SessionCalendar, get_calendar
 from index_builder.engine.definitions import IndexDefinition, parse_definition
@@ -121,21 +122,15 @@ def _panel(
         types=_column(sec, "type"),
     )
     px = prices.copy()
-    close = px["close"].astype(float).to_numpy()
-    adj = (
-        px["adj_close"].astype(float).to_numpy() if "adj_close" in px else np.full(len(px), np.nan)
-    )
-    given = px["market_cap"].astype(float).to_numpy() if "market_cap" in px else None
-    shares = (
-        px["shares_outstanding"].astype(float).to_numpy()
-        if "shares_outstanding" in px
-        else np.full(len(px), np.nan)
-    )
-    mcap = close * shares if given is None else np.where(np.isnan(given), close * shares, given)
+    close = _floats(px, "close")
+    adj = _floats(px, "adj_close")
+    given = _floats(px, "market_cap")
+    shares = _floats(px, "shares_outstanding")
+    mcap: NDArray[np.float64] = np.where(np.isnan(given), close * shares, given)
     valid = np.isfinite(close) & (close > 0) & np.isfinite(mcap) & (mcap > 0)
     dates = pd.to_datetime(px["date"]).to_numpy().astype("datetime64[D]")[valid]
     days = np.unique(dates)
-    day_index = np.searchsorted(days, dates).astype(np.int64)
+    day_index: NDArray[np.int64] = np.searchsorted(days, dates).astype(np.int64)
     sec_index = master.column_of(px["symbol"].astype(object).to_numpy()[valid])
     cell = day_index * len(master) + sec_index
     return MarketPanel.from_batches(
@@ -144,6 +139,13 @@ def _panel(
         [(cell, close[valid], adj[valid], mcap[valid])],
         keep_close=definition.universe.min_price is not None,
     )
+
+
+def _floats(frame: pd.DataFrame, name: str) -> NDArray[np.float64]:
+    """A numeric column as float64 (all NaN when the column is absent)."""
+    if name not in frame:
+        return np.full(len(frame), np.nan)
+    return np.asarray(frame[name].astype(float).to_numpy(), dtype=np.float64)
 
 
 def _base_row(panel: MarketPanel, definition: IndexDefinition) -> int:

@@ -64,3 +64,11 @@ class BuildError(IndexBuilderError):
 
     code = "build-failed"
     http_status = 422
+
+
+class StorageError(IndexBuilderError):
+    """The database cannot be opened or used (not the user's input)."""
+
+    code = "storage-error"
+    exit_code = 1
+    http_status = 503

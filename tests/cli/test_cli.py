@@ -103,6 +103,8 @@ def test_composition_on_a_weekend_resolves_to_the_previous_session(built_db: Pat
         (["performance", "--start", "2023-02-01", "--end", "2023-01-20"], "before start date"),
         (["composition", "--date", "2030-01-02"], "nothing on or after 2030-01-02"),
         (["build", "-i", "nope"], "unknown index"),
+        (["build", "-i", "ew100", "--start", "2022-12-01"], "before the base date"),
+        (["build", "--start", "2023-02-01", "--end", "2023-01-02"], "is before --start"),
         (["indices", "remove", "ew100"], "built-in index"),
         (
             ["ingest", "--provider", "file", "--securities", "x.csv", "--prices", "y.csv"],

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from index_builder.errors import UnusableInputError
+from index_builder.errors import StorageError, UnusableInputError
 from index_builder.ingest.job import run_ingestion
 from index_builder.storage.duckdb.sql import names
-from index_builder.storage.duckdb.store import DuckDBStore, StorageError
+from index_builder.storage.duckdb.store import DuckDBStore
 
 from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 

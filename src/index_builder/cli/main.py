@@ -27,7 +27,7 @@ from index_builder.errors import IndexBuilderError, InvalidInputError
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers.file import parse_column_map
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
-from index_builder.services.builds import BuildResult, IndexBuilder
+from index_builder.services.builds import BuildResult, IndexBuilder, resolve_base_date
 from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
 from index_builder.services.queries import (
     CHANGES_COLUMNS,
@@ -273,13 +273,15 @@ def build(
         with _store() as store:
             ids = index or [d.id for d, _ in store.list_definitions()]
             builder = IndexBuilder(store, store.calendar)
-            for i in ids:
-                definition = builder.definition(i)
-                if start_d is not None and definition.base_date and start_d < definition.base_date:
-                    raise InvalidInputError(
-                        f"--start {start_d} is before the base date {definition.base_date} of {i}",
-                        field="start",
-                    )
+            if start_d is not None:  # --start only checks the window: builds start at base
+                days = store.trading_days()
+                for i in ids:
+                    base = resolve_base_date(builder.definition(i), days)
+                    if start_d < base:
+                        raise InvalidInputError(
+                            f"--start {start_d} is before the base date {base} of {i}",
+                            field="start",
+                        )
             with _progress("build") as step:
                 results = builder.build(
                     ids, end=end_d, full=full, on_index=lambda r: step(f"{r.index_id} done")

@@ -16,7 +16,7 @@ DEFAULT_SYMBOLS = 3000
 DEFAULT_DAYS = 504
 DEFAULT_END = dt.date(2024, 12, 31)
 """Without ``start``, the market is the ``days`` XNYS sessions ending on this date,
-so any size of market lies in the past (504 days: 2023-01-03 .. 2024-12-31)."""
+so any size of market lies in the past (504 days: 2022-12-29 .. 2024-12-31)."""
 
 
 def default_sessions(days: int, start: dt.date | None) -> list[dt.date]:

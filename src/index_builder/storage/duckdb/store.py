@@ -25,7 +25,7 @@ from index_builder.calendar import SessionCalendar, get_calendar
 from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.engine.kernel import Spell
 from index_builder.engine.panel import MarketPanel, SecurityMaster
-from index_builder.errors import IndexBuilderError, UnusableInputError
+from index_builder.errors import IndexBuilderError, StorageError, UnusableInputError
 from index_builder.storage.base import (
     BuildState,
     IngestReport,
@@ -40,14 +40,6 @@ _PANEL_BATCH_ROWS = 1 << 20
 CAPABILITIES = StorageCapabilities(
     name="duckdb", transactions=True, concurrent_writers=False, persistent=True
 )
-
-
-class StorageError(IndexBuilderError):
-    """The database cannot be opened or used."""
-
-    code = "storage-error"
-    exit_code = 1
-    http_status = 503
 
 
 class DuckDBStore:

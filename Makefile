@@ -1,5 +1,6 @@
 # Index Builder: two commands on a fresh machine (Python 3.11, pip).
-#   make run   - set up .venv, ingest the embedded synthetic market, build every index
+#   make run   - set up .venv, ingest the embedded synthetic market (if the database is
+#                empty), build every index, serve the API on 127.0.0.1:8000
 #   make test  - set up .venv and run the whole test suite (fails loudly)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint bench bench-quick clean help
+.PHONY: run test lint bench bench-quick clean help system-deps
 
 help:
 	@echo "make run | make test | make lint | make bench | make clean"
@@ -22,8 +23,21 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/index-builder quickstart
+	$(BIN)/index-builder serve
 
-test: $(STAMP)
+# Real services the tests start themselves (redis-server on a free loopback port)
+# and the load tool of the benchmarks; Debian packages, installed when missing.
+SYSTEM_TOOLS := redis-server wrk
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -34,8 +48,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py --sizes 3000x252,6000x2520
+	$(BIN)/python bench/api.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --sizes 3000x252

@@ -39,6 +39,28 @@ class Settings(BaseSettings):
         "next to the database instead of growing the process.",
     )
 
+    api_host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the response cache, e.g. redis://127.0.0.1:6379/0 "
+        "(unset: no cache, every read comes from the database).",
+    )
+    cache_ttl_seconds: int = Field(default=3600, ge=1, description="Cached response lifetime.")
+    redis_timeout_seconds: float = Field(
+        default=0.05, gt=0, description="Socket timeout of every Redis call (a slow Redis is down)."
+    )
+    redis_retry_seconds: float = Field(
+        default=5.0, gt=0, description="After a Redis failure, how long to skip it before retrying."
+    )
+    async_build_days: int = Field(
+        default=750,
+        ge=1,
+        description="POST /build-index runs asynchronously (202) when it has more trading "
+        "days than this to compute.",
+    )
+    build_workers: int = Field(default=1, ge=1, le=8, description="Concurrent index builds.")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

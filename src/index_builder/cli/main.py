@@ -442,6 +442,28 @@ def indices_remove(index_id: Annotated[str, typer.Argument(help="Index id.")]) -
     out.print(f"removed index {index_id}")
 
 
+# ---------------------------------------------------------------------------- serve
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address [env INDEX_BUILDER_API_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env INDEX_BUILDER_API_PORT].")] = None,
+) -> None:
+    """Serve the REST API (Ctrl-C stops it cleanly)."""
+    import uvicorn
+
+    from index_builder.api.app import create_app
+
+    settings = STATE.settings.model_copy(
+        update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v is not None}
+    )
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    out.print(f"Index Builder API on {url}  (docs: {url}/docs, database: {settings.database})")
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port,
+        log_level="warning" if STATE.quiet else "info",
+    )
+
+
 # ---------------------------------------------------------------------------- quickstart
 @app.command()
 def quickstart(

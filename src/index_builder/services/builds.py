@@ -131,8 +131,14 @@ class IndexBuilder:
         end: dt.date | None = None,
         full: bool = False,
         on_index: Callable[[BuildResult], None] | None = None,
+        progress: Callable[[str, float], None] | None = None,
     ) -> list[BuildResult]:
-        """Build several indices from one shared market panel."""
+        """Build several indices from one shared market panel.
+
+        ``progress(stage, fraction)`` is told the stage as the build goes.
+        """
+        report = progress or (lambda _stage, _fraction: None)
+        report("planning", 0.02)
         trading_days = self.store.trading_days()
         if not trading_days:
             raise NoDataError("no market data: run 'index-builder ingest' first")
@@ -144,9 +150,11 @@ class IndexBuilder:
             first = min(p.resume_from or p.base_date for p in todo)
             last = max(p.end for p in todo)
             with_close = any(p.definition.universe.min_price is not None for p in todo)
+            report("loading market data", 0.05)
             panel = self.store.load_panel(first, last, with_close=with_close)
         results = []
-        for plan in plans:
+        for i, plan in enumerate(plans):
+            report(f"computing {plan.definition.id}", 0.3 + 0.65 * i / len(plans))
             started = time.perf_counter()
             if plan.up_to_date or panel is None:
                 result = self._unchanged(plan, started)
@@ -155,6 +163,7 @@ class IndexBuilder:
             results.append(result)
             if on_index is not None:
                 on_index(result)
+        report("done", 1.0)
         return results
 
     def _unchanged(self, plan: BuildPlan, started: float) -> BuildResult:
@@ -200,7 +209,7 @@ class IndexBuilder:
         warnings += computation.warnings
         state = BuildState(
             index_id=definition.id,
-            version=(previous.version + 1) if previous else 1,
+            version=self.store.next_build_version(),
             definition_hash=definition.fingerprint(),
             base_date=plan.base_date,
             built_through=_as_date(window.days[-1]),

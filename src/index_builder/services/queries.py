@@ -8,6 +8,7 @@ built data are errors with a one-line message.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,40 +138,63 @@ class IndexReader:
         return Performance(window, rows, summary)
 
     def composition(self, index_id: str, day: dt.date | None = None) -> Composition:
-        """Constituents after the close of ``day`` (a non-trading day: the previous one).
+        """Constituents after the close of ``day`` (default: the last built day).
 
-        Reconstructed from the stored spells: constituents from the spells, the
-        level from the stored levels, weights and units recomputed by the same
-        engine over [last rebalance, day].
+        A day that is not a trading day resolves to the previous trading day
+        (``effective_date``); a day after the built range is :class:`NoDataError`.
         """
-        requested = day or self._last_built(index_id)
-        window = self.window(index_id, requested, requested)
-        days = self.store.built_days(index_id)
-        i = (
-            int(
-                np.searchsorted(
-                    np.array(days, dtype="datetime64[D]"),
-                    np.datetime64(requested, "D"),
-                    side="right",
-                )
+        self._builder.definition(index_id)  # unknown index first
+        state = self._state(index_id)
+        requested = day or state.built_through
+        if requested < state.base_date:
+            raise InvalidInputError(
+                f"date {requested} is before the base date {state.base_date} of {index_id}",
+                field="date",
             )
-            - 1
+        following = self.calendar.next_sessions(np.array([state.built_through], "datetime64[D]"))
+        if not np.isnat(following[0]) and np.datetime64(requested, "D") >= following[0]:
+            raise NoDataError(
+                f"{index_id} is built from {state.base_date} through {state.built_through}; "
+                f"nothing on or after {requested}: ingest newer data and run "
+                f"'index-builder build --index {index_id}'"
+            )
+        days = self.store.built_days(index_id)
+        position = np.searchsorted(
+            np.array(days, dtype="datetime64[D]"), np.datetime64(requested, "D"), side="right"
         )
-        effective = days[i]
-        rebalance = self.store.last_rebalance(index_id, effective, inclusive=True)
-        assert rebalance is not None  # the base date is always a rebalance
-        level = self.store.level_on(index_id, rebalance)
-        assert level is not None
-        members = [s.symbol for s in self.store.spells_overlapping(index_id, rebalance, rebalance)]
+        effective = days[int(position) - 1]
+        (found,) = self.compositions(index_id, effective, effective)
+        return Composition(index_id, requested, effective, found.snapshot)
+
+    def compositions(
+        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+    ) -> Iterator[Composition]:
+        """The composition after the close of every trading day in a window, in order.
+
+        Reconstructed from the stored results with one engine run: constituents of
+        the last rebalance on or before ``start`` from the spells, its level from the
+        levels, then the same engine over [that rebalance, end] (the rebalances in
+        between select exactly what the build selected).
+        """
+        window = self.window(index_id, start, end)
+        first = self.store.last_rebalance(index_id, window.start, inclusive=True)
+        if first is None:  # pragma: no cover - the base date is always a rebalance
+            raise NoDataError(f"{index_id}: no rebalance on or before {window.start}")
+        level = self.store.level_on(index_id, first)
+        if level is None:  # pragma: no cover - a rebalance always has a level
+            raise NoDataError(f"{index_id}: no level on {first}")
+        members = [s.symbol for s in self.store.spells_overlapping(index_id, first, first)]
         definition = window.definition
         panel = self.store.load_panel(
-            rebalance, effective, with_close=definition.universe.min_price is not None
+            first, window.end, with_close=definition.universe.min_price is not None
         )
-        start = StartState(level=level, members=panel.securities.column_of(members))
-        computation = compute_index(panel, definition, self.calendar, start=start)
-        return Composition(
-            index_id, requested, effective, computation.snapshot(len(panel.days) - 1)
-        )
+        state = StartState(level=level, members=panel.securities.column_of(members))
+        computation = compute_index(panel, definition, self.calendar, start=state)
+        lo = np.datetime64(window.start, "D")
+        for row, day in enumerate(panel.days):
+            if day >= lo:
+                effective = dt.date.fromisoformat(str(day))
+                yield Composition(index_id, effective, effective, computation.snapshot(row))
 
     def changes(
         self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
@@ -188,11 +212,10 @@ class IndexReader:
         )
         return window, changes
 
-    def _last_built(self, index_id: str) -> dt.date:
-        self._builder.definition(index_id)  # unknown index first
+    def _state(self, index_id: str) -> BuildState:
         state = self.store.build_state(index_id)
         if state is None:
             raise NoDataError(
                 f"{index_id} is not built yet: run 'index-builder build --index {index_id}'"
             )
-        return state.built_through
+        return state

@@ -144,6 +144,10 @@ class Storage(Protocol):
         """The last successful build of an index, or None."""
         ...
 
+    def next_build_version(self) -> int:
+        """A build version never handed out before (cache keys include it)."""
+        ...
+
     def last_rebalance(self, index_id: str, day: dt.date, *, inclusive: bool) -> dt.date | None:
         """The last rebalance before (or on, if inclusive) ``day``."""
         ...

@@ -440,6 +440,10 @@ class DuckDBStore:
             warnings=json.loads(row[8]) if row[8] else [],
         )
 
+    def next_build_version(self) -> int:
+        """A build version never handed out before (cache keys include it)."""
+        return int(self.cursor().execute("SELECT nextval('build_versions')").fetchall()[0][0])
+
     def last_rebalance(self, index_id: str, day: dt.date, *, inclusive: bool) -> dt.date | None:
         """The last rebalance before (or on, if inclusive) ``day``."""
         name = "last_rebalance_on_or_before" if inclusive else "last_rebalance_before"

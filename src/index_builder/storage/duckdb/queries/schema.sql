@@ -70,9 +70,13 @@ CREATE TABLE index_definitions (
     updated_at  TIMESTAMP NOT NULL
 );
 
+-- Build versions are never reused, even after an index is deleted and added
+-- again, so a cache key with a version can never name stale results.
+CREATE SEQUENCE build_versions START 1;
+
 CREATE TABLE index_builds (
     index_id         VARCHAR PRIMARY KEY,
-    version          BIGINT  NOT NULL,   -- +1 on every build that changed results
+    version          BIGINT  NOT NULL,   -- from build_versions, new on every build
     definition_hash  VARCHAR NOT NULL,
     base_date        DATE    NOT NULL,
     built_through    DATE    NOT NULL,

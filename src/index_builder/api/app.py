@@ -1,0 +1,93 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Routes are thin; the work happens in :mod:`index_builder.services` (shared with
+the CLI) and runs off the event loop in worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from index_builder import __version__
+from index_builder.api.cache import ResponseCache
+from index_builder.api.deps import Services
+from index_builder.api.jobs import JobManager
+from index_builder.api.problems import install_problem_handlers
+from index_builder.api.routers import builds, exports, indices, reads
+from index_builder.calendar import get_calendar
+from index_builder.services.builds import IndexBuilder
+from index_builder.services.catalog import ensure_builtins
+from index_builder.services.queries import IndexReader
+from index_builder.settings import Settings, get_settings
+from index_builder.storage.duckdb.store import DuckDBStore
+
+log = logging.getLogger("index_builder.api")
+
+DESCRIPTION = """
+Rules-based stock indices: build them at request time, read their performance,
+compositions and composition changes, and export them.
+
+* Returns are **fractions** (0.0123 = 1.23%); levels are index points; prices and
+  market caps are USD; dates are exchange dates, `YYYY-MM-DD`.
+* Every error is RFC 9457 `application/problem+json` with `type`, `title`,
+  `status`, `detail` and, when one input is at fault, `field`.
+* GET responses are cached in Redis per index build version (`X-Cache: HIT|MISS`);
+  a rebuild changes the version, so cached answers never outlive it.
+* The methodology: docs/methodology.md in the repository.
+"""
+
+
+def build_services(settings: Settings) -> Services:
+    """Open the store and create the long-lived objects of one API process."""
+    calendar = get_calendar(settings.calendar, settings.calendar_start)
+    store = DuckDBStore(
+        settings.database,
+        calendar=calendar,
+        threads=settings.duckdb_threads,
+        memory_limit=settings.duckdb_memory_limit,
+        ingest_memory_limit=settings.ingest_memory_limit,
+    ).open()
+    ensure_builtins(store)
+    cache = ResponseCache(
+        settings.redis_url,
+        ttl_seconds=settings.cache_ttl_seconds,
+        timeout_seconds=settings.redis_timeout_seconds,
+        retry_seconds=settings.redis_retry_seconds,
+    )
+    builder = IndexBuilder(store, calendar)
+    reader = IndexReader(store, calendar)
+    services = Services(settings, store, reader, builder, cache, jobs=None)  # type: ignore[arg-type]
+    services.jobs = JobManager(services.run_build, workers=settings.build_workers)
+    return services
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API application over the database of ``settings``."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        log.info("serving %s (redis: %s)", settings.database, services.cache.status)
+        try:
+            yield
+        finally:
+            services.jobs.shutdown()
+            await services.cache.close()
+            services.store.close()
+
+    app = FastAPI(
+        title="Index Builder",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (builds.router, reads.router, indices.router, exports.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,120 @@
+"""Cache-aside for API responses in Redis, degrading gracefully.
+
+Keys carry the index's build version, so a rebuild can never serve stale data:
+the new version simply misses. With no Redis configured, or Redis down or slow
+(every call has a short timeout), reads go to the database; the outage is
+logged once, Redis is skipped for ``retry_after`` seconds, then tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("index_builder.cache")
+
+KEY_PREFIX = "ib:v1"
+
+
+def cache_key(route: str, index_id: str, version: int, params: dict[str, Any]) -> str:
+    """``ib:v1:<route>:<index>:<version>:<hash of the other parameters>``."""
+    digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()[:20]
+    return f"{KEY_PREFIX}:{route}:{index_id}:{version}:{digest}"
+
+
+class ResponseCache:
+    """Byte responses in Redis with timeouts and an outage breaker."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        ttl_seconds: int = 3600,
+        timeout_seconds: float = 0.05,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.ttl = ttl_seconds
+        self.timeout = timeout_seconds
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._down_until = 0.0
+        self._in_outage = False
+        self._client: aioredis.Redis | None = (
+            aioredis.Redis.from_url(
+                url,
+                socket_timeout=timeout_seconds,
+                socket_connect_timeout=timeout_seconds,
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+            if url
+            else None
+        )
+
+    @property
+    def status(self) -> str:
+        """``disabled`` (no Redis configured), ``up`` or ``down``."""
+        if self._client is None:
+            return "disabled"
+        return "down" if self._in_outage else "up"
+
+    def _usable(self) -> bool:
+        return self._client is not None and self._clock() >= self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = self._clock() + self.retry_seconds
+        if not self._in_outage:
+            self._in_outage = True
+            log.warning(
+                "redis unavailable (%s: %s); serving from the database, retrying every %.0f s",
+                type(exc).__name__, exc, self.retry_seconds,
+            )
+
+    def _succeeded(self) -> None:
+        if self._in_outage:
+            self._in_outage = False
+            log.warning("redis is available again; caching resumed")
+
+    async def _call(self, operation: Callable[[aioredis.Redis], Any]) -> Any:
+        if not self._usable():
+            return None
+        assert self._client is not None
+        try:
+            # the client's socket timeouts bound each call; wait_for is the backstop
+            result = await asyncio.wait_for(operation(self._client), self.timeout * 4 + 0.05)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self._succeeded()
+        return result
+
+    async def get(self, key: str) -> bytes | None:
+        """The cached bytes, or None (miss, no Redis, or Redis unavailable)."""
+        value = await self._call(lambda c: c.get(key))
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes) -> None:
+        """Store bytes with the TTL (silently skipped when Redis is unavailable)."""
+        await self._call(lambda c: c.set(key, value, ex=self.ttl))
+
+    async def ping(self) -> bool:
+        """True when Redis answers now (ignores the retry wait)."""
+        if self._client is None:
+            return False
+        self._down_until = 0.0
+        return bool(await self._call(lambda c: c.ping()))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,85 @@
+"""What the routes depend on: one :class:`Services` per app, injected with ``Annotated``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from index_builder.api.cache import ResponseCache
+from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.errors import InvalidInputError
+from index_builder.services.builds import IndexBuilder, resolve_base_date
+from index_builder.services.queries import IndexReader
+from index_builder.settings import Settings
+from index_builder.storage.duckdb.store import DuckDBStore
+
+
+@dataclass
+class Services:
+    """Long-lived objects of one API process."""
+
+    settings: Settings
+    store: DuckDBStore
+    reader: IndexReader
+    builder: IndexBuilder
+    cache: ResponseCache
+    jobs: JobManager
+
+    def check_build(self, request: BuildRequest) -> int:
+        """Validate a build request; returns how many trading days it will compute."""
+        definition = self.builder.definition(request.index)
+        start, end = request.start_date, request.end_date
+        if start is not None and end is not None and end < start:
+            raise InvalidInputError(
+                f"end_date {end} is before start_date {start}", field="end_date"
+            )
+        days = self.store.trading_days()
+        base = resolve_base_date(definition, days)
+        if start is not None and start < base:
+            raise InvalidInputError(
+                f"start_date {start} is before the base date {base} of {request.index}",
+                field="start_date",
+            )
+        plan = self.builder.plan(definition, days, end)
+        if plan.up_to_date:
+            return 0
+        first = plan.resume_from or plan.base_date
+        return sum(1 for d in days if first < d <= plan.end) + 1
+
+    def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
+        """Build (incrementally) and describe the requested window."""
+        (result,) = self.builder.build([request.index], end=request.end_date, progress=progress)
+        state = self.store.build_state(request.index)
+        assert state is not None
+        start = request.start_date or state.base_date
+        end = min(request.end_date or state.built_through, state.built_through)
+        levels = self.store.read_levels(request.index, start, end)
+        _, changes = self.reader.changes(request.index, start, end)
+        rebalances = levels.column("is_rebalance").to_pylist()
+        return {
+            "index": request.index,
+            "start_date": start,
+            "end_date": end,
+            "trading_days": levels.num_rows,
+            "rebalances": sum(1 for r in rebalances if r),
+            "changes": len(changes),
+            "duration_ms": result.duration_ms,
+            "version": state.version,
+        }
+
+
+def get_services(request: Request) -> Services:
+    """The app's services."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def today() -> dt.date:
+    """Today's date (UTC)."""
+    return dt.datetime.now(dt.UTC).date()

@@ -1,0 +1,130 @@
+"""Index builds run by a small worker pool, tracked as jobs.
+
+Two builds of the same index never run at once: a request for an index whose
+build is queued or running with the same window joins that job; any other
+request for the index waits for the index's lock in its worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from index_builder.errors import IndexBuilderError
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+ProgressCallback = Callable[[str, float], None]
+BuildFunction = Callable[["BuildRequest", ProgressCallback], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: an index over [start, end] (levels always from its base date)."""
+
+    index: str
+    start_date: dt.date | None
+    end_date: dt.date | None
+
+
+@dataclass
+class Job:
+    """One build's state, as ``GET /jobs/{id}`` reports it."""
+
+    id: str
+    request: BuildRequest
+    status: JobStatus = "queued"
+    progress: float = 0.0
+    stage: str = "queued"
+    created_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    future: Future[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        """Finished, successfully or not."""
+        return self.status in ("succeeded", "failed")
+
+
+class JobManager:
+    """Submits builds to worker threads; keeps the last ``keep`` jobs."""
+
+    def __init__(self, build: BuildFunction, *, workers: int = 1, keep: int = 1000) -> None:
+        self._build = build
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="build")
+        self._lock = threading.Lock()
+        self._index_locks: dict[str, threading.Lock] = {}
+        self._jobs: dict[str, Job] = {}
+        self._active: dict[BuildRequest, Job] = {}
+        self._keep = keep
+
+    def submit(self, request: BuildRequest) -> tuple[Job, bool]:
+        """Queue a build, or join the identical one in flight. Returns (job, joined)."""
+        with self._lock:
+            active = self._active.get(request)
+            if active is not None and not active.done:
+                return active, True
+            job = Job(id=uuid.uuid4().hex, request=request)
+            self._jobs[job.id] = job
+            self._active[request] = job
+            self._index_locks.setdefault(request.index, threading.Lock())
+            self._trim()
+            job.future = self._pool.submit(self._run, job)
+            return job, False
+
+    def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def shutdown(self) -> None:
+        """Stop accepting work; wait for running builds to finish."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, job: Job) -> dict[str, Any]:
+        def progress(stage: str, fraction: float) -> None:
+            job.stage, job.progress = stage, max(job.progress, min(fraction, 1.0))
+
+        with self._index_locks[job.request.index]:
+            job.status, job.stage = "running", "starting"
+            job.started_at = dt.datetime.now(dt.UTC)
+            try:
+                result = self._build(job.request, progress)
+            except IndexBuilderError as exc:
+                self._finish(job, "failed", error={
+                    "type": exc.code, "status": exc.http_status, "detail": exc.message,
+                    "field": exc.field,
+                })
+                raise
+            except Exception as exc:
+                self._finish(job, "failed", error={
+                    "type": "internal-error", "status": 500, "detail": str(exc)[:500],
+                })
+                raise
+            self._finish(job, "succeeded", result=result)
+            return result
+
+    def _finish(self, job: Job, status: JobStatus, **outcome: Any) -> None:
+        with self._lock:
+            job.status = status
+            job.finished_at = dt.datetime.now(dt.UTC)
+            job.result = outcome.get("result")
+            job.error = outcome.get("error")
+            if status == "succeeded":
+                job.progress, job.stage = 1.0, "done"
+            if self._active.get(job.request) is job:
+                del self._active[job.request]
+
+    def _trim(self) -> None:
+        if len(self._jobs) <= self._keep:
+            return
+        finished = [j for j in self._jobs.values() if j.done]
+        for old in sorted(finished, key=lambda j: j.created_at)[: len(self._jobs) - self._keep]:
+            del self._jobs[old.id]

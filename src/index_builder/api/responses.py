@@ -1,0 +1,50 @@
+"""JSON responses: orjson bytes, cached by the index's build version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from index_builder.api.cache import cache_key
+from index_builder.api.deps import Services
+
+JSON = "application/json"
+
+
+def json_response(payload: Any, status_code: int = 200, **headers: str) -> Response:
+    """Serialize with orjson (dates as ISO strings)."""
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type=JSON,
+        headers=headers or None,
+    )
+
+
+async def cached_json(
+    services: Services,
+    route: str,
+    index_id: str,
+    params: dict[str, Any],
+    produce: Callable[[], Any],
+) -> Response:
+    """Cache-aside: the stored bytes for this index version and parameters, or
+    ``produce()`` (run off the event loop), stored for next time.
+
+    ``X-Cache`` says ``HIT`` or ``MISS``. Errors are raised, never cached.
+    """
+    state = await run_in_threadpool(services.store.build_state, index_id)
+    key = cache_key(route, index_id, state.version, params) if state is not None else None
+    if key is not None:
+        hit = await services.cache.get(key)
+        if hit is not None:
+            return Response(hit, media_type=JSON, headers={"X-Cache": "HIT"})
+    payload = await run_in_threadpool(produce)
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    if key is not None:
+        await services.cache.set(key, body)
+    return Response(body, media_type=JSON, headers={"X-Cache": "MISS"})

@@ -1,0 +1,60 @@
+"""POST /export-data: a workbook or a zip of tables, streamed from a temporary file."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from index_builder.api.deps import ServicesDep
+from index_builder.api.routers.common import problems
+from index_builder.api.schemas import ExportRequest
+from index_builder.export import export_index
+
+router = APIRouter(tags=["indices: export"])
+
+
+@router.post(
+    "/export-data",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file (`Content-Disposition: attachment`).",
+            "content": {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+                "application/zip": {},
+            },
+        },
+        **problems(404, 422),
+    },
+    summary="Download summary, performance, compositions and changes",
+)
+async def export_data(body: ExportRequest, services: ServicesDep) -> FileResponse:
+    """`xlsx`: sheets Summary (with a level chart), Performance, Compositions, Changes.
+    `csv` / `parquet`: a zip of the same tables. Values equal the JSON endpoints'.
+    The file is written to a temporary folder one table at a time, then streamed."""
+    folder = Path(tempfile.mkdtemp(prefix="index-builder-export-"))
+    try:
+        exported = await run_in_threadpool(
+            export_index,
+            services.reader,
+            body.index,
+            body.start_date,
+            body.end_date,
+            body.format,
+            folder,
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(
+        exported.path,
+        media_type=exported.media_type,
+        filename=exported.filename,
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )

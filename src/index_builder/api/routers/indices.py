@@ -1,0 +1,102 @@
+"""Index definitions: list, show, add, remove."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from index_builder.api.deps import ServicesDep
+from index_builder.api.responses import json_response
+from index_builder.api.routers.common import problems
+from index_builder.api.schemas import IndexInfo
+from index_builder.engine.definitions import IndexDefinition, parse_definition
+from index_builder.services.catalog import add_definition, remove_definition
+from index_builder.storage.base import Storage
+
+router = APIRouter(tags=["indices: definitions"])
+
+
+def _info(store: Storage, definition: IndexDefinition, builtin: bool) -> dict[str, Any]:
+    state = store.build_state(definition.id)
+    return {
+        "definition": definition.model_dump(mode="json", exclude_none=True),
+        "builtin": builtin,
+        "build": None
+        if state is None
+        else {
+            "version": state.version,
+            "base_date": state.base_date,
+            "built_through": state.built_through,
+            "built_at": state.built_at,
+        },
+    }
+
+
+@router.get("/indices", response_model=list[IndexInfo], summary="Every index definition")
+async def list_indices(services: ServicesDep) -> Response:
+    """Built-in and user-defined indices with their build state."""
+
+    def produce() -> list[dict[str, Any]]:
+        store = services.store
+        return [_info(store, d, b) for d, b in store.list_definitions()]
+
+    return json_response(await run_in_threadpool(produce))
+
+
+@router.get(
+    "/indices/{index_id}", response_model=IndexInfo, responses=problems(404),
+    summary="One index definition",
+)
+async def get_index(index_id: str, services: ServicesDep) -> Response:
+    """The definition, whether it is built in, and its last build."""
+
+    def produce() -> dict[str, Any]:
+        definition = services.builder.definition(index_id)
+        found = services.store.get_definition(index_id)
+        return _info(services.store, definition, bool(found and found[1]))
+
+    return json_response(await run_in_threadpool(produce))
+
+
+@router.post(
+    "/indices", response_model=IndexInfo, status_code=201, responses=problems(409, 422),
+    summary="Add a user-defined index",
+)
+async def create_index(
+    services: ServicesDep,
+    definition: Annotated[
+        dict[str, Any],
+        Body(
+            description="An index definition (same fields and validation as "
+            "`index-builder indices add`).",
+            examples=[{
+                "id": "mcap-hc-20", "name": "Capped Health Care 20", "top_n": 20,
+                "weighting": "capped_market_cap", "cap": 0.1, "rebalance": "monthly",
+                "universe": {"sectors": ["Health Care"], "types": ["Common Stock"]},
+            }],
+        ),
+    ],
+    replace: Annotated[bool, Query(description="Replace an existing user index.")] = False,
+) -> Response:
+    """Validates the definition (the error names the field) and stores it. Build it
+    with POST /build-index."""
+    parsed = parse_definition(definition, source="body")
+
+    def produce() -> dict[str, Any]:
+        add_definition(services.store, parsed, replace=replace)
+        return _info(services.store, parsed, False)
+
+    return json_response(await run_in_threadpool(produce), status_code=201)
+
+
+@router.delete(
+    "/indices/{index_id}", status_code=204, responses=problems(404, 409),
+    summary="Remove a user-defined index and its results",
+)
+async def delete_index(index_id: str, services: ServicesDep) -> Response:
+    """Built-in indices cannot be removed (409)."""
+    await run_in_threadpool(remove_definition, services.store, index_id)
+    return Response(status_code=204)

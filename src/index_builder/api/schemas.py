@@ -1,0 +1,199 @@
+"""Request and response models of the REST API (they are the OpenAPI document).
+
+Returns are fractions (0.0123 = 1.23%), levels are index points, market caps and
+prices are USD, dates are ISO 8601 (YYYY-MM-DD) exchange dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from index_builder.engine.definitions import DEFAULT_INDEX_ID, IndexDefinition
+
+IndexField = Field(
+    default=DEFAULT_INDEX_ID, description="Index id (see GET /indices).", examples=["ew100"]
+)
+
+
+class BuildIndexRequest(BaseModel):
+    """Make sure levels exist over [start_date, end_date], computed from the base date."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    index: str = IndexField
+    start_date: dt.date | None = Field(
+        default=None,
+        description="First date the caller needs (must not precede the base date). Levels "
+        "are always computed from the definition's base date; the index is never rebased.",
+        examples=["2024-01-02"],
+    )
+    end_date: dt.date | None = Field(
+        default=None, description="Last date to build (default: the last trading day).",
+        examples=["2024-12-31"],
+    )
+    run_async: bool = Field(
+        default=False,
+        alias="async",
+        description="Return 202 with a job at once. Builds larger than the configured size "
+        "(INDEX_BUILDER_ASYNC_BUILD_DAYS trading days) are asynchronous anyway.",
+    )
+
+
+class BuildResponse(BaseModel):
+    """What a build produced, counted over the requested window."""
+
+    index: str = Field(description="Index id.", examples=["ew100"])
+    start_date: dt.date = Field(description="First day of the window.", examples=["2024-01-02"])
+    end_date: dt.date = Field(description="Last built day of the window.")
+    trading_days: int = Field(description="Trading days with a level in the window.")
+    rebalances: int = Field(description="Rebalances in the window.")
+    changes: int = Field(description="Rebalances in the window whose constituents changed.")
+    duration_ms: float = Field(description="Wall time of the request's build, milliseconds.")
+    version: int = Field(description="Build version of the index (cache keys include it).")
+
+
+class JobAccepted(BaseModel):
+    """A build accepted for asynchronous execution."""
+
+    job_id: str = Field(description="Job id.", examples=["7f9c0c1e2d8b4f5a9e3f6b1c2d3e4f50"])
+    status: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="Job state when the request was answered."
+    )
+    status_url: str = Field(description="Poll this for progress and the result.")
+    joined: bool = Field(description="True when an identical build was already in flight.")
+
+
+class JobError(BaseModel):
+    """Why a job failed (problem details fields)."""
+
+    type: str = Field(description="Problem type code.", examples=["build-failed"])
+    status: int = Field(description="HTTP status the error corresponds to.")
+    detail: str = Field(description="What went wrong.")
+    field: str | None = Field(default=None, description="The request field at fault.")
+
+
+class JobStatusResponse(BaseModel):
+    """State of a build job."""
+
+    job_id: str = Field(description="Job id.")
+    index: str = Field(description="Index id.")
+    status: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="queued -> running -> succeeded | failed."
+    )
+    stage: str = Field(description="What the build is doing, e.g. 'loading market data'.")
+    progress: float = Field(ge=0, le=1, description="Fraction done, 0..1.")
+    created_at: dt.datetime = Field(description="When the job was queued (UTC).")
+    started_at: dt.datetime | None = Field(default=None, description="When it started (UTC).")
+    finished_at: dt.datetime | None = Field(default=None, description="When it ended (UTC).")
+    result: BuildResponse | None = Field(default=None, description="Set when succeeded.")
+    error: JobError | None = Field(default=None, description="Set when failed.")
+
+
+class PerformancePoint(BaseModel):
+    """One trading day."""
+
+    date: dt.date = Field(description="Trading day.", examples=["2024-01-02"])
+    level: float = Field(description="Index level (points).", examples=[1034.5521])
+    daily_return: float = Field(description="Return since the previous trading day, fraction.")
+    cumulative_return: float = Field(
+        description="Return since the window's first trading day, fraction."
+    )
+
+
+class PerformanceSummary(BaseModel):
+    """Window statistics (see docs/methodology.md, section 7). Null when undefined."""
+
+    total_return: float = Field(description="Fraction.", examples=[0.1523])
+    annualized_return: float | None = Field(description="Fraction per year (252 days).")
+    annualized_volatility: float | None = Field(description="Fraction per sqrt(year).")
+    sharpe: float | None = Field(description="Annualised mean return / volatility, rf = 0.")
+    max_drawdown: float = Field(description="Largest peak-to-trough fall, negative fraction.")
+    best_day: float | None = Field(description="Largest daily return, fraction.")
+    worst_day: float | None = Field(description="Smallest daily return, fraction.")
+    turnover: float | None = Field(
+        description="Average one-way turnover per rebalance, fraction of the index."
+    )
+
+
+class PerformanceResponse(BaseModel):
+    """Levels and returns over a window."""
+
+    index: str = Field(description="Index id.", examples=["ew100"])
+    start_date: dt.date = Field(description="First day of the window.")
+    end_date: dt.date = Field(description="Last day of the window (at most the last built).")
+    data: list[PerformancePoint] = Field(description="One entry per trading day, ascending.")
+    summary: PerformanceSummary = Field(description="Statistics over the window.")
+
+
+class Constituent(BaseModel):
+    """A constituent in force after the close of the effective date."""
+
+    rank: int = Field(description="Rank by market cap at the last rebalance (1 = largest).")
+    symbol: str = Field(description="Ticker.", examples=["AAPL"])
+    name: str | None = Field(description="Security name.")
+    sector: str | None = Field(description="GICS sector.", examples=["Information Technology"])
+    weight: float = Field(description="Weight after the close, fraction (sums to 1).")
+    market_cap: float = Field(description="Market cap, USD (last valid on or before the date).")
+    price: float = Field(description="Return price P (adj_close, else close), USD.")
+    units: float = Field(description="Notional units q_i held until the next rebalance.")
+
+
+class CompositionResponse(BaseModel):
+    """The composition after the close of a date."""
+
+    index: str = Field(description="Index id.", examples=["ew100"])
+    date: dt.date = Field(description="The requested date.")
+    effective_date: dt.date = Field(
+        description="The trading day used: the requested date or the previous trading day."
+    )
+    constituents: list[Constituent] = Field(description="Constituents by rank.")
+
+
+class ChangeEntry(BaseModel):
+    """Constituents that entered and exited at one rebalance."""
+
+    date: dt.date = Field(description="Rebalance date (the change is in force after its close).")
+    entered: list[str] = Field(description="Symbols that entered, sorted.")
+    exited: list[str] = Field(description="Symbols that exited, sorted.")
+
+
+class ChangesResponse(BaseModel):
+    """Composition changes within a window."""
+
+    index: str = Field(description="Index id.", examples=["ew100"])
+    start_date: dt.date = Field(description="First day of the window.")
+    end_date: dt.date = Field(description="Last day of the window.")
+    changes: list[ChangeEntry] = Field(description="One entry per changing rebalance.")
+
+
+class IndexBuildInfo(BaseModel):
+    """The last successful build of an index."""
+
+    version: int = Field(description="Build version (never reused).")
+    base_date: dt.date = Field(description="Base date (level = base value).")
+    built_through: dt.date = Field(description="Last built trading day.")
+    built_at: dt.datetime = Field(description="When the build finished.")
+
+
+class IndexInfo(BaseModel):
+    """A definition with its built-in flag and build state."""
+
+    definition: IndexDefinition = Field(description="The index rules.")
+    builtin: bool = Field(description="Built-in indices cannot be changed or removed.")
+    build: IndexBuildInfo | None = Field(description="Last build; null when never built.")
+
+
+class ExportRequest(BaseModel):
+    """Download an index's summary, performance, compositions and changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: str = IndexField
+    start_date: dt.date | None = Field(default=None, description="Default: the base date.")
+    end_date: dt.date | None = Field(default=None, description="Default: the last built day.")
+    format: Literal["xlsx", "csv", "parquet"] = Field(
+        default="xlsx", description="xlsx workbook, or a zip of csv / parquet tables."
+    )

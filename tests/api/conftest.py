@@ -1,0 +1,55 @@
+"""API fixtures: a built database, a real redis-server, and the real app."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_helpers import make_settings
+from fastapi.testclient import TestClient
+from redis_server import RedisServer
+
+from index_builder.api.app import create_app
+from index_builder.ingest.job import run_ingestion
+from index_builder.services.builds import IndexBuilder
+from index_builder.services.catalog import ensure_builtins
+from index_builder.storage.duckdb.store import DuckDBStore
+
+START = dt.date(2023, 1, 3)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def built_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with a 300 x 60 synthetic market and ew100/ew-tech50 built."""
+    path = tmp_path_factory.mktemp("api-template") / "template.duckdb"
+    with DuckDBStore(path) as store:
+        ensure_builtins(store)
+        run_ingestion(store, "synthetic", {"symbols": 300, "days": 60, "start": START})
+        IndexBuilder(store, store.calendar).build(["ew100", "ew-tech50"])
+    return path
+
+
+@pytest.fixture
+def database(built_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the built database for one test."""
+    path = tmp_path / "api.duckdb"
+    shutil.copy(built_template, path)
+    return path
+
+
+@pytest.fixture
+def client(database: Path, redis_server: RedisServer) -> Iterator[TestClient]:
+    redis_server.flush()
+    with TestClient(create_app(make_settings(database, redis_server.url))) as c:
+        yield c

@@ -1,0 +1,126 @@
+"""GET endpoints against the real app, a real DuckDB file and a real redis-server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from api_helpers import app_without_redis
+from fastapi.testclient import TestClient
+
+from index_builder.api.problems import PROBLEM_MEDIA_TYPE
+
+
+def _problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE)
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["status"] == status
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+def test_performance_defaults_to_ew100_and_is_cached_byte_for_byte(client: TestClient) -> None:
+    first = client.get("/index-performance")
+    assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+    body = first.json()
+    assert body["index"] == "ew100"
+    assert body["data"][0]["level"] == 1000.0 and body["data"][0]["cumulative_return"] == 0.0
+    assert set(body["summary"]) == {
+        "total_return", "annualized_return", "annualized_volatility", "sharpe",
+        "max_drawdown", "best_day", "worst_day", "turnover",
+    }
+    second = client.get("/index-performance")
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    window = client.get(
+        "/index-performance", params={"start_date": "2023-02-01", "end_date": "2023-02-28"}
+    ).json()
+    assert window["start_date"] == "2023-02-01" and window["end_date"] == "2023-02-28"
+    assert window["data"][0]["cumulative_return"] == 0.0
+    last = window["data"][-1]
+    assert last["cumulative_return"] == pytest.approx(
+        last["level"] / window["data"][0]["level"] - 1, rel=1e-12
+    )
+
+
+def test_composition_resolves_a_weekend_to_the_previous_session(client: TestClient) -> None:
+    body = client.get(
+        "/index-composition", params={"index": "ew-tech50", "date": "2023-01-14"}
+    ).json()
+    assert body["date"] == "2023-01-14" and body["effective_date"] == "2023-01-13"
+    rows = body["constituents"]
+    assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
+    assert set(rows[0]) == {"rank", "symbol", "name", "sector", "weight", "market_cap",
+                            "price", "units"}
+    assert sum(r["weight"] for r in rows) == pytest.approx(1.0, abs=1e-9)
+    assert {r["sector"] for r in rows} == {"Information Technology"}
+
+
+def test_composition_changes(client: TestClient) -> None:
+    body = client.get("/composition-changes", params={"start_date": "2023-02-01"}).json()
+    assert body["index"] == "ew100" and body["changes"]
+    for change in body["changes"]:
+        assert change["date"] >= "2023-02-01"
+        assert change["entered"] == sorted(change["entered"])
+        assert change["entered"] or change["exited"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/index-performance", {"index": "nope"}, 404, "index"),
+        ("/index-composition", {"index": "nope"}, 404, "index"),
+        ("/composition-changes", {"index": "nope"}, 404, "index"),
+        ("/index-performance", {"start_date": "2023-02-30"}, 422, "start_date"),
+        ("/index-performance", {"start_date": "2023-03-01", "end_date": "2023-02-01"}, 422,
+         "end_date"),
+        ("/index-performance", {"start_date": "2022-12-01"}, 422, "start_date"),
+        ("/index-composition", {"date": "2022-06-01"}, 422, "date"),
+        ("/index-composition", {"date": "not-a-date"}, 422, "date"),
+        ("/index-performance", {"start_date": "2030-01-02"}, 404, None),
+        ("/index-composition", {"date": "2030-01-02"}, 404, None),
+        ("/index-performance", {"index": "ew-sector-energy"}, 404, None),  # not built
+    ],
+)
+def test_every_error_class_is_problem_json(
+    client: TestClient, path: str, params: dict[str, str], status: int, field: str | None
+) -> None:
+    body = _problem(client.get(path, params=params), status, field)
+    if status == 404 and field is None:
+        assert "build" in body["detail"]  # says how to build / what is built
+
+
+def test_unknown_route_and_malformed_body_are_problem_json(client: TestClient) -> None:
+    _problem(client.get("/nowhere"), 404)
+    _problem(client.post("/build-index", content=b"{not json",
+                         headers={"content-type": "application/json"}), 422)
+    _problem(client.post("/build-index", json={"index": "ew100", "extra": 1}), 422, "extra")
+
+
+def test_openapi_describes_fields_with_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/index-performance", "/index-composition", "/composition-changes",
+                 "/build-index", "/export-data", "/indices", "/jobs/{job_id}"):
+        assert path in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    for name in ("PerformanceSummary", "Constituent", "BuildResponse", "PerformancePoint"):
+        for prop, schema in schemas[name]["properties"].items():
+            assert schema.get("description"), f"{name}.{prop} has no description"
+    assert schemas["Problem"]["properties"]["detail"]["examples"]
+
+
+def test_reads_work_without_redis(database: Any) -> None:
+    with app_without_redis(database) as c:
+        a, b = c.get("/index-performance"), c.get("/index-performance")
+        assert a.status_code == b.status_code == 200
+        assert a.headers["x-cache"] == b.headers["x-cache"] == "MISS"
+        assert a.content == b.content
+
+
+def test_dates_are_iso_strings(client: TestClient) -> None:
+    body = client.get("/index-performance").json()
+    dt.date.fromisoformat(body["data"][0]["date"])

@@ -15,10 +15,14 @@ phase at a time so that only the server under test runs during its load:
 
 Every server is one uvicorn process on 127.0.0.1, as ``index-builder serve`` runs it.
 Load is ``wrk -t THREADS -c CONNECTIONS -d DURATIONs --latency`` (plus ``--timeout``,
-so that slow answers count in the latencies instead of being dropped); any non-2xx
-answer or socket error fails the run. Finally, in its own process (so that its peak
-RSS is its own), the xlsx export of ew100 over the whole 6000 x 2520 bench database
-that ``bench/run.py`` (``make bench``) leaves in ``bench/data/6000x2520/``.
+so that slow answers count in the latencies instead of being dropped), after an
+unrecorded warm-up of ``--warmup`` seconds on the same URL; any non-2xx answer or
+socket error fails the run, and so does a cached run in which Redis's hit counter
+grew by less than wrk's request count (the API bypasses a Redis call that takes over
+50 ms for 5 s, which a burst of new Redis connections on a busy machine can trigger:
+that run would measure the database, not the cache). Finally, in its own process
+(so that its peak RSS is its own), the xlsx export of ew100 over the whole 6000 x 2520
+bench database that ``bench/run.py`` (``make bench``) leaves in ``bench/data/6000x2520/``.
 
 Results are also written to ``bench/results/api.json``. Figures are whatever this
 machine measures; note that wrk, the server and Redis share its cores.
@@ -206,6 +210,7 @@ class Load:
     socket_errors: dict[str, int]
     body_bytes: int
     ratio_to_floor: float | None = None
+    redis_hits: int | None = None
 
 
 def to_ms(value: str, unit: str) -> float:
@@ -242,33 +247,96 @@ def parse_wrk(output: str) -> dict[str, Any]:
     }
 
 
-def run_wrk(step: str, url: str, body_bytes: int, args: argparse.Namespace) -> Load:
-    """Load ``url`` (loopback only) with wrk for ``args.duration`` seconds."""
+def wrk(url: str, seconds: int, args: argparse.Namespace) -> str:
+    """wrk's output for ``seconds`` of load on ``url`` (loopback only)."""
     if urlsplit(url).hostname != HOST:
         raise ValueError(f"refusing to load a non-loopback URL: {url}")
     cmd = [
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{args.duration}s",
+        f"-d{seconds}s",
         f"--timeout={args.wrk_timeout}s",
         "--latency",
         url,
     ]
-    print(f"  {step} ...", end="", flush=True)
     done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=args.duration + args.wrk_timeout + 30
+        cmd, capture_output=True, text=True, timeout=seconds + args.wrk_timeout + 30
     )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    load = Load(step=step, url=url, body_bytes=body_bytes, **parse_wrk(done.stdout))
+    return done.stdout
+
+
+def run_wrk(step: str, url: str, body_bytes: int, args: argparse.Namespace) -> Load:
+    """Warm ``url`` up (``args.warmup`` seconds, not recorded), then measure it for
+    ``args.duration`` seconds."""
+    print(f"  {step} ...", end="", flush=True)
+    if args.warmup > 0:
+        wrk(url, args.warmup, args)
+    output = wrk(url, args.duration, args)
+    load = Load(step=step, url=url, body_bytes=body_bytes, **parse_wrk(output))
     print(f" {load.requests_per_sec:,.0f} req/s", flush=True)
     if load.non_2xx or any(load.socket_errors.values()):
         raise RuntimeError(
-            f"{step}: {load.non_2xx} non-2xx answers, socket errors {load.socket_errors}:\n"
-            f"{done.stdout}"
+            f"{step}: {load.non_2xx} non-2xx answers, socket errors {load.socket_errors}:\n{output}"
         )
     return load
+
+
+def redis_hits(url: str) -> int:
+    """Redis's ``keyspace_hits`` counter (successful GETs since it started)."""
+    client = redis.Redis.from_url(url, socket_timeout=2.0)
+    try:
+        return int(client.info("stats")["keyspace_hits"])
+    finally:
+        client.close()
+
+
+def run_cached_wrk(
+    step: str, url: str, body_bytes: int, args: argparse.Namespace, redis_url: str
+) -> Load:
+    """``run_wrk`` on the cached server, failing unless Redis answered every request.
+
+    The API skips Redis for 5 s whenever a call to it fails or takes more than 50 ms
+    (``INDEX_BUILDER_REDIS_TIMEOUT_SECONDS``), serving from the database instead; the
+    warm-up opens the Redis connections the load needs, and Redis's own hit counter
+    shows whether any measured request was served without it.
+    """
+    print(f"  {step} ...", end="", flush=True)
+    if args.warmup > 0:
+        wrk(url, args.warmup, args)
+    wait_for_hit(url)  # after a tripped breaker in the warm-up, Redis is used again
+    before = redis_hits(redis_url)
+    output = wrk(url, args.duration, args)
+    hits = redis_hits(redis_url) - before
+    load = Load(step=step, url=url, body_bytes=body_bytes, **parse_wrk(output))
+    load.redis_hits = hits
+    print(f" {load.requests_per_sec:,.0f} req/s ({hits:,} Redis hits)", flush=True)
+    if load.non_2xx or any(load.socket_errors.values()):
+        raise RuntimeError(
+            f"{step}: {load.non_2xx} non-2xx answers, socket errors {load.socket_errors}:\n{output}"
+        )
+    if hits < load.requests:  # more hits than requests: those in flight when wrk stopped
+        raise RuntimeError(
+            f"{step}: only {hits:,} of {load.requests:,} requests were Redis hits: the API "
+            "skipped Redis (a call exceeded its timeout) and served the rest from the "
+            "database, so this is not a cached figure"
+        )
+    return load
+
+
+def wait_for_hit(url: str, timeout: float = 15.0) -> None:
+    """Poll ``url`` until it answers ``X-Cache: HIT`` (Redis in use again)."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(trust_env=False) as client:
+        while True:
+            response = client.get(url, timeout=10.0)
+            if response.status_code == 200 and response.headers.get("x-cache") == "HIT":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"GET {url} is still not a cache HIT after {timeout:.0f} s")
+            time.sleep(0.25)
 
 
 # ---------------------------------------------------------------------------- phases
@@ -318,12 +386,11 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str]
                 perf_body = fetch(client, base + perf_path, expect_cache="HIT")
                 fetch(client, base + comp_path)
                 comp_body = fetch(client, base + comp_path, expect_cache="HIT")
-                loads.append(
-                    run_wrk("cached GET /index-performance", base + perf_path, len(perf_body), args)
-                )
-                loads.append(
-                    run_wrk("cached GET /index-composition", base + comp_path, len(comp_body), args)
-                )
+                for step, path, body in (
+                    ("cached GET /index-performance", perf_path, perf_body),
+                    ("cached GET /index-composition", comp_path, comp_body),
+                ):
+                    loads.append(run_cached_wrk(step, base + path, len(body), args, redis_url))
                 fetch(client, base + perf_path, expect_cache="HIT")  # still served from Redis
 
         # ---- phase 2: the server without Redis
@@ -448,13 +515,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--wrk-timeout", type=int, default=10, help="wrk request timeout, seconds")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unrecorded load before each run"
+    )
     parser.add_argument("--export-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.export_child is not None:
         export_child(args.export_child)
         return
-    if args.connections < args.threads or min(args.duration, args.threads) < 1:
-        parser.error("need duration >= 1, threads >= 1 and connections >= threads")
+    if args.connections < args.threads or min(args.duration, args.threads) < 1 or args.warmup < 0:
+        parser.error("need duration >= 1, threads >= 1, connections >= threads, warmup >= 0")
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (make system-deps installs it)")
@@ -483,6 +553,7 @@ def main() -> None:
         "connections": args.connections,
         "threads": args.threads,
         "wrk_timeout_s": args.wrk_timeout,
+        "warmup_s": args.warmup,
     }
     payload = {
         "machine": machine,

@@ -13,10 +13,14 @@ from index_builder.settings import Settings
 
 
 def make_settings(database: Path, redis_url: str | None, **extra: object) -> Settings:
-    """Settings for a test app: a short Redis retry so recovery is quick."""
+    """Settings for a test app: a short Redis retry so recovery is quick, and no
+    in-process cache tier unless asked for."""
     values: dict[str, object] = {
-        "database": database, "redis_url": redis_url, "redis_retry_seconds": 0.2,
+        "database": database,
+        "redis_url": redis_url,
+        "redis_retry_seconds": 0.2,
         "duckdb_threads": 2,
+        "local_cache_entries": 0,  # exercise Redis itself; the local tier has its own test
     }
     values.update(extra)
     return Settings(**values)  # type: ignore[arg-type]

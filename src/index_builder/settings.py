@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     redis_retry_seconds: float = Field(
         default=5.0, gt=0, description="After a Redis failure, how long to skip it before retrying."
     )
+    local_cache_entries: int = Field(
+        default=512,
+        ge=0,
+        description="Responses also kept in process memory in front of Redis (0: off). "
+        "Only with Redis configured; keys name a build version, so they never go stale.",
+    )
     async_build_days: int = Field(
         default=750,
         ge=1,

@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_helpers import make_settings
 from fastapi.testclient import TestClient
-from redis_server import RedisServer
 
 from index_builder.api.app import create_app
 from index_builder.ingest.job import run_ingestion
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.catalog import ensure_builtins
 from index_builder.storage.duckdb.store import DuckDBStore
+
+from api_helpers import make_settings
+from redis_server import RedisServer
 
 START = dt.date(2023, 1, 3)
 

@@ -11,14 +11,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from api_helpers import make_settings
 from fastapi.testclient import TestClient
-from redis_server import RedisServer
 
 from index_builder.api.app import create_app
 from index_builder.api.deps import Services
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers.synthetic_market import generate_market
+
+from api_helpers import make_settings
+from redis_server import RedisServer
 
 
 def _services(client: TestClient) -> Services:
@@ -35,15 +36,39 @@ def _wait_for_job(client: TestClient, url: str, timeout: float = 30) -> dict[str
         time.sleep(0.05)
 
 
+def _ingest_five_more_days(client: TestClient, tmp_path: Path) -> None:
+    """Five sessions after the stored ones (the 65-day market's, same seed)."""
+    store = _services(client).store
+    last = store.trading_days()[-1]
+    longer = generate_market(seed=42, n_symbols=300, n_days=65, start=dt.date(2023, 1, 3))
+    newer = longer.prices.filter(pc.greater(longer.prices.column("date"), pa.scalar(last)))
+    pq.write_table(newer, tmp_path / "new.parquet")
+    pq.write_table(longer.securities, tmp_path / "sec.parquet")
+    run_ingestion(
+        store,
+        "file",
+        {"securities": str(tmp_path / "sec.parquet"), "prices": str(tmp_path / "new.parquet")},
+    )
+
+
 def test_sync_build_reports_the_window(client: TestClient) -> None:
     response = client.post("/build-index", json={"index": "ew-sector-energy"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"index", "start_date", "end_date", "trading_days", "rebalances",
-                         "changes", "duration_ms", "version"}
+    assert set(body) == {
+        "index",
+        "start_date",
+        "end_date",
+        "trading_days",
+        "rebalances",
+        "changes",
+        "duration_ms",
+        "version",
+    }
     assert body["trading_days"] == body["rebalances"] == 60
-    again = client.post("/build-index", json={"index": "ew-sector-energy",
-                                              "start_date": "2023-02-01"}).json()
+    again = client.post(
+        "/build-index", json={"index": "ew-sector-energy", "start_date": "2023-02-01"}
+    ).json()
     assert again["version"] == body["version"]  # nothing new: same build
     assert again["start_date"] == "2023-02-01" and again["trading_days"] < 60
 
@@ -93,7 +118,9 @@ def test_two_concurrent_builds_of_one_index_run_once(client: TestClient) -> None
     assert second["job_id"] == first["job_id"] and second["joined"] is True
     results: list[Any] = []
     waiter = threading.Thread(
-        target=lambda: results.append(client.post("/build-index", json={"index": "ew-sector-energy"}))
+        target=lambda: results.append(
+            client.post("/build-index", json={"index": "ew-sector-energy"})
+        )
     )
     waiter.start()  # a synchronous request joins the same build and waits for it
     time.sleep(0.2)
@@ -109,14 +136,7 @@ def test_a_rebuild_after_new_data_changes_the_cached_answer(
 ) -> None:
     before = client.get("/index-performance")
     assert client.get("/index-performance").headers["x-cache"] == "HIT"
-    services = _services(client)
-    last = services.store.trading_days()[-1]
-    longer = generate_market(seed=42, n_symbols=300, n_days=65, start=dt.date(2023, 1, 3))
-    newer = longer.prices.filter(pc.greater(longer.prices.column("date"), pa.scalar(last)))
-    pq.write_table(newer, tmp_path / "new.parquet")
-    pq.write_table(longer.securities, tmp_path / "sec.parquet")
-    run_ingestion(services.store, "file", {"securities": str(tmp_path / "sec.parquet"),
-                                           "prices": str(tmp_path / "new.parquet")})
+    _ingest_five_more_days(client, tmp_path)
     built = client.post("/build-index", json={"index": "ew100"}).json()
     after = client.get("/index-performance")
     assert after.headers["x-cache"] == "MISS"
@@ -161,3 +181,24 @@ def test_indices_crud(client: TestClient) -> None:
     assert client.delete("/indices/mine").status_code == 204
     assert client.get("/indices/mine").status_code == 404
     assert client.delete("/indices/mine").status_code == 404
+
+
+def test_the_local_tier_serves_hits_without_redis_and_never_outlives_a_rebuild(
+    database: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis_server.flush()
+    settings = make_settings(database, redis_server.url, local_cache_entries=8)
+    with TestClient(create_app(settings)) as client:
+        first = client.get("/index-performance")
+        assert first.headers["x-cache"] == "MISS"
+        redis_server.stop()
+        try:
+            hit = client.get("/index-performance")
+            assert hit.headers["x-cache"] == "HIT" and hit.content == first.content
+            _ingest_five_more_days(client, tmp_path)
+            assert client.post("/build-index", json={"index": "ew100"}).status_code == 200
+            after = client.get("/index-performance")
+            assert after.headers["x-cache"] == "MISS"
+            assert len(after.json()["data"]) == len(first.json()["data"]) + 5
+        finally:
+            redis_server.start()

@@ -6,10 +6,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from api_helpers import app_without_redis
 from fastapi.testclient import TestClient
 
 from index_builder.api.problems import PROBLEM_MEDIA_TYPE
+
+from api_helpers import app_without_redis
 
 
 def _problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
@@ -30,8 +31,14 @@ def test_performance_defaults_to_ew100_and_is_cached_byte_for_byte(client: TestC
     assert body["index"] == "ew100"
     assert body["data"][0]["level"] == 1000.0 and body["data"][0]["cumulative_return"] == 0.0
     assert set(body["summary"]) == {
-        "total_return", "annualized_return", "annualized_volatility", "sharpe",
-        "max_drawdown", "best_day", "worst_day", "turnover",
+        "total_return",
+        "annualized_return",
+        "annualized_volatility",
+        "sharpe",
+        "max_drawdown",
+        "best_day",
+        "worst_day",
+        "turnover",
     }
     second = client.get("/index-performance")
     assert second.headers["x-cache"] == "HIT"
@@ -54,8 +61,16 @@ def test_composition_resolves_a_weekend_to_the_previous_session(client: TestClie
     assert body["date"] == "2023-01-14" and body["effective_date"] == "2023-01-13"
     rows = body["constituents"]
     assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
-    assert set(rows[0]) == {"rank", "symbol", "name", "sector", "weight", "market_cap",
-                            "price", "units"}
+    assert set(rows[0]) == {
+        "rank",
+        "symbol",
+        "name",
+        "sector",
+        "weight",
+        "market_cap",
+        "price",
+        "units",
+    }
     assert sum(r["weight"] for r in rows) == pytest.approx(1.0, abs=1e-9)
     assert {r["sector"] for r in rows} == {"Information Technology"}
 
@@ -76,8 +91,12 @@ def test_composition_changes(client: TestClient) -> None:
         ("/index-composition", {"index": "nope"}, 404, "index"),
         ("/composition-changes", {"index": "nope"}, 404, "index"),
         ("/index-performance", {"start_date": "2023-02-30"}, 422, "start_date"),
-        ("/index-performance", {"start_date": "2023-03-01", "end_date": "2023-02-01"}, 422,
-         "end_date"),
+        (
+            "/index-performance",
+            {"start_date": "2023-03-01", "end_date": "2023-02-01"},
+            422,
+            "end_date",
+        ),
         ("/index-performance", {"start_date": "2022-12-01"}, 422, "start_date"),
         ("/index-composition", {"date": "2022-06-01"}, 422, "date"),
         ("/index-composition", {"date": "not-a-date"}, 422, "date"),
@@ -96,15 +115,26 @@ def test_every_error_class_is_problem_json(
 
 def test_unknown_route_and_malformed_body_are_problem_json(client: TestClient) -> None:
     _problem(client.get("/nowhere"), 404)
-    _problem(client.post("/build-index", content=b"{not json",
-                         headers={"content-type": "application/json"}), 422)
+    _problem(
+        client.post(
+            "/build-index", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        422,
+    )
     _problem(client.post("/build-index", json={"index": "ew100", "extra": 1}), 422, "extra")
 
 
 def test_openapi_describes_fields_with_examples(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    for path in ("/index-performance", "/index-composition", "/composition-changes",
-                 "/build-index", "/export-data", "/indices", "/jobs/{job_id}"):
+    for path in (
+        "/index-performance",
+        "/index-composition",
+        "/composition-changes",
+        "/build-index",
+        "/export-data",
+        "/indices",
+        "/jobs/{job_id}",
+    ):
         assert path in spec["paths"]
     schemas = spec["components"]["schemas"]
     for name in ("PerformanceSummary", "Constituent", "BuildResponse", "PerformancePoint"):

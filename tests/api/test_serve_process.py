@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from redis_server import RedisServer, free_port
 
 
@@ -17,11 +18,17 @@ def test_serve_answers_http_and_stops_cleanly_on_ctrl_c(
     database: Path, redis_server: RedisServer
 ) -> None:
     port = free_port()
-    env = {**os.environ, "INDEX_BUILDER_DATABASE": str(database),
-           "INDEX_BUILDER_REDIS_URL": redis_server.url}
+    env = {
+        **os.environ,
+        "INDEX_BUILDER_DATABASE": str(database),
+        "INDEX_BUILDER_REDIS_URL": redis_server.url,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "index_builder.cli.main", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -32,7 +39,8 @@ def test_serve_answers_http_and_stops_cleanly_on_ctrl_c(
                     break
             except httpx.TransportError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.stdout.read() if proc.stdout else "no output")
+                    output = proc.stdout.read() if proc.stdout else "no output"
+                    raise AssertionError(output) from None
                 time.sleep(0.1)
         perf = httpx.get(f"{base}/index-performance", params={"index": "ew100"}, timeout=10)
         assert perf.status_code == 200 and perf.json()["data"][0]["level"] == 1000.0

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from index_builder import __version__
 from index_builder.api.cache import ResponseCache
-from index_builder.api.deps import Services
+from index_builder.api.deps import BuildVersions, Services
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
 from index_builder.api.routers import builds, exports, indices, reads
@@ -57,10 +57,19 @@ def build_services(settings: Settings) -> Services:
         ttl_seconds=settings.cache_ttl_seconds,
         timeout_seconds=settings.redis_timeout_seconds,
         retry_seconds=settings.redis_retry_seconds,
+        local_entries=settings.local_cache_entries if settings.redis_url else 0,
     )
     builder = IndexBuilder(store, calendar)
     reader = IndexReader(store, calendar)
-    services = Services(settings, store, reader, builder, cache, jobs=None)  # type: ignore[arg-type]
+    services = Services(
+        settings,
+        store,
+        reader,
+        builder,
+        cache,
+        jobs=None,  # type: ignore[arg-type]  # needs services.run_build, set below
+        versions=BuildVersions(store),
+    )
     services.jobs = JobManager(services.run_build, workers=settings.build_workers)
     return services
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,6 +18,41 @@ from index_builder.settings import Settings
 from index_builder.storage.duckdb.store import DuckDBStore
 
 
+class BuildVersions:
+    """The build version of each index, kept in memory.
+
+    Cache keys need it on every GET. This process is the only writer of the
+    database (DuckDB locks the file), and every build, definition change and
+    removal here calls :meth:`forget`, so the memory copy is never stale.
+    """
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._versions: dict[str, int | None] = {}
+
+    def known(self, index_id: str) -> bool:
+        """True when the version is in memory (no database query needed)."""
+        with self._lock:
+            return index_id in self._versions
+
+    def get(self, index_id: str) -> int | None:
+        """The current build version (None: never built), from memory or the store."""
+        with self._lock:
+            if index_id in self._versions:
+                return self._versions[index_id]
+        state = self._store.build_state(index_id)
+        version = state.version if state is not None else None
+        with self._lock:
+            self._versions[index_id] = version
+        return version
+
+    def forget(self, index_id: str) -> None:
+        """Drop the memory copy (after a build or a definition change)."""
+        with self._lock:
+            self._versions.pop(index_id, None)
+
+
 @dataclass
 class Services:
     """Long-lived objects of one API process."""
@@ -27,6 +63,7 @@ class Services:
     builder: IndexBuilder
     cache: ResponseCache
     jobs: JobManager
+    versions: BuildVersions
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""
@@ -51,7 +88,10 @@ class Services:
 
     def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
         """Build (incrementally) and describe the requested window."""
-        (result,) = self.builder.build([request.index], end=request.end_date, progress=progress)
+        try:
+            (result,) = self.builder.build([request.index], end=request.end_date, progress=progress)
+        finally:
+            self.versions.forget(request.index)
         state = self.store.build_state(request.index)
         assert state is not None
         start = request.start_date or state.base_date

@@ -98,15 +98,27 @@ class JobManager:
             try:
                 result = self._build(job.request, progress)
             except IndexBuilderError as exc:
-                self._finish(job, "failed", error={
-                    "type": exc.code, "status": exc.http_status, "detail": exc.message,
-                    "field": exc.field,
-                })
+                self._finish(
+                    job,
+                    "failed",
+                    error={
+                        "type": exc.code,
+                        "status": exc.http_status,
+                        "detail": exc.message,
+                        "field": exc.field,
+                    },
+                )
                 raise
             except Exception as exc:
-                self._finish(job, "failed", error={
-                    "type": "internal-error", "status": 500, "detail": str(exc)[:500],
-                })
+                self._finish(
+                    job,
+                    "failed",
+                    error={
+                        "type": "internal-error",
+                        "status": 500,
+                        "detail": str(exc)[:500],
+                    },
+                )
                 raise
             self._finish(job, "succeeded", result=result)
             return result

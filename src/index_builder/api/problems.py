@@ -36,7 +36,8 @@ class Problem(BaseModel):
         examples=["unknown index 'nope' (known: ew100, ew-tech50)"],
     )
     field: str | None = Field(
-        default=None, description="The request field at fault, when there is one.",
+        default=None,
+        description="The request field at fault, when there is one.",
         examples=["index"],
     )
     instance: str | None = Field(default=None, description="The request path.")
@@ -97,21 +98,24 @@ def install_problem_handlers(app: FastAPI) -> None:
         field = _validation_field(tuple(first.get("loc", ())))
         where = f"{field}: " if field else ""
         return problem_response(
-            422, "invalid-input", f"{where}{first.get('msg', 'invalid value')}", field=field,
+            422,
+            "invalid-input",
+            f"{where}{first.get('msg', 'invalid value')}",
+            field=field,
             instance=request.url.path,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = TITLES.get(exc.status_code, "error").lower().replace(" ", "-")
-        return problem_response(
-            exc.status_code, code, str(exc.detail), instance=request.url.path
-        )
+        return problem_response(exc.status_code, code, str(exc.detail), instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return problem_response(
-            500, "internal-error", "an unexpected error occurred; it has been logged",
+            500,
+            "internal-error",
+            "an unexpected error occurred; it has been logged",
             instance=request.url.path,
         )

@@ -37,8 +37,12 @@ async def cached_json(
 
     ``X-Cache`` says ``HIT`` or ``MISS``. Errors are raised, never cached.
     """
-    state = await run_in_threadpool(services.store.build_state, index_id)
-    key = cache_key(route, index_id, state.version, params) if state is not None else None
+    versions = services.versions
+    if versions.known(index_id):
+        version = versions.get(index_id)  # memory only: no thread hop on the hot path
+    else:
+        version = await run_in_threadpool(versions.get, index_id)
+    key = cache_key(route, index_id, version, params) if version is not None else None
     if key is not None:
         hit = await services.cache.get(key)
         if hit is not None:

@@ -31,7 +31,8 @@ class BuildIndexRequest(BaseModel):
         examples=["2024-01-02"],
     )
     end_date: dt.date | None = Field(
-        default=None, description="Last date to build (default: the last trading day).",
+        default=None,
+        description="Last date to build (default: the last trading day).",
         examples=["2024-12-31"],
     )
     run_async: bool = Field(

@@ -459,7 +459,9 @@ def serve(
     url = f"http://{settings.api_host}:{settings.api_port}"
     out.print(f"Index Builder API on {url}  (docs: {url}/docs, database: {settings.database})")
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port,
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
         log_level="warning" if STATE.quiet else "info",
     )
 

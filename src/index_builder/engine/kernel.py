@@ -169,18 +169,13 @@ def _as_date(value: np.datetime64) -> dt.date:
 def universe_columns(universe: Universe, securities: SecurityMaster) -> NDArray[np.bool_]:
     """Columns that pass the static universe filters (sectors, exchanges, types)."""
     mask = np.ones(len(securities), dtype=bool)
-    for wanted, values in (
-        (universe.sectors, securities.sectors),
-        (universe.exchanges, securities.exchanges),
-        (universe.types, securities.types),
+    for attribute, wanted in (
+        ("sectors", universe.sectors),
+        ("exchanges", universe.exchanges),
+        ("types", universe.types),
     ):
         if wanted is not None:
-            allowed = {w.casefold() for w in wanted}
-            mask &= np.fromiter(
-                (isinstance(v, str) and v.casefold() in allowed for v in values),
-                dtype=bool,
-                count=len(values),
-            )
+            mask &= securities.matches(attribute, wanted)
     return mask
 
 
@@ -304,7 +299,9 @@ def _levels(
     ratio = filled[t[:, None], slots[prev]] / ref_price[prev]
     growth = np.where(present[prev], weights[prev] * ratio, 0.0).sum(axis=1)
 
-    level_at_rebalance = base_level * np.cumprod(np.concatenate([[1.0], growth[rows[1:] - 1]]))
+    # L(r_k) = L(r_k-1) * G(r_k), multiplied in this order (cumprod is sequential), so
+    # resuming at any stored rebalance level reproduces the later levels bit for bit.
+    level_at_rebalance = np.cumprod(np.concatenate([[base_level], growth[rows[1:] - 1]]))
     level = np.empty(n_days)
     level[0] = base_level
     level[1:] = level_at_rebalance[prev] * growth

@@ -34,6 +34,23 @@ class SecurityMaster:
     def __len__(self) -> int:
         return len(self.symbols)
 
+    def matches(self, attribute: str, allowed: tuple[str, ...]) -> NDArray[np.bool_]:
+        """Columns whose ``attribute`` (sectors, exchanges or types) is in ``allowed``,
+        case-insensitively (memoised: the master is immutable)."""
+        key = (attribute, tuple(sorted(a.casefold() for a in allowed)))
+        cache: dict[tuple[str, tuple[str, ...]], NDArray[np.bool_]] = self.__dict__.setdefault(
+            "_match_cache", {}
+        )
+        if key not in cache:
+            wanted = set(key[1])
+            values = getattr(self, attribute)
+            cache[key] = np.fromiter(
+                (isinstance(v, str) and v.casefold() in wanted for v in values),
+                dtype=bool,
+                count=len(values),
+            )
+        return cache[key]
+
     def column_of(self, symbols: list[str] | Strings) -> NDArray[np.int64]:
         """Column indices of ``symbols`` (which must all be present)."""
         idx = np.searchsorted(self.symbols, np.asarray(symbols, dtype=object))

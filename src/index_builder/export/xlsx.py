@@ -40,6 +40,18 @@ _CHART_SIZE = {"x_scale": 1.6, "y_scale": 1.4}
 
 CellWriter = Callable[[int, Any], None]
 
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+_EXCEL_LEAP_BUG_END = dt.date(1900, 3, 1)
+
+
+def excel_serial(day: dt.date) -> int:
+    """The Excel (1900 date system) serial number of ``day``, as ``write_datetime`` gives.
+
+    Excel counts the non-existent 1900-02-29, so days before 1900-03-01 are one less.
+    """
+    serial = (day - _EXCEL_EPOCH).days
+    return serial if day >= _EXCEL_LEAP_BUG_END else serial - 1
+
 
 class ExactWorksheet(Worksheet):  # type: ignore[misc]  # xlsxwriter is untyped
     """A worksheet writing numbers with round-trip precision.
@@ -177,12 +189,24 @@ class XlsxExport:
         """A function writing one value of ``column`` at ``(row, col)``; ``None`` stays empty."""
         fmt = self._format(column.number_format)
         kind = column.kind
-        if kind in ("date", "datetime"):
+        if kind == "datetime":
             write_datetime = sheet.write_datetime
+
+            def datetime_cell(row: int, value: dt.datetime | None) -> None:
+                if value is not None:
+                    write_datetime(row, col, value, fmt)
+
+            return datetime_cell
+        if kind == "date":
+            write_date = sheet.write_number
+            serials: dict[dt.date, int] = {}  # a day repeats on every row of its composition
 
             def date_cell(row: int, value: dt.date | None) -> None:
                 if value is not None:
-                    write_datetime(row, col, value, fmt)
+                    serial = serials.get(value)
+                    if serial is None:
+                        serial = serials[value] = excel_serial(value)
+                    write_date(row, col, serial, fmt)
 
             return date_cell
         if kind == "float":

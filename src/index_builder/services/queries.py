@@ -158,11 +158,8 @@ class IndexReader:
                 f"nothing on or after {requested}: ingest newer data and run "
                 f"'index-builder build --index {index_id}'"
             )
-        days = self.store.built_days(index_id)
-        position = np.searchsorted(
-            np.array(days, dtype="datetime64[D]"), np.datetime64(requested, "D"), side="right"
-        )
-        effective = days[int(position) - 1]
+        effective = self.store.last_built_day(index_id, requested)
+        assert effective is not None  # requested >= base date, which is built
         (found,) = self.compositions(index_id, effective, effective)
         return Composition(index_id, requested, effective, found.snapshot)
 

@@ -110,6 +110,10 @@ class Storage(Protocol):
         """All trading days (dates with at least one valid bar), ascending."""
         ...
 
+    def last_built_day(self, index_id: str, day: dt.date) -> dt.date | None:
+        """The last day with a stored level on or before ``day``."""
+        ...
+
     def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
         """Every security's prices and market caps on every trading day in [start, end]."""
         ...

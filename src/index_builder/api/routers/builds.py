@@ -33,9 +33,7 @@ router = APIRouter(tags=["indices: build"])
     },
     summary="Build an index (incrementally) at request time",
 )
-async def build_index(
-    body: BuildIndexRequest, services: ServicesDep, request: Request
-) -> Response:
+async def build_index(body: BuildIndexRequest, services: ServicesDep, request: Request) -> Response:
     """Make sure levels exist over the window, computed from the definition's base
     date (incrementally: only what new data requires). Synchronous (`200`) unless
     `async` is true or the build is large (`202` with a job). A build of an index
@@ -74,8 +72,9 @@ async def get_job(job_id: str, services: ServicesDep) -> Response:
     or `failed` (with `error`)."""
     job = services.jobs.get(job_id)
     if job is None:
-        raise NotFoundError(f"no job {job_id!r} (jobs are kept while the server runs)",
-                            field="job_id")
+        raise NotFoundError(
+            f"no job {job_id!r} (jobs are kept while the server runs)", field="job_id"
+        )
     return json_response(_job_payload(job))
 
 

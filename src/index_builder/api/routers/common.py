@@ -30,9 +30,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-IndexQuery = Annotated[
-    str, Query(description="Index id (see GET /indices).", examples=["ew100"])
-]
+IndexQuery = Annotated[str, Query(description="Index id (see GET /indices).", examples=["ew100"])]
 StartQuery = Annotated[
     dt.date | None,
     Query(description="First date of the window, YYYY-MM-DD (default: the base date)."),

@@ -47,7 +47,9 @@ async def list_indices(services: ServicesDep) -> Response:
 
 
 @router.get(
-    "/indices/{index_id}", response_model=IndexInfo, responses=problems(404),
+    "/indices/{index_id}",
+    response_model=IndexInfo,
+    responses=problems(404),
     summary="One index definition",
 )
 async def get_index(index_id: str, services: ServicesDep) -> Response:
@@ -62,7 +64,10 @@ async def get_index(index_id: str, services: ServicesDep) -> Response:
 
 
 @router.post(
-    "/indices", response_model=IndexInfo, status_code=201, responses=problems(409, 422),
+    "/indices",
+    response_model=IndexInfo,
+    status_code=201,
+    responses=problems(409, 422),
     summary="Add a user-defined index",
 )
 async def create_index(
@@ -72,11 +77,17 @@ async def create_index(
         Body(
             description="An index definition (same fields and validation as "
             "`index-builder indices add`).",
-            examples=[{
-                "id": "mcap-hc-20", "name": "Capped Health Care 20", "top_n": 20,
-                "weighting": "capped_market_cap", "cap": 0.1, "rebalance": "monthly",
-                "universe": {"sectors": ["Health Care"], "types": ["Common Stock"]},
-            }],
+            examples=[
+                {
+                    "id": "mcap-hc-20",
+                    "name": "Capped Health Care 20",
+                    "top_n": 20,
+                    "weighting": "capped_market_cap",
+                    "cap": 0.1,
+                    "rebalance": "monthly",
+                    "universe": {"sectors": ["Health Care"], "types": ["Common Stock"]},
+                }
+            ],
         ),
     ],
     replace: Annotated[bool, Query(description="Replace an existing user index.")] = False,
@@ -87,16 +98,20 @@ async def create_index(
 
     def produce() -> dict[str, Any]:
         add_definition(services.store, parsed, replace=replace)
+        services.versions.forget(parsed.id)
         return _info(services.store, parsed, False)
 
     return json_response(await run_in_threadpool(produce), status_code=201)
 
 
 @router.delete(
-    "/indices/{index_id}", status_code=204, responses=problems(404, 409),
+    "/indices/{index_id}",
+    status_code=204,
+    responses=problems(404, 409),
     summary="Remove a user-defined index and its results",
 )
 async def delete_index(index_id: str, services: ServicesDep) -> Response:
     """Built-in indices cannot be removed (409)."""
     await run_in_threadpool(remove_definition, services.store, index_id)
+    services.versions.forget(index_id)
     return Response(status_code=204)

@@ -64,8 +64,10 @@ async def index_composition(
     index: IndexQuery = DEFAULT_INDEX,
     date: Annotated[
         dt.date | None,
-        Query(description="YYYY-MM-DD; a non-trading day resolves to the previous trading day "
-              "(default: the last built day)."),
+        Query(
+            description="YYYY-MM-DD; a non-trading day resolves to the previous trading day "
+            "(default: the last built day)."
+        ),
     ] = None,
 ) -> Response:
     """The constituents in force after the close of `date` (those that earn the next
@@ -77,9 +79,7 @@ async def index_composition(
             "index": index,
             "date": comp.requested_date,
             "effective_date": comp.effective_date,
-            "constituents": [
-                {k: row[k] for k in CONSTITUENT_FIELDS} for row in comp.rows()
-            ],
+            "constituents": [{k: row[k] for k in CONSTITUENT_FIELDS} for row in comp.rows()],
         }
 
     return await cached_json(services, "composition", index, {"date": date}, produce)

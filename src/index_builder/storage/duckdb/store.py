@@ -67,6 +67,7 @@ class DuckDBStore:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
+        self._master: SecurityMaster | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> DuckDBStore:
@@ -234,6 +235,8 @@ class DuckDBStore:
                 step("comparing with stored data")
                 self._fill_counts(report)
                 step("merging")
+                with self._lock:
+                    self._master = None  # securities may change below
                 self._exec("merge_securities", {"run_id": run_id})
                 if report.rows_accepted:
                     window = {"min_date": report.min_date, "max_date": report.max_date}
@@ -341,9 +344,15 @@ class DuckDBStore:
         row = self._one("first_changed_date", {"run_id": since_run_id})
         return row[0] if row else None
 
-    def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
-        """Every security's bars on every trading day in [start, end], as dense matrices."""
-        cur = self.cursor()
+    def security_master(self) -> SecurityMaster:
+        """Securities sorted by symbol (cached until an ingestion changes them).
+
+        This process is the only writer of the database file (DuckDB locks it),
+        so the cache is dropped exactly when :meth:`ingest` changes securities.
+        """
+        with self._lock:
+            if self._master is not None:
+                return self._master
         securities = self._arrow("panel_securities")
         master = SecurityMaster(
             symbols=_objects(securities, "symbol"),
@@ -352,8 +361,22 @@ class DuckDBStore:
             exchanges=_objects(securities, "exchange"),
             types=_objects(securities, "type"),
         )
+        with self._lock:
+            self._master = master
+        return master
+
+    def last_built_day(self, index_id: str, day: dt.date) -> dt.date | None:
+        """The last day with a stored level on or before ``day``."""
+        row = self._one("last_built_day_on_or_before", {"index_id": index_id, "day": day})
+        return row[0] if row else None
+
+    def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
+        """Every security's bars on every trading day in [start, end], as dense matrices."""
+        cur = self.cursor()
+        master = self.security_master()
         days = np.array(
-            [d for d in self.trading_days() if start <= d <= end], dtype="datetime64[D]"
+            [r[0] for r in self._rows("trading_days_between", {"start": start, "end": end})],
+            dtype="datetime64[D]",
         )
         cur.register(
             "panel_days",
@@ -368,7 +391,7 @@ class DuckDBStore:
             "panel_columns",
             pa.table(
                 {
-                    "symbol": securities.column("symbol"),
+                    "symbol": pa.array(master.symbols.tolist(), pa.string()),
                     "column_index": pa.array(np.arange(len(master), dtype=np.int32)),
                 }
             ),

@@ -4,6 +4,9 @@
 -- Trading days: distinct dates with at least one valid row (only valid rows are stored).
 SELECT DISTINCT date FROM prices ORDER BY date;
 
+-- name: trading_days_between
+SELECT DISTINCT date FROM prices WHERE date BETWEEN $start AND $end ORDER BY date;
+
 -- name: panel_securities
 SELECT symbol, name, sector, exchange, type FROM securities ORDER BY symbol;
 
@@ -90,6 +93,9 @@ ORDER BY date;
 
 -- name: built_days
 SELECT date FROM index_levels WHERE index_id = $index_id ORDER BY date;
+
+-- name: last_built_day_on_or_before
+SELECT max(date) FROM index_levels WHERE index_id = $index_id AND date <= $day;
 
 -- name: built_range
 SELECT min(date), max(date), count(*) FROM index_levels WHERE index_id = $index_id;

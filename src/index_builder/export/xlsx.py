@@ -100,7 +100,7 @@ class ExactWorksheet(Worksheet):  # type: ignore[misc]  # xlsxwriter is untyped
         self._write_single_row(first_row)
         self.fh.write(xml)
         last_row = first_row + rows - 1
-X
+        dims: dict[str, Any] = self.__dict__  # xlsxwriter's untyped bookkeeping
         for name, value, pick in (
             ("dim_rowmin", first_row, min),
             ("dim_rowmax", last_row, max),

@@ -115,12 +115,13 @@ def log_tail(logdir: Path, name: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def server_env(redis_url: str | None) -> dict[str, str]:
+def server_env(redis_url: str | None, local_entries: int = 0) -> dict[str, str]:
     """The environment of an API server: no inherited ``INDEX_BUILDER_*`` settings, and
     ``INDEX_BUILDER_REDIS_URL`` only when given (the cwd is a fresh folder: no .env)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INDEX_BUILDER_")}
     if redis_url is not None:
         env["INDEX_BUILDER_REDIS_URL"] = redis_url
+    env["INDEX_BUILDER_LOCAL_CACHE_ENTRIES"] = str(local_entries)
     return env
 
 
@@ -392,6 +393,25 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str]
                 ):
                     loads.append(run_cached_wrk(step, base + path, len(body), args, redis_url))
                 fetch(client, base + perf_path, expect_cache="HIT")  # still served from Redis
+
+            # ---- phase 1b: the default configuration, in-process tier in front of Redis
+            local_port = free_port()
+            env = server_env(redis_url, local_entries=512)
+            with running("local", serve_cmd(local_port), tmp, env) as proc:
+                base = f"http://{HOST}:{local_port}"
+                try:
+                    wait_http(client, f"{base}/indices", proc, "local-tier server")
+                except RuntimeError as exc:
+                    raise RuntimeError(f"{exc}\n{log_tail(tmp, 'local')}") from exc
+                for step, path, body in (
+                    ("cached+local GET /index-performance", perf_path, perf_body),
+                    ("cached+local GET /index-composition", comp_path, comp_body),
+                ):
+                    fetch(client, base + path)
+                    if fetch(client, base + path, expect_cache="HIT") != body:
+                        raise RuntimeError(f"{step}: body differs from the Redis-only server's")
+                    loads.append(run_wrk(step, base + path, len(body), args))
+                    fetch(client, base + path, expect_cache="HIT")
 
         # ---- phase 2: the server without Redis
         uncached_port = free_port()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -111,15 +110,10 @@ class Services:
         }
 
 
-def get_services(request: Request) -> Services:
-    """The app's services."""
+async def get_services(request: Request) -> Services:
+    """The app's services (async: a sync dependency would cost a thread hop per request)."""
     services: Services = request.app.state.services
     return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def today() -> dt.date:
-    """Today's date (UTC)."""
-    return dt.datetime.now(dt.UTC).date()

@@ -463,6 +463,7 @@ def serve(
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning" if STATE.quiet else "info",
+        access_log=False,  # a log line per request costs more than a cached answer
     )
 
 

@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from index_builder.errors import IndexBuilderError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://index-builder.readthedocs.io/problems/"
+PROBLEM_BASE = "urn:index-builder:problem:"
+"""Problem types are URNs: stable identifiers, listed in the README, not web pages."""
 
 log = logging.getLogger("index_builder.api")
 

@@ -49,6 +49,8 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                "--enable-debug-command",  # DEBUG SLEEP simulates a slow Redis in tests
+                "local",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

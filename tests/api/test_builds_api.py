@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import redis
 from fastapi.testclient import TestClient
 
 from index_builder.api.app import create_app
@@ -202,3 +204,25 @@ def test_the_local_tier_serves_hits_without_redis_and_never_outlives_a_rebuild(
             assert len(after.json()["data"]) == len(first.json()["data"]) + 5
         finally:
             redis_server.start()
+
+
+def test_a_slow_redis_is_skipped_not_waited_for(
+    client: TestClient, redis_server: RedisServer, caplog: Any
+) -> None:
+    reference = client.get("/index-composition").content
+    blocker = threading.Thread(
+        target=lambda: redis.Redis.from_url(redis_server.url).execute_command("DEBUG", "SLEEP", 2)
+    )
+    blocker.start()  # Redis answers nothing for 2 s
+    time.sleep(0.1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="index_builder.cache"):
+            for _ in range(3):
+                started = time.monotonic()
+                r = client.get("/index-composition")
+                assert r.status_code == 200 and r.content == reference
+                assert time.monotonic() - started < 1.5  # never waits out the 2 s stall
+        outage_logs = [m for m in caplog.messages if "redis unavailable" in m]
+        assert len(outage_logs) == 1  # once per outage, not once per request
+    finally:
+        blocker.join(10)

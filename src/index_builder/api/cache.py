@@ -166,13 +166,6 @@ class ResponseCache:
             self.local.put(key, value)
         await self._call(lambda c: c.set(key, value, ex=self.ttl))
 
-    async def ping(self) -> bool:
-        """True when Redis answers now (ignores the retry wait)."""
-        if self._client is None:
-            return False
-        self._down_until = 0.0
-        return bool(await self._call(lambda c: c.ping()))
-
     async def close(self) -> None:
         """Close the connection pool."""
         if self._client is not None:

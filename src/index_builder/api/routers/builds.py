@@ -19,7 +19,7 @@ from index_builder.api.schemas import (
     JobAccepted,
     JobStatusResponse,
 )
-from index_builder.errors import IndexBuilderError, NotFoundError
+from index_builder.errors import NotFoundError
 
 router = APIRouter(tags=["indices: build"])
 
@@ -53,11 +53,8 @@ async def build_index(body: BuildIndexRequest, services: ServicesDep, request: R
             Location=str(request.url_for("get_job", job_id=job.id)),
         )
     assert job.future is not None
-    try:
-        result = await asyncio.wrap_future(job.future)
-    except IndexBuilderError:
-        raise
-    return json_response(result)
+    # a failed build re-raises its IndexBuilderError here: the problem+json handler answers
+    return json_response(await asyncio.wrap_future(job.future))
 
 
 @router.get(

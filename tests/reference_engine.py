@@ -1,4 +1,10 @@
-"""Reference implementation of METHODOLOGY.md, Part 1 (test-side oracle).
+"""Reference implementation of METHODOLOGY.md, Part 1 (test-side oracle), plus two Part 2 rules.
+
+Part 2 rules implemented here (both optional; absent, the results are exactly Part 1):
+
+* ``buffer: {entry_rank, exit_rank}`` (selection buffer), see :func:`buffered_selection`.
+* ``group_cap: {threshold, limit}`` with ``capped_market_cap`` (aggregate capping), see
+  :func:`group_capped_weights`.
 
 This module is deliberately naive: plain Python, one trading day at a time, dicts and loops,
 no vectorisation. Every step is meant to be checked line by line against Part 1 of
@@ -24,6 +30,11 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   rebalance that happened.
 * capped_market_cap: if n * cap < 1, with n the number of selected constituents, equal
   weights; otherwise iterative capping with tolerance 1e-12.
+* Selection buffer: the previous constituents C(prev) are those in force before the close of
+  the rebalance date (the last successful selection). Ranks are among all eligible securities,
+  so a kept member can show a rank > top_n. No buffer key means plain top N; an explicit
+  buffer (even entry = exit = top_n) goes through :func:`buffered_selection`.
+* Aggregate capping: the project's algorithm, documented in :func:`group_capped_weights`.
 * ``n_constituents`` in the levels is the size of the composition in force after the close
   of that day (the same set as the day's composition).
 * Turnover is NaN on days that are not rebalances; 0 on the base date; on a later rebalance
@@ -193,11 +204,129 @@ def _rank_eligible(
     return sorted(eligible, key=lambda s: (-day_bars[s].market_cap, s))
 
 
+# --------------------------------------------------------------------------- selection buffer
+
+
+def buffered_selection(
+    ranked: list[str], previous: set[str], top_n: int, entry_rank: int, exit_rank: int
+) -> list[str]:
+    """METHODOLOGY.md Part 2 "Selection buffer", in rank order.
+
+    ``ranked``: all eligible symbols in rank order (rank = position + 1); ``previous``: the
+    constituents in force before this rebalance.
+    """
+    rank = {s: i + 1 for i, s in enumerate(ranked)}
+    # 1. keep: previous members that are eligible (ranked) with rank <= exit_rank
+    keep = [s for s in ranked if s in previous and rank[s] <= exit_rank]
+    # 2. enter: eligible non-members with rank <= entry_rank
+    enter = [s for s in ranked if s not in previous and rank[s] <= entry_rank]
+    # 3. S = keep + enter, trimmed (worst rank first) or filled up (best rank first) to top_n
+    chosen = set(keep) | set(enter)
+    while len(chosen) > top_n:
+        worst = max(chosen, key=lambda s: rank[s])
+        chosen.remove(worst)
+    while len(chosen) < top_n:
+        outside = [s for s in ranked if s not in chosen]
+        if not outside:
+            break  # fewer eligible securities than top_n: all of them
+        chosen.add(outside[0])
+    return [s for s in ranked if s in chosen]
+
+
 # --------------------------------------------------------------------------- weights
 
 
+def fill_to_bounds(market_caps: list[float], bounds: list[float]) -> list[float] | None:
+    """w_i = min(bound_i, lam * mcap_i) with sum w = 1; None when sum(bounds) < 1 - 1e-12.
+
+    Iterative: all names start free; a free name gets mcap_i / (sum of free mcaps) times
+    (1 - sum of fixed weights); any free name above bound_i * (1 + 1e-12) is fixed at its bound;
+    repeat until no free name exceeds its bound.
+    """
+    n = len(market_caps)
+    if sum(bounds) < 1.0 - CAP_TOLERANCE:
+        return None
+    fixed = [False] * n
+    while True:
+        fixed_total = 0.0
+        free_total = 0.0
+        for i in range(n):
+            if fixed[i]:
+                fixed_total += bounds[i]
+            else:
+                free_total += market_caps[i]
+        if free_total == 0.0:
+            # Every name is at its bound (sum(bounds) is within 1e-12 of 1): the bounds are
+            # the weights. Not reachable unless the bounds sum to 1 up to rounding.
+            return list(bounds)
+        weights = []
+        for i in range(n):
+            if fixed[i]:
+                weights.append(bounds[i])
+            else:
+                weights.append(market_caps[i] / free_total * (1.0 - fixed_total))
+        over = [
+            i for i in range(n) if not fixed[i] and weights[i] > bounds[i] * (1 + CAP_TOLERANCE)
+        ]
+        if not over:
+            return weights
+        for i in over:
+            fixed[i] = True
+
+
+def group_capped_weights(
+    selected: list[str],
+    market_caps: dict[str, float],
+    cap: float,
+    threshold: float,
+    limit: float,
+) -> tuple[dict[str, float], str | None]:
+    """Aggregate capping (Part 2): (weights, fallback), fallback None when the rules were met.
+
+    The project's algorithm:
+
+    * names in rank order (market cap descending, ties by symbol ascending);
+    * c = n: names at positions < c are bounded by ``cap``, those at positions >= c by
+      ``threshold``;
+    * loop: w = fill_to_bounds(bounds); group = names with w > threshold * (1 + 1e-12); if the
+      group's total <= limit * (1 + 1e-12) return w; else c = the position of the group's last
+      member (smallest market cap): it and every later name get bound ``threshold``; repeat.
+    * Fallback to equal weights 1/n: ``"n*cap<1"`` when the single-name cap cannot be met,
+      ``"infeasible"`` when some fill is infeasible (c * cap + (n - c) * threshold < 1), and
+      ``"exhausted"`` when c reaches 0 and the limit still fails (not reachable in exact
+      arithmetic: at c = 0 no weight exceeds the threshold).
+
+    Weights are non-increasing along the rank order (bounds are, and so is lam * mcap), so a
+    larger market cap never gets a smaller weight. With c = n the fill is the Part 1 capping,
+    so when the group limit does not bind, the weights are the single-cap weights.
+    """
+    order = sorted(selected, key=lambda s: (-market_caps[s], s))
+    n = len(order)
+    equal = {s: 1.0 / n for s in selected}
+    if n * cap < 1:
+        return equal, "n*cap<1"
+    caps = [market_caps[s] for s in order]
+    c = n
+    while True:
+        bounds = [cap if i < c else threshold for i in range(n)]
+        weights = fill_to_bounds(caps, bounds)
+        if weights is None:
+            return equal, "infeasible"
+        group = [i for i in range(n) if weights[i] > threshold * (1 + CAP_TOLERANCE)]
+        group_total = sum(weights[i] for i in group)
+        if group_total <= limit * (1 + CAP_TOLERANCE):
+            return {s: weights[i] for i, s in enumerate(order)}, None
+        if c == 0:
+            return equal, "exhausted"
+        c = max(group)  # the group's last member in rank order, and all after it: threshold
+
+
 def target_weights(
-    selected: list[str], market_caps: dict[str, float], weighting: str, cap: float | None
+    selected: list[str],
+    market_caps: dict[str, float],
+    weighting: str,
+    cap: float | None,
+    group_cap: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     n = len(selected)
     equal = {s: 1.0 / n for s in selected}
@@ -211,6 +340,9 @@ def target_weights(
         raise ValueError(f"unknown weighting {weighting!r}")
     if cap is None or not cap > 0:
         raise ValueError("capped_market_cap needs a positive cap")
+    if group_cap is not None:
+        threshold, limit = _group_cap_params(group_cap)
+        return group_capped_weights(selected, market_caps, cap, threshold, limit)[0]
     if n * cap < 1:
         return equal  # the cap cannot be met: equal weights are the smallest maximum
     capped: set[str] = set()
@@ -228,6 +360,24 @@ def target_weights(
         budget = 1.0 - cap * len(capped)
         free_cap = sum(market_caps[s] for s in free)
         weights = {s: cap if s in capped else budget * market_caps[s] / free_cap for s in selected}
+
+
+def _group_cap_params(group_cap: dict[str, Any]) -> tuple[float, float]:
+    threshold = float(group_cap["threshold"])
+    limit = float(group_cap["limit"])
+    if not (threshold > 0 and limit > 0):
+        raise ValueError("group_cap needs a positive threshold and limit")
+    return threshold, limit
+
+
+def _buffer_params(buffer: dict[str, Any], top_n: int) -> tuple[int, int]:
+    entry_rank = buffer.get("entry_rank")
+    exit_rank = buffer.get("exit_rank")
+    entry_rank = top_n if entry_rank is None else int(entry_rank)
+    exit_rank = top_n if exit_rank is None else int(exit_rank)
+    if entry_rank < 1 or exit_rank < 1:
+        raise ValueError("buffer ranks must be >= 1")
+    return entry_rank, exit_rank
 
 
 # --------------------------------------------------------------------------- build
@@ -253,6 +403,15 @@ def reference_build(
     base_value = definition.get("base_value")
     base_value = 1000.0 if base_value is None else float(base_value)
     universe = definition.get("universe") or {}
+    buffer = definition.get("buffer")
+    entry_rank = exit_rank = top_n
+    if buffer is not None:
+        entry_rank, exit_rank = _buffer_params(buffer, top_n)
+    group_cap = definition.get("group_cap")
+    if group_cap is not None:
+        if weighting != "capped_market_cap":
+            raise ValueError("group_cap is only allowed with weighting 'capped_market_cap'")
+        _group_cap_params(group_cap)
 
     secs = _read_securities(securities)
     bars = _read_bars(prices)
@@ -308,9 +467,13 @@ def reference_build(
                     raise ValueError(f"no eligible security on the base date {day}")
                 errors.append(day)  # keep constituents, units and weights unchanged
             else:
-                selected = ranked[:top_n]
+                if buffer is None or day == base:
+                    selected = ranked[:top_n]  # Part 1; the base date has no C(prev)
+                else:
+                    previous = set(units)  # constituents in force before this rebalance
+                    selected = buffered_selection(ranked, previous, top_n, entry_rank, exit_rank)
                 caps = {s: bars[day][s].market_cap for s in selected}
-                weights = target_weights(selected, caps, weighting, cap)
+                weights = target_weights(selected, caps, weighting, cap, group_cap)
                 turnover = 0.0  # the base date's formation is not turnover
                 if day != base:
                     drifted = {s: q * last_price[s] / level for s, q in units.items()}

@@ -56,6 +56,26 @@ class Universe(BaseModel):
         return value
 
 
+class Buffer(BaseModel):
+    """Selection buffer (METHODOLOGY part 2): members stay while ranked within
+    ``exit_rank``; non-members enter when ranked within ``entry_rank``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    entry_rank: int = Field(ge=1, description="A non-member enters when ranked at or above this.")
+    exit_rank: int = Field(ge=1, description="A member stays while ranked at or above this.")
+
+
+class GroupCap(BaseModel):
+    """Aggregate cap: the weights above ``threshold`` may sum to at most ``limit``
+    (UCITS 5/10/40: cap 0.10, threshold 0.05, limit 0.40)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(gt=0, le=1, description="Weights above this count toward the limit.")
+    limit: float = Field(gt=0, le=1, description="Largest allowed sum of those weights.")
+
+
 class IndexDefinition(BaseModel):
     """A rules-based index. See ``docs/methodology.md`` for every field's meaning."""
 
@@ -74,6 +94,12 @@ class IndexDefinition(BaseModel):
     )
     base_value: float = Field(default=1000.0, gt=0, description="Index level on the base date.")
     universe: Universe = Field(default_factory=Universe, description="Eligibility filters.")
+    buffer: Buffer | None = Field(
+        default=None, description="Selection buffer (default: none, plain top N)."
+    )
+    group_cap: GroupCap | None = Field(
+        default=None, description="Aggregate cap on large weights (capped_market_cap only)."
+    )
     description: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
@@ -82,11 +108,22 @@ class IndexDefinition(BaseModel):
             raise ValueError("cap: required when weighting is 'capped_market_cap'")
         if self.weighting != "capped_market_cap" and self.cap is not None:
             raise ValueError("cap: only allowed with weighting 'capped_market_cap'")
+        if self.buffer is not None and not (
+            self.buffer.entry_rank <= self.top_n <= self.buffer.exit_rank
+        ):
+            raise ValueError("buffer: needs entry_rank <= top_n <= exit_rank")
+        if self.group_cap is not None:
+            if self.weighting != "capped_market_cap":
+                raise ValueError("group_cap: only allowed with weighting 'capped_market_cap'")
+            if self.cap is not None and self.group_cap.threshold > self.cap:
+                raise ValueError("group_cap: threshold must not exceed cap")
+            if self.group_cap.limit < self.group_cap.threshold:
+                raise ValueError("group_cap: limit must be at least threshold")
         return self
 
     def fingerprint(self) -> str:
         """A hash of the fields that change results (not ``name``/``description``)."""
-        payload = self.model_dump(mode="json", exclude={"name", "description"})
+        payload = self.model_dump(mode="json", exclude={"name", "description"}, exclude_none=True)
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -131,7 +168,8 @@ def sector_slug(sector: str) -> str:
 
 
 def builtin_definitions() -> list[IndexDefinition]:
-    """The built-in indices: ``ew100`` (default), ``ew-tech50`` and one per GICS sector."""
+    """The built-in indices: ``ew100`` (default), ``ew-tech50``, ``ew100-buffer``,
+    ``mcap50-ucits`` and one equal-weight index per GICS sector."""
     common = Universe(types=(COMMON_STOCK,))
     defs = [
         IndexDefinition(
@@ -149,6 +187,31 @@ def builtin_definitions() -> list[IndexDefinition]:
             description="Top 50 Information Technology common stocks, equal weight, daily.",
         ),
     ]
+    defs.append(
+        IndexDefinition(
+            id="ew100-buffer",
+            name="Equal-Weight US Top 100, 90/110 buffer",
+            top_n=100,
+            universe=common,
+            buffer=Buffer(entry_rank=90, exit_rank=110),
+            description="ew100 with a selection buffer: members stay while ranked within 110, "
+            "non-members enter within 90 (lower turnover).",
+        )
+    )
+    defs.append(
+        IndexDefinition(
+            id="mcap50-ucits",
+            name="US Top 50, UCITS 10/5/40 capped",
+            top_n=50,
+            weighting="capped_market_cap",
+            cap=0.10,
+            group_cap=GroupCap(threshold=0.05, limit=0.40),
+            rebalance="quarterly",
+            universe=common,
+            description="Top 50 common stocks, market-cap weighted, no weight above 10% and "
+            "the weights above 5% summing to at most 40%; quarterly.",
+        )
+    )
     for sector in GICS_SECTORS:
         defs.append(
             IndexDefinition(

@@ -26,12 +26,7 @@ from index_builder.calendar import SessionCalendar
 from index_builder.engine.definitions import IndexDefinition, Universe
 from index_builder.engine.panel import MarketPanel, SecurityMaster, forward_fill
 from index_builder.engine.schedules import SCHEDULES
-from index_builder.engine.selection import (
-    NOT_ELIGIBLE,
-    SELECTIONS,
-    Selection,
-    rank_within_row,
-)
+from index_builder.engine.selection import NOT_ELIGIBLE, Selection, selection_rule
 from index_builder.engine.weighting import WEIGHTINGS
 from index_builder.errors import BuildError
 
@@ -217,15 +212,15 @@ def compute_index(
     scheduled[0] = True
     rows = np.flatnonzero(scheduled).astype(np.int64)
     keys, candidates = eligibility_keys(panel, rows, definition)
-    selection = SELECTIONS.get("top_n").select(keys, definition)
+    positions = None
     if start is not None:
         positions = np.searchsorted(candidates, start.members)
         if np.any(positions >= len(candidates)) or np.any(
             candidates[np.minimum(positions, len(candidates) - 1)] != start.members
         ):
             raise BuildError(f"{definition.id}: stored constituents are outside the universe")
-        selection = _with_start_members(selection, keys[0], positions)
-    elif selection.counts[0] == 0:
+    selection = selection_rule(definition).select(keys, definition, positions)
+    if start is None and selection.counts[0] == 0:
         raise BuildError(
             f"{definition.id}: no eligible security on the base date "
             f"{_as_date(panel.days[0])}; check the universe filters and the data"
@@ -254,24 +249,6 @@ def compute_index(
         selection.counts,
     )
     return _levels(panel, rows, in_panel, weights, base_level, warnings)
-
-
-def _with_start_members(selection: Selection, keys0: FloatArray, members: IntArray) -> Selection:
-    """Replace the first rebalance's selection by the stored constituents."""
-    ranks = rank_within_row(keys0, members)
-    order = np.argsort(ranks, kind="stable")
-    width = max(selection.members.shape[1], len(members))
-    new_members = np.full((selection.members.shape[0], width), -1, dtype=np.int64)
-    new_ranks = np.full_like(new_members, -1)
-    new_members[:, : selection.members.shape[1]] = selection.members
-    new_ranks[:, : selection.ranks.shape[1]] = selection.ranks
-    new_members[0] = -1
-    new_ranks[0] = -1
-    new_members[0, : len(members)] = members[order]
-    new_ranks[0, : len(members)] = ranks[order]
-    counts = selection.counts.copy()
-    counts[0] = len(members)
-    return Selection(new_members, new_ranks, counts)
 
 
 def _levels(

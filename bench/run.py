@@ -70,7 +70,7 @@ def run_size(symbols: int, days: int, repeats: int) -> list[dict[str, Any]]:
         "runs: " + ", ".join(f"{s:.2f}" for s in warm["warm_seconds"]),
     )
     spells, snapshots = warm["spell_rows"], warm["snapshot_rows"]
-    for variant in ("ew100-monthly", "mcap100-capped"):
+    for variant in ("ew100-monthly", "mcap100-capped", "ew100-buffer", "mcap100-ucits-daily"):
         res = step(workdir, "build", "--index", variant, "--full", "--repeat", "2")
         record(f"build {variant} (fresh / warm)", res, f"warm {res['warm_seconds'][0]:.2f} s")
     nxt = step(workdir, "ingest-next")

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from index_builder.engine.definitions import IndexDefinition, Universe
+from index_builder.engine.definitions import GroupCap, IndexDefinition, Universe
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers.schema import COMMON_STOCK
 from index_builder.providers.synthetic import default_sessions
@@ -43,6 +43,16 @@ VARIANTS = {
         top_n=100,
         weighting="capped_market_cap",
         cap=0.05,
+        universe=Universe(types=(COMMON_STOCK,)),
+    ),
+    "ew100-buffer": None,  # built-in: ew100 with a 90/110 selection buffer
+    "mcap100-ucits-daily": IndexDefinition(
+        id="mcap100-ucits-daily",
+        name="UCITS 10/5/40 top 100, daily",
+        top_n=100,
+        weighting="capped_market_cap",
+        cap=0.10,
+        group_cap=GroupCap(threshold=0.05, limit=0.40),
         universe=Universe(types=(COMMON_STOCK,)),
     ),
 }

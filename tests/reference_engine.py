@@ -296,8 +296,8 @@ def group_capped_weights(
       ``"exhausted"`` when c reaches 0 and the limit still fails (not reachable in exact
       arithmetic: at c = 0 no weight exceeds the threshold).
 
-    Weights are non-increasing along the rank order (bounds are, and so is lam * mcap), so a
-    larger market cap never gets a smaller weight. With c = n the fill is the Part 1 capping,
+    With threshold <= cap the bounds are non-increasing along the rank order, and so is
+    lam * mcap, hence the weights are: a larger market cap never gets a smaller weight. With c = n the fill is the Part 1 capping,
     so when the group limit does not bind, the weights are the single-cap weights.
     """
     order = sorted(selected, key=lambda s: (-market_caps[s], s))

@@ -9,8 +9,7 @@ import pytest
 
 from index_builder.errors import StorageError, UnusableInputError
 from index_builder.ingest.job import run_ingestion
-from index_builder.storage.duckdb.sql import names
-from index_builder.storage.duckdb.store import DuckDBStore
+from index_builder.storage.duckdb.store import DuckDBStore, migrations
 
 from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
@@ -18,7 +17,7 @@ from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 def test_open_creates_the_schema_and_migrations_run_once(db_path: Path) -> None:
     with DuckDBStore(db_path) as store:
         assert db_path.exists()
-        assert store.schema_version() == len(names("v")) >= 1
+        assert store.schema_version() == len(migrations()) >= 2
         tables = {r[0] for r in store.cursor().execute("SHOW TABLES").fetchall()}
         assert {
             "prices",
@@ -32,7 +31,7 @@ def test_open_creates_the_schema_and_migrations_run_once(db_path: Path) -> None:
         } <= tables
     with DuckDBStore(db_path) as store:  # reopening applies nothing twice
         rows = store.cursor().execute("SELECT count(*) FROM schema_migrations").fetchall()
-        assert rows[0][0] == len(names("v"))
+        assert rows[0][0] == len(migrations())
 
 
 def test_each_thread_gets_its_own_cursor_and_close_closes_them(db_path: Path) -> None:
@@ -75,3 +74,20 @@ def test_a_file_that_breaks_mid_stream_fails_the_run_and_stores_nothing(
     assert run["status"] == "failed" and "Expected 7 columns" in run["message"]
     assert store.cursor().execute("SELECT count(*) FROM prices").fetchall()[0][0] == 0
     assert store.latest_run_id() == 0  # failed runs never count as data
+
+
+def test_build_versions_continue_above_those_of_a_database_from_before_v2(
+    db_path: Path,
+) -> None:
+    with DuckDBStore(db_path) as store:  # simulate a v1 database with builds up to 7
+        cur = store.cursor()
+        cur.execute("DROP TABLE build_version_counter")
+        cur.execute("DELETE FROM schema_migrations WHERE version = 2")
+        cur.execute(
+            "INSERT INTO index_builds VALUES ('old', 7, 'h', DATE '2024-01-02',"
+            " DATE '2024-01-03', 1, now()::TIMESTAMP, 1.0, '[]')"
+        )
+    with DuckDBStore(db_path) as store:  # reopening applies v2
+        assert store.schema_version() == 2
+        assert store.next_build_version() == 8
+        assert store.next_build_version() == 9

@@ -170,7 +170,7 @@ class DuckDBStore:
         applied = {
             row[0] for row in cur.execute("SELECT version FROM schema_migrations").fetchall()
         }
-        for version, name in enumerate(names("v"), start=1):
+        for version, name in migrations():
             if version in applied:
                 continue
             with self.transaction() as tx:
@@ -465,7 +465,7 @@ class DuckDBStore:
 
     def next_build_version(self) -> int:
         """A build version never handed out before (cache keys include it)."""
-        return int(self.cursor().execute("SELECT nextval('build_versions')").fetchall()[0][0])
+        return int(self._one("next_build_version")[0])  # type: ignore[index]
 
     def last_rebalance(self, index_id: str, day: dt.date, *, inclusive: bool) -> dt.date | None:
         """The last rebalance before (or on, if inclusive) ``day``."""
@@ -551,6 +551,18 @@ class DuckDBStore:
     def built_days(self, index_id: str) -> list[dt.date]:
         """Days with a stored level, ascending."""
         return [r[0] for r in self._rows("built_days", {"index_id": index_id})]
+
+
+_MIGRATION = re.compile(r"^v(\d+)_")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, query name) of every migration (``-- name: v<N>_...``), in order."""
+    found = sorted((int(m.group(1)), name) for name in names() if (m := _MIGRATION.match(name)))
+    versions = [v for v, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, got {versions}")
+    return found
 
 
 _STREAM_FAILURE = re.compile(r"reading the stream registered as '\w+' failed: (?:Unknown error: )?")

@@ -80,6 +80,9 @@ FROM new_levels;
 -- name: insert_spells
 INSERT INTO index_spells SELECT $index_id, symbol, valid_from, valid_to FROM new_spells;
 
+-- name: next_build_version
+UPDATE build_version_counter SET value = value + 1 RETURNING value;
+
 -- name: upsert_build_state
 INSERT OR REPLACE INTO index_builds
 VALUES ($index_id, $version, $definition_hash, $base_date, $built_through, $data_run_id,

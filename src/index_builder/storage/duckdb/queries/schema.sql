@@ -70,13 +70,9 @@ CREATE TABLE index_definitions (
     updated_at  TIMESTAMP NOT NULL
 );
 
--- Build versions are never reused, even after an index is deleted and added
--- again, so a cache key with a version can never name stale results.
-CREATE SEQUENCE build_versions START 1;
-
 CREATE TABLE index_builds (
     index_id         VARCHAR PRIMARY KEY,
-    version          BIGINT  NOT NULL,   -- from build_versions, new on every build
+    version          BIGINT  NOT NULL,   -- new on every build (see v2)
     definition_hash  VARCHAR NOT NULL,
     base_date        DATE    NOT NULL,
     built_through    DATE    NOT NULL,
@@ -105,3 +101,10 @@ CREATE TABLE index_spells (
     valid_from  DATE    NOT NULL,
     valid_to    DATE
 );
+
+-- name: v2_build_version_counter
+-- Build versions are never reused, even after an index is deleted and added
+-- again, so a cache key with a version can never name stale results. The
+-- counter starts above every version already handed out.
+CREATE TABLE build_version_counter (value BIGINT NOT NULL);
+INSERT INTO build_version_counter SELECT coalesce(max(version), 0) FROM index_builds;

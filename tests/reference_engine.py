@@ -297,8 +297,9 @@ def group_capped_weights(
       arithmetic: at c = 0 no weight exceeds the threshold).
 
     With threshold <= cap the bounds are non-increasing along the rank order, and so is
-    lam * mcap, hence the weights are: a larger market cap never gets a smaller weight. With c = n the fill is the Part 1 capping,
-    so when the group limit does not bind, the weights are the single-cap weights.
+    lam * mcap, hence the weights are: a larger market cap never gets a smaller weight. With
+    c = n the fill is the Part 1 capping (up to rounding), so when the group limit does not
+    bind, the weights are the single-cap weights.
     """
     order = sorted(selected, key=lambda s: (-market_caps[s], s))
     n = len(order)

@@ -33,7 +33,7 @@ from engine_scenarios import (
     securities_frame,
     security,
 )
-from reference_engine import ReferenceResult, buffered_selection, reference_build
+from reference_engine import ReferenceResult, buffered_selection, reference_build, xnys_sessions
 
 approx = pytest.approx
 
@@ -98,7 +98,13 @@ def buffer_walk() -> Scenario:
 
 def buffer_scenarios() -> list[Scenario]:
     """The hand-made buffered markets of this module (also run through the engine)."""
-    return [buffer_walk(), fill_up_when_few_eligible(), trim_keeps_best_ranked()]
+    return [
+        buffer_walk(),
+        fill_up_when_few_eligible(),
+        trim_keeps_best_ranked(),
+        weekly_buffer(),
+        buffered_noisy_market(),
+    ]
 
 
 def test_base_date_is_plain_top_n() -> None:
@@ -182,44 +188,45 @@ def test_unbuffered_walk_for_contrast() -> None:
 
 
 def fill_up_when_few_eligible() -> Scenario:
-    """top 4, entry 1, exit 2; only three securities are eligible on Jan 4."""
+    """top 3, entry 1, exit 3; only two securities are eligible on Jan 4."""
     caps = [
-        # Jan 2 (base): ranks A1 B2 C3 D4 E5 -> plain top 4 {A, B, C, D}.
+        # Jan 2 (base): ranks A1 B2 C3 D4 E5 -> plain top 3 {A, B, C}.
         {"A": 5, "B": 4, "C": 3, "D": 2, "E": 1},
         # Jan 3: ranks E1 D2 C3 B4 A5.
-        # keep = members with rank <= 2: {D}; enter = non-members with rank <= 1: {E}.
-        # |S| = 2 < 4: fill up with C (3) then B (4) -> {E, D, C, B}; A leaves.
+        # keep = members with rank <= 3: {C}; enter = non-members with rank <= 1: {E}.
+        # |S| = 2 < 3: fill up with the best-ranked outside S: D (2) -> {E, D, C}.
         {"A": 1, "B": 2, "C": 3, "D": 4, "E": 5},
-        # Jan 4: only A, B, C have rows; ranks A1 B2 C3.
-        # keep = {B (2)}; enter = {A (1)}; fill up with C; nothing is left: |S| = 3 < 4.
-        {"A": 3, "B": 2, "C": 1},
+        # Jan 4: only A and C have rows; ranks A1 C2.
+        # keep = {C (2)}; enter = {A (1)}; fill up: nobody is left, |S| = 2 < 3.
+        {"A": 3, "C": 1},
     ]
     return caps_market(
         "buffer_fill_up_few_eligible",
         JAN[:3],
         caps,
-        top_n=4,
-        buffer={"entry_rank": 1, "exit_rank": 2},
+        top_n=3,
+        buffer={"entry_rank": 1, "exit_rank": 3},
     )
 
 
 def test_fill_up_best_ranked_and_stops_when_none_left() -> None:
     res = build(fill_up_when_few_eligible())
-    assert comp(res, JAN[0], "symbol") == ["A", "B", "C", "D"]
-    assert comp(res, JAN[1], "symbol") == ["E", "D", "C", "B"]
-    assert comp(res, JAN[1], "rank") == [1, 2, 3, 4]
-    assert comp(res, JAN[2], "symbol") == ["A", "B", "C"]
-    assert comp(res, JAN[2], "weight") == approx([1 / 3] * 3, rel=1e-12)
-    # Jan 3: A out, E in: 0.5 * (1/4 + 1/4) = 1/4.
-    # Jan 4: drifted 1/4 each for E, D, C, B (constant prices); targets A, B, C at 1/3:
-    # 0.5 * (|1/3 - 0| A + |1/3 - 1/4| B + |1/3 - 1/4| C + 1/4 D + 1/4 E)
-    # = 0.5 * (1/3 + 1/12 + 1/12 + 1/2) = 0.5 * 1 = 1/2.
-    assert turnovers(res) == approx([0, 1 / 4, 1 / 2], rel=1e-12)
-    assert res.changes == [(JAN[1], ["E"], ["A"]), (JAN[2], ["A"], ["D", "E"])]
+    assert comp(res, JAN[0], "symbol") == ["A", "B", "C"]
+    assert comp(res, JAN[1], "symbol") == ["E", "D", "C"]
+    assert comp(res, JAN[1], "rank") == [1, 2, 3]
+    assert comp(res, JAN[2], "symbol") == ["A", "C"]
+    assert comp(res, JAN[2], "rank") == [1, 2]
+    assert comp(res, JAN[2], "weight") == approx([1 / 2] * 2, rel=1e-12)
+    # Jan 3: A, B out, D, E in: 0.5 * (4 * 1/3) = 2/3.
+    # Jan 4: drifted 1/3 each for E, D, C (constant prices); targets A, C at 1/2:
+    # 0.5 * (|1/2 - 0| A + |1/2 - 1/3| C + 1/3 D + 1/3 E) = 0.5 * (1/2 + 1/6 + 2/3) = 2/3.
+    assert turnovers(res) == approx([0, 2 / 3, 2 / 3], rel=1e-12)
+    assert res.changes == [(JAN[1], ["D", "E"], ["A", "B"]), (JAN[2], ["A"], ["D", "E"])]
+    assert list(res.levels["n_constituents"]) == [3, 3, 2]
 
 
 def trim_keeps_best_ranked() -> Scenario:
-    """top 2, entry 3, exit 4: a wide entry rank lets more names in than there is room for."""
+    """top 2, entry 2, exit 4: two entrants and two kept members compete for two places."""
     caps = [
         # Jan 2 (base): ranks A1 B2 C3 D4 -> {A, B}.
         {"A": 4, "B": 3, "C": 2, "D": 1},
@@ -232,7 +239,7 @@ def trim_keeps_best_ranked() -> Scenario:
         JAN[:2],
         caps,
         top_n=2,
-        buffer={"entry_rank": 3, "exit_rank": 4},
+        buffer={"entry_rank": 2, "exit_rank": 4},
     )
 
 
@@ -253,7 +260,8 @@ def test_buffered_selection_helper() -> None:
     assert buffered_selection(["X"], {"Y"}, 3, 2, 5) == ["X"]
 
 
-def test_buffer_on_weekly_rebalance_uses_last_selection() -> None:
+def weekly_buffer() -> Scenario:
+    """top 2, weekly, entry 1, exit 3."""
     # Weekly: rebalances on the base date (Tue Jan 2) and Fri Jan 5 (Mon Jan 8 is not the
     # end of its ISO week). The caps move on Jan 3 and 4 without any effect.
     days = [*JAN, JAN_2ND_WEEK[0]]
@@ -266,7 +274,7 @@ def test_buffer_on_weekly_rebalance_uses_last_selection() -> None:
         {"A": 1, "B": 2, "C": 3},
         {"A": 1, "B": 2, "C": 3},
     ]
-    s = caps_market(
+    return caps_market(
         "buffer_weekly",
         days,
         caps,
@@ -274,7 +282,10 @@ def test_buffer_on_weekly_rebalance_uses_last_selection() -> None:
         rebalance="weekly",
         buffer={"entry_rank": 1, "exit_rank": 3},
     )
-    res = build(s)
+
+
+def test_buffer_on_weekly_rebalance_uses_last_selection() -> None:
+    res = build(weekly_buffer())
     assert list(res.levels["is_rebalance"]) == [True, False, False, True, False]
     assert comp(res, JAN[2], "symbol") == ["A", "B"]
     assert comp(res, JAN[2], "rank") == [1, 2]  # ranks of the last rebalance that happened
@@ -325,8 +336,7 @@ def test_buffer_none_is_part_one() -> None:
 def noisy_market(seed: int = 20240607, n_symbols: int = 40) -> Scenario:
     """40 symbols x 60 sessions; market caps jitter +-10% a day around fixed levels."""
     rng = np.random.default_rng(seed)
-    days = [JAN[0] + dt.timedelta(days=i) for i in range(120)]
-    days = [day for day in days if day.weekday() < 5][:60]  # need not be XNYS sessions
+    days = [day for day in xnys_sessions() if day >= JAN[0]][:60]
     symbols = [f"S{k:02d}" for k in range(n_symbols)]
     base_caps = np.exp(rng.uniform(np.log(1e9), np.log(3e9), size=n_symbols))
     rows = []
@@ -349,11 +359,16 @@ def mean_turnover(res: ReferenceResult) -> float:
     return sum(values) / len(values)
 
 
-def test_buffer_lowers_turnover_on_noisy_market() -> None:
+def buffered_noisy_market() -> Scenario:
     s = noisy_market()
-    plain = build(s)
+    s.name = "buffer_noisy_market"
     s.definition["buffer"] = {"entry_rank": 7, "exit_rank": 14}
-    buffered = build(s)
+    return s
+
+
+def test_buffer_lowers_turnover_on_noisy_market() -> None:
+    plain = build(noisy_market())
+    buffered = build(buffered_noisy_market())
     assert list(buffered.levels["n_constituents"]) == [10] * 60
     plain_turnover, buffered_turnover = mean_turnover(plain), mean_turnover(buffered)
     changes_plain = sum(len(entered) for _, entered, _ in plain.changes)

@@ -1,10 +1,13 @@
-"""Reference implementation of METHODOLOGY.md, Part 1 (test-side oracle), plus two Part 2 rules.
+"""Reference implementation of METHODOLOGY.md, Part 1 (test-side oracle), plus Part 2 rules.
 
-Part 2 rules implemented here (both optional; absent, the results are exactly Part 1):
+Part 2 rules implemented here (all optional; absent, the results are exactly Part 1):
 
 * ``buffer: {entry_rank, exit_rank}`` (selection buffer), see :func:`buffered_selection`.
 * ``group_cap: {threshold, limit}`` with ``capped_market_cap`` (aggregate capping), see
   :func:`group_capped_weights`.
+* Return variants: optional bar columns ``dividend`` / ``split_ratio`` and definition fields
+  ``return_type`` (``price`` | ``total`` | ``net_total``, default ``total``) and ``tax``
+  (default 0.30), see :func:`_return_prices`.
 
 This module is deliberately naive: plain Python, one trading day at a time, dicts and loops,
 no vectorisation. Every step is meant to be checked line by line against Part 1 of
@@ -39,6 +42,23 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   of that day (the same set as the day's composition).
 * Turnover is NaN on days that are not rebalances; 0 on the base date; on a later rebalance
   0.5 * sum |w_target - w_drifted| over the union of old and new constituents.
+* Return variants (the project's rules): a security "has actions" when any of its valid rows
+  carries a non-null, finite ``dividend`` or ``split_ratio`` (a missing column is all null).
+  Each variant v has a per-security return price RI_v on the security's valid rows (t' = its
+  previous valid row; halted days carry the last RI forward like Part 1 prices):
+
+  - without actions: RI_total = P exactly; RI_price = close; RI_net starts at P(first) and
+    RI_net(t) = RI_net(t') * (1 + r_p + (1 - tax) * (r_t - r_p)), r_p = close(t)/close(t') - 1,
+    r_t = P(t)/P(t') - 1;
+  - with actions (s = split_ratio, null -> 1; d = dividend, null -> 0): all three start at
+    close(first); RI_price(t) = RI_price(t') * close(t) * s / close(t'),
+    RI_total(t) = RI_total(t') * (close(t) * s + d) / close(t'),
+    RI_net(t) = RI_net(t') * (close(t) * s + (1 - tax) * d) / close(t').
+
+  Selection, ranks and target weights are Part 1's. Each variant is an index of its own:
+  units q_v,i = L_v(r) * w_i(r) / RI_v,i(r), all starting at base_value. The headline variant
+  (``return_type``) gives the levels, daily returns, turnover (its drifted weights) and the
+  compositions (price = RI_headline). ``variant_levels`` holds all three level series.
 """
 
 from __future__ import annotations
@@ -59,6 +79,9 @@ COMPOSITION_COLUMNS = ["symbol", "rank", "weight", "market_cap", "price", "units
 WEIGHTINGS = ("equal", "market_cap", "capped_market_cap")
 REBALANCES = ("daily", "weekly", "monthly", "quarterly")
 CAP_TOLERANCE = 1e-12
+RETURN_TYPES = ("price", "total", "net_total")
+DEFAULT_RETURN_TYPE = "total"
+DEFAULT_TAX = 0.30
 
 
 @dataclass
@@ -67,6 +90,8 @@ class ReferenceResult:
     compositions: dict[dt.date, pd.DataFrame]
     changes: list[tuple[dt.date, list[str], list[str]]]
     errors: list[dt.date] = field(default_factory=list)
+    # {"price" | "total" | "net_total": levels aligned with the rows of ``levels``}
+    variant_levels: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +99,8 @@ class _Bar:
     close: float
     price: float  # P: adj_close if finite and > 0, else close
     market_cap: float
+    dividend: float = math.nan  # NaN: null (no dividend column, or none that day)
+    split_ratio: float = math.nan  # NaN: null (1)
 
 
 # --------------------------------------------------------------------------- calendar
@@ -161,8 +188,54 @@ def _read_bars(prices: pd.DataFrame) -> dict[dt.date, dict[str, _Bar]]:
         day_bars = bars.setdefault(day, {})
         if symbol in day_bars:
             raise ValueError(f"duplicate bar for {symbol} on {day}")
-        day_bars[symbol] = _Bar(close=close, price=price, market_cap=market_cap)
+        day_bars[symbol] = _Bar(
+            close=close,
+            price=price,
+            market_cap=market_cap,
+            dividend=_number(row.get("dividend")),
+            split_ratio=_number(row.get("split_ratio")),
+        )
     return bars
+
+
+def _has_actions(bars: dict[dt.date, dict[str, _Bar]]) -> set[str]:
+    """Symbols with a finite dividend or split_ratio on any of their valid rows."""
+    out: set[str] = set()
+    for day_bars in bars.values():
+        for symbol, bar in day_bars.items():
+            if math.isfinite(bar.dividend) or math.isfinite(bar.split_ratio):
+                out.add(symbol)
+    return out
+
+
+def _return_prices(
+    bar: _Bar,
+    previous: _Bar | None,
+    previous_ri: dict[str, float] | None,
+    actions: bool,
+    tax: float,
+) -> dict[str, float]:
+    """RI_v for one security on one valid row; ``previous`` is its previous valid row."""
+    if not actions:
+        if previous is None or previous_ri is None:
+            return {"price": bar.close, "total": bar.price, "net_total": bar.price}
+        r_p = bar.close / previous.close - 1.0
+        r_t = bar.price / previous.price - 1.0
+        r_net = r_p + (1.0 - tax) * (r_t - r_p)
+        return {
+            "price": bar.close,
+            "total": bar.price,  # exactly P: no products, so Part 1 is reproduced exactly
+            "net_total": previous_ri["net_total"] * (1.0 + r_net),
+        }
+    if previous is None or previous_ri is None:
+        return {v: bar.close for v in RETURN_TYPES}
+    s = bar.split_ratio if math.isfinite(bar.split_ratio) else 1.0
+    d = bar.dividend if math.isfinite(bar.dividend) else 0.0
+    return {
+        "price": previous_ri["price"] * (bar.close * s) / previous.close,
+        "total": previous_ri["total"] * (bar.close * s + d) / previous.close,
+        "net_total": previous_ri["net_total"] * (bar.close * s + (1.0 - tax) * d) / previous.close,
+    }
 
 
 def _read_securities(securities: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -413,9 +486,18 @@ def reference_build(
         if weighting != "capped_market_cap":
             raise ValueError("group_cap is only allowed with weighting 'capped_market_cap'")
         _group_cap_params(group_cap)
+    headline = definition.get("return_type")
+    headline = DEFAULT_RETURN_TYPE if headline is None else str(headline)
+    if headline not in RETURN_TYPES:
+        raise ValueError(f"unknown return_type {headline!r}")
+    tax = definition.get("tax")
+    tax = DEFAULT_TAX if tax is None else float(tax)
+    if not (0.0 <= tax <= 1.0):
+        raise ValueError("tax must be between 0 and 1")
 
     secs = _read_securities(securities)
     bars = _read_bars(prices)
+    with_actions = _has_actions(bars)
     days = sorted(bars)
     if not days:
         raise ValueError("no trading days in the data")
@@ -430,9 +512,13 @@ def reference_build(
             raise ValueError(f"no trading day on or after base date {requested}")
         base = later[0]
 
-    last_price: dict[str, float] = {}  # P carried forward
+    last_bar: dict[str, _Bar] = {}  # the last valid row of each security
+    last_ri: dict[str, dict[str, float]] = {}  # {symbol: {variant: RI_v}} carried forward
+    last_price: dict[str, float] = {}  # RI of the headline variant carried forward (Part 1: P)
     last_market_cap: dict[str, float] = {}  # last valid market cap
-    units: dict[str, float] = {}  # q_i of the composition in force, in rank order
+    units: dict[str, float] = {}  # q_i of the headline composition in force, in rank order
+    variant_units: dict[str, dict[str, float]] = {v: {} for v in RETURN_TYPES}
+    variant_levels: dict[str, list[float]] = {v: [] for v in RETURN_TYPES}
     ranks: dict[str, int] = {}  # rank among eligible at the last rebalance that happened
     previous_level = math.nan
 
@@ -443,20 +529,29 @@ def reference_build(
 
     for day in days:
         for symbol, bar in bars[day].items():
-            last_price[symbol] = bar.price
+            ri = _return_prices(
+                bar, last_bar.get(symbol), last_ri.get(symbol), symbol in with_actions, tax
+            )
+            last_ri[symbol] = ri
+            last_bar[symbol] = bar
+            last_price[symbol] = ri[headline]
             last_market_cap[symbol] = bar.market_cap
         if day < base:
             continue
 
-        # 1. Level with the units fixed at the last rebalance (prices carried forward).
-        if day == base:
-            level = base_value
-            daily_return = 0.0
-        else:
-            level = 0.0
-            for symbol, q in units.items():
-                level += q * last_price[symbol]
-            daily_return = level / previous_level - 1.0
+        # 1. Levels with the units fixed at the last rebalance (prices carried forward), per
+        # variant; the headline variant's is the index level.
+        variant_level: dict[str, float] = {}
+        for v in RETURN_TYPES:
+            if day == base:
+                variant_level[v] = base_value
+            else:
+                total = 0.0
+                for symbol, q in variant_units[v].items():
+                    total += q * last_ri[symbol][v]
+                variant_level[v] = total
+        level = variant_level[headline]
+        daily_return = 0.0 if day == base else level / previous_level - 1.0
 
         # 2. Rebalance at the close, if scheduled.
         is_rebalance = False
@@ -485,8 +580,12 @@ def reference_build(
                     old_set, new_set = set(units), set(selected)
                     if old_set != new_set:
                         changes.append((day, sorted(new_set - old_set), sorted(old_set - new_set)))
-                # selected symbols have a valid row today, so last_price is today's P
-                units = {s: level * weights[s] / last_price[s] for s in selected}
+                # selected symbols have a valid row today, so last_ri is today's RI
+                for v in RETURN_TYPES:
+                    variant_units[v] = {
+                        s: variant_level[v] * weights[s] / last_ri[s][v] for s in selected
+                    }
+                units = variant_units[headline]
                 ranks = {s: i + 1 for i, s in enumerate(ranked)}
                 is_rebalance = True
 
@@ -517,9 +616,17 @@ def reference_build(
             )
         comp = pd.DataFrame(comp_rows, columns=COMPOSITION_COLUMNS)
         compositions[day] = comp.sort_values("rank", kind="stable").reset_index(drop=True)
+        for v in RETURN_TYPES:
+            variant_levels[v].append(variant_level[v])
         previous_level = level
 
     levels = pd.DataFrame(level_rows, columns=LEVEL_COLUMNS)
     levels["is_rebalance"] = levels["is_rebalance"].astype(bool)
     levels["n_constituents"] = levels["n_constituents"].astype("int64")
-    return ReferenceResult(levels=levels, compositions=compositions, changes=changes, errors=errors)
+    return ReferenceResult(
+        levels=levels,
+        compositions=compositions,
+        changes=changes,
+        errors=errors,
+        variant_levels=variant_levels,
+    )

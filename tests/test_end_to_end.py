@@ -36,7 +36,9 @@ DEFINITIONS = [
 def _clean_market() -> tuple[pd.DataFrame, pd.DataFrame]:
     data = generate_market(seed=3, n_symbols=60, n_days=35)
     securities = data.securities.to_pandas()
-    prices = data.prices.to_pandas()
+    # the part 1 interchange format: no dividend / split_ratio columns (return
+    # variants, part 2, have their own tests)
+    prices = data.prices.drop_columns(["dividend", "split_ratio"]).to_pandas()
     prices["date"] = pd.to_datetime(prices["date"]).dt.date
     return securities, prices
 

@@ -520,6 +520,10 @@ def reference_build(
     variant_units: dict[str, dict[str, float]] = {v: {} for v in RETURN_TYPES}
     variant_levels: dict[str, list[float]] = {v: [] for v in RETURN_TYPES}
     ranks: dict[str, int] = {}  # rank among eligible at the last rebalance that happened
+    # Compositions report prices in real money: price(t) = real(r) * RI(t) / RI(r) and
+    # units = q * RI(r) / real(r), with real = close for securities with actions, else
+    # the Part 1 price P (so Part 1 outputs are unchanged: anchor 1 exactly).
+    anchor: dict[str, float] = {}
     previous_level = math.nan
 
     level_rows: list[dict[str, Any]] = []
@@ -586,6 +590,11 @@ def reference_build(
                         s: variant_level[v] * weights[s] / last_ri[s][v] for s in selected
                     }
                 units = variant_units[headline]
+                anchor = {
+                    s: (bars[day][s].close if s in with_actions else bars[day][s].price)
+                    / last_ri[s][headline]
+                    for s in selected
+                }
                 ranks = {s: i + 1 for i, s in enumerate(ranked)}
                 is_rebalance = True
 
@@ -609,8 +618,8 @@ def reference_build(
                     "rank": ranks[symbol],
                     "weight": q * last_price[symbol] / level,
                     "market_cap": last_market_cap[symbol],
-                    "price": last_price[symbol],
-                    "units": q,
+                    "price": last_price[symbol] * anchor[symbol],
+                    "units": q / anchor[symbol],
                     "sector": sector,
                 }
             )

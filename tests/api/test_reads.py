@@ -154,3 +154,31 @@ def test_reads_work_without_redis(database: Any) -> None:
 def test_dates_are_iso_strings(client: TestClient) -> None:
     body = client.get("/index-performance").json()
     dt.date.fromisoformat(body["data"][0]["date"])
+
+
+def test_performance_return_variants(client: TestClient) -> None:
+    default = client.get("/index-performance").json()
+    assert default["return_type"] == "total"
+    first = default["data"][0]
+    assert first["level_price"] == first["level_total"] == first["level_net_total"] == 1000.0
+    # the synthetic market pays dividends: total >= net >= price by the end
+    last = default["data"][-1]
+    assert last["level_total"] > last["level_net_total"] > last["level_price"]
+    assert [r["level"] for r in default["data"]] == [r["level_total"] for r in default["data"]]
+    price = client.get("/index-performance", params={"return_type": "price"}).json()
+    assert price["return_type"] == "price"
+    assert [r["level"] for r in price["data"]] == [r["level_price"] for r in default["data"]]
+    window = client.get(
+        "/index-performance",
+        params={"return_type": "net_total", "start_date": "2023-02-01"},
+    ).json()
+    row, day_before = window["data"][0], None
+    for r in default["data"]:
+        if r["date"] < "2023-02-01":
+            day_before = r
+    assert day_before is not None
+    assert row["daily_return"] == pytest.approx(
+        row["level_net_total"] / day_before["level_net_total"] - 1, rel=1e-12
+    )
+    bad = client.get("/index-performance", params={"return_type": "gross"})
+    assert bad.status_code == 422 and bad.json()["field"] == "return_type"

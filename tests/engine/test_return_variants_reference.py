@@ -235,10 +235,11 @@ def test_dividend_day() -> None:
     # The headline is the default "total".
     assert list(res.levels["level"]) == levels(res, "total")
     assert list(res.levels["daily_return"]) == approx([0, 0, 0.05, 0.05], abs=1e-12)
-    # Composition price is RI_total: close(J0) = 20 (adj_close 19 ignored), 20 on J2, 22 on J3.
+    # Composition prices are money: close(r) * RI(t) / RI(r) with r the last rebalance;
+    # daily rebalancing makes that the close (adj_close ignored): 20, 19 on J2, 20.9 on J3.
     assert comp_value(res, JAN[0], "A", "price") == 20
-    assert comp_value(res, JAN[2], "A", "price") == approx(20, rel=1e-12)
-    assert comp_value(res, JAN[3], "A", "price") == approx(22, rel=1e-12)
+    assert comp_value(res, JAN[2], "A", "price") == approx(19, rel=1e-12)
+    assert comp_value(res, JAN[3], "A", "price") == approx(20.9, rel=1e-12)
     # Turnover on J2 (daily): drifted A = 500 / 1050, B = 550 / 1050 -> 0.5 * 2 * 25 / 1050.
     assert res.levels["turnover"][2] == approx(25 / 1050, rel=1e-12)
 
@@ -257,9 +258,9 @@ def test_split_day() -> None:
     # L stays 1000. J3: RI_A = 100 * 55 / 50 = 110: L = 500 * 1.1 + 500 = 1050.
     for variant in RETURN_TYPES:
         assert levels(res, variant) == approx([1000, 1000, 1000, 1050], rel=1e-12), variant
-    assert comp_value(res, JAN[2], "A", "price") == approx(100, rel=1e-12)  # not the close 50
-    # Units on J2 (daily rebalance): 500 / 100 = 5 (they would be 10 against the raw close).
-    assert comp_value(res, JAN[2], "A", "units") == approx(5, rel=1e-12)
+    # Composition: the money price on the J2 rebalance is the close 50, units 500 / 50 = 10.
+    assert comp_value(res, JAN[2], "A", "price") == approx(50, rel=1e-12)
+    assert comp_value(res, JAN[2], "A", "units") == approx(10, rel=1e-12)
 
 
 def test_split_and_dividend_same_day() -> None:
@@ -300,8 +301,9 @@ def test_no_dividend_column_total_is_part_1_and_net_is_inferred() -> None:
     # (The same numbers as the explicit 1.00 dividend of test_dividend_day.)
     assert levels(res, "net_total") == approx([1000, 1000, 1042.5, 1094.625], rel=1e-12)
     net = reference_build(s.securities, s.prices, {**s.definition, "return_type": "net_total"})
-    assert comp_value(net, JAN[2], "A", "price") == approx(18.715, rel=1e-12)  # 19 * 0.985
-    assert comp_value(net, JAN[3], "A", "price") == approx(20.5865, rel=1e-12)  # 18.715 * 1.1
+    # no actions: compositions are quoted in the Part 1 price P (daily rebalance): 19, 20.9
+    assert comp_value(net, JAN[2], "A", "price") == approx(19, rel=1e-12)
+    assert comp_value(net, JAN[3], "A", "price") == approx(20.9, rel=1e-12)
 
 
 def test_dividend_stays_invested_until_next_rebalance() -> None:
@@ -326,7 +328,8 @@ def test_dividend_stays_invested_until_next_rebalance() -> None:
     assert levels(res, "total") == approx([1000, 1000, 1000, 1025, 1076.25], rel=1e-12)
     assert levels(res, "net_total") == approx([1000, 985, 985, 1009.25, 1059.7125], rel=1e-12)
     # Units after the J3 rebalance, per variant.
-    expected_a = {"price": 486.25 / 18.9, "total": 512.5 / 21, "net_total": 504.625 / 20.37}
+    # (units are quoted against the money price, close(J3) = 18.9: L_v(J3) / 2 / 18.9)
+    expected_a = {"price": 486.25 / 18.9, "total": 512.5 / 18.9, "net_total": 504.625 / 18.9}
     expected_b = {"price": 48.625, "total": 51.25, "net_total": 50.4625}
     for v in RETURN_TYPES:
         for day in (j3, jan8):
@@ -362,7 +365,7 @@ def test_return_type_price_is_the_headline() -> None:
 def test_return_type_net_total_is_the_headline() -> None:
     res = build(with_definition(dividend_ex_day(), return_type="net_total"))
     assert list(res.levels["level"]) == levels(res, "net_total")
-    assert comp_value(res, JAN[2], "A", "price") == approx(19.7, rel=1e-12)
+    assert comp_value(res, JAN[2], "A", "price") == approx(19, rel=1e-12)  # the close
 
 
 def test_mixed_actions_market_cap() -> None:

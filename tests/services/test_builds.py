@@ -83,7 +83,8 @@ def _levels(store: DuckDBStore, index_id: str) -> pa.Table:
     return (
         store.cursor()
         .sql(
-            "SELECT date, level, daily_return, is_rebalance, turnover, n_constituents"
+            "SELECT date, level, daily_return, is_rebalance, turnover, n_constituents,"
+            " level_price, level_total, level_net_total"
             " FROM index_levels WHERE index_id = $i ORDER BY date",
             params={"i": index_id},
         )
@@ -106,7 +107,7 @@ def _spells(store: DuckDBStore, index_id: str) -> list[tuple[object, ...]]:
 def _assert_same_results(a: DuckDBStore, b: DuckDBStore, index_id: str) -> None:
     la, lb = _levels(a, index_id), _levels(b, index_id)
     assert la.column("date").equals(lb.column("date"))
-    for col in ("level", "daily_return"):
+    for col in ("level", "daily_return", "level_price", "level_total", "level_net_total"):
         np.testing.assert_allclose(
             la.column(col).to_numpy(), lb.column(col).to_numpy(), rtol=1e-12, atol=1e-15
         )

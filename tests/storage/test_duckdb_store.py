@@ -87,7 +87,7 @@ def test_build_versions_continue_above_those_of_a_database_from_before_v2(
             "INSERT INTO index_builds VALUES ('old', 7, 'h', DATE '2024-01-02',"
             " DATE '2024-01-03', 1, now()::TIMESTAMP, 1.0, '[]')"
         )
-    with DuckDBStore(db_path) as store:  # reopening applies v2
-        assert store.schema_version() == 2
+    with DuckDBStore(db_path) as store:  # reopening applies v2 again
+        assert store.schema_version() == len(migrations())
         assert store.next_build_version() == 8
         assert store.next_build_version() == 9

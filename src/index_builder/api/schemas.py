@@ -102,6 +102,9 @@ class PerformancePoint(BaseModel):
     cumulative_return: float = Field(
         description="Return since the window's first trading day, fraction."
     )
+    level_price: float = Field(description="Price return variant's level (points).")
+    level_total: float = Field(description="Total return variant's level (points).")
+    level_net_total: float = Field(description="Net total return variant's level (points).")
 
 
 class PerformanceSummary(BaseModel):
@@ -123,6 +126,9 @@ class PerformanceResponse(BaseModel):
     """Levels and returns over a window."""
 
     index: str = Field(description="Index id.", examples=["ew100"])
+    return_type: Literal["price", "total", "net_total"] = Field(
+        description="The variant of `level`, `daily_return` and `cumulative_return`."
+    )
     start_date: dt.date = Field(description="First day of the window.")
     end_date: dt.date = Field(description="Last day of the window (at most the last built).")
     data: list[PerformancePoint] = Field(description="One entry per trading day, ascending.")

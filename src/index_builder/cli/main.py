@@ -332,12 +332,16 @@ def performance(
     index: IndexOpt = DEFAULT_INDEX_ID,
     start: DateOpt = None,
     end: DateOpt = None,
+    return_type: Annotated[
+        str | None,
+        typer.Option(help="price | total | net_total (default: the index's headline)."),
+    ] = None,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Levels, daily and cumulative returns (and a summary with --format table)."""
     with _errors(), _store() as store:
         perf = IndexReader(store, store.calendar).performance(
-            index, _parse_date(start, "start"), _parse_date(end, "end")
+            index, _parse_date(start, "start"), _parse_date(end, "end"), return_type
         )
     render(perf.rows, PERFORMANCE_COLUMNS, fmt, title=f"{index} performance")
     if fmt is OutputFormat.table:

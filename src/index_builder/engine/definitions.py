@@ -24,6 +24,7 @@ INDEX_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 DEFAULT_INDEX_ID = "ew100"
 
 Weighting = Literal["equal", "market_cap", "capped_market_cap"]
+ReturnType = Literal["price", "total", "net_total"]
 Rebalance = Literal["daily", "weekly", "monthly", "quarterly"]
 
 
@@ -94,6 +95,14 @@ class IndexDefinition(BaseModel):
     )
     base_value: float = Field(default=1000.0, gt=0, description="Index level on the base date.")
     universe: Universe = Field(default_factory=Universe, description="Eligibility filters.")
+    return_type: ReturnType = Field(
+        default="total",
+        description="Headline variant: price, total (default; the part 1 price where a "
+        "security has no dividend or split data) or net_total.",
+    )
+    tax: float = Field(
+        default=0.30, ge=0, le=1, description="Withholding tax on dividends for net_total."
+    )
     buffer: Buffer | None = Field(
         default=None, description="Selection buffer (default: none, plain top N)."
     )

@@ -27,6 +27,7 @@ from index_builder.engine.definitions import IndexDefinition, Universe
 from index_builder.engine.panel import MarketPanel, SecurityMaster, forward_fill
 from index_builder.engine.schedules import SCHEDULES
 from index_builder.engine.selection import NOT_ELIGIBLE, Selection, selection_rule
+from index_builder.engine.variants import VARIANTS, variant_prices
 from index_builder.engine.weighting import WEIGHTINGS
 from index_builder.errors import BuildError
 
@@ -42,8 +43,9 @@ class StartState:
     stored composition (not re-selected) and its level from the stored levels.
     """
 
-    level: float
+    level: float  # the headline variant's level there
     members: IntArray  # panel columns of the constituents in force after that close
+    variant_levels: dict[str, float] | None = None  # every variant's level there
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,11 @@ class IndexComputation:
     selection: Selection
     weights: FloatArray  # (R, K) target weights at each rebalance
     units: FloatArray  # (R, K) notional units fixed until the next rebalance
-    _price_filled: FloatArray = field(repr=False)  # (T, M) carried-forward prices
+    _price_filled: FloatArray = field(repr=False)  # (T, M) headline return prices X
+    _real_price: FloatArray = field(repr=False)  # (T, M) part 1 prices P, carried
     _column_slot: IntArray = field(repr=False)  # panel column -> column of _price_filled
     warnings: list[str] = field(default_factory=list)
+    variant_levels: dict[str, FloatArray] = field(default_factory=dict)  # level per variant
 
     @property
     def days(self) -> NDArray[np.datetime64]:
@@ -105,9 +109,12 @@ class IndexComputation:
         present = self.selection.members[k] >= 0
         cols = self.selection.members[k][present]
         slots = self._column_slot[cols]
-        prices = self._price_filled[row, slots]
-        units = self.units[k][present]
         first = int(self.rebalance_rows[k])
+        # the headline return price, expressed in the real price of the rebalance:
+        # price(t) = P(r) * X(t) / X(r), so units are L(r) * w / P(r) as in part 1
+        anchor = self._real_price[first, slots] / self._price_filled[first, slots]
+        prices = self._price_filled[row, slots] * anchor
+        units = self.units[k][present]
         caps = forward_fill(self.panel.market_cap[first : row + 1, cols])[-1]
         sec = self.panel.securities
         return Snapshot(
@@ -242,13 +249,18 @@ def compute_index(
     caps = np.where(present, np.take_along_axis(keys, np.maximum(selection.members, 0), 1), 0.0)
     del keys
     weights = WEIGHTINGS.get(definition.weighting).weights(caps, present, definition)
-    base_level = definition.base_value if start is None else start.level
+    if start is None:
+        base_levels = dict.fromkeys(VARIANTS, definition.base_value)
+    else:
+        base_levels = dict.fromkeys(VARIANTS, start.level)
+        base_levels.update(start.variant_levels or {})
+        base_levels[definition.return_type] = start.level
     in_panel = Selection(
         np.where(present, candidates[np.maximum(selection.members, 0)], -1),
         selection.ranks,
         selection.counts,
     )
-    return _levels(panel, rows, in_panel, weights, base_level, warnings)
+    return _levels(panel, rows, in_panel, weights, base_levels, warnings, definition)
 
 
 def _levels(
@@ -256,38 +268,41 @@ def _levels(
     rows: IntArray,
     selection: Selection,
     weights: FloatArray,
-    base_level: float,
+    base_levels: dict[str, float],
     warnings: list[str],
+    definition: IndexDefinition,
 ) -> IndexComputation:
     n_days = len(panel.days)
     members = selection.members
     present = members >= 0
-    # carried-forward prices of every security that is ever a constituent
+    # return prices of every security that is ever a constituent, per variant
     used = np.unique(members[present])
     slot_of = np.full(len(panel.securities), -1, dtype=np.int64)
     slot_of[used] = np.arange(len(used))
-    filled = forward_fill(panel.price[:, used])
+    prices = variant_prices(panel, used, definition.tax)
+    # the money price compositions are quoted in: close for securities with dividend or
+    # split data (their return prices compound from close), else the part 1 price P
+    acts = panel.securities.actions_mask()[used][None, :]
+    real = forward_fill(panel.price[:, used])
+    if acts.any():
+        assert panel.close is not None
+        real = np.where(acts, forward_fill(panel.close[:, used]), real)
     slots = np.where(present, slot_of[np.maximum(members, 0)], 0)
-    ref_price = np.where(present, filled[rows[:, None], slots], 1.0)  # P_i(r)
-
-    # growth G(t) of the holding period that ends at t (t >= 1)
-    t = np.arange(1, n_days)
-    prev = np.searchsorted(rows, t, side="left") - 1  # last rebalance before t
-    ratio = filled[t[:, None], slots[prev]] / ref_price[prev]
-    growth = np.where(present[prev], weights[prev] * ratio, 0.0).sum(axis=1)
-
-    # L(r_k) = L(r_k-1) * G(r_k), multiplied in this order (cumprod is sequential), so
-    # resuming at any stored rebalance level reproduces the later levels bit for bit.
-    level_at_rebalance = np.cumprod(np.concatenate([[base_level], growth[rows[1:] - 1]]))
-    level = np.empty(n_days)
-    level[0] = base_level
-    level[1:] = level_at_rebalance[prev] * growth
+    variant_levels = {
+        v: _variant_level(rows, slots, present, weights, x, base_levels[v], n_days)[0]
+        for v, x in prices.items()
+    }
+    headline = prices[definition.return_type]
+    level, level_at_rebalance, growth, ref_price = _variant_level(
+        rows, slots, present, weights, headline, base_levels[definition.return_type], n_days
+    )
     daily_return = np.zeros(n_days)
     daily_return[1:] = level[1:] / level[:-1] - 1.0
-    units = np.where(present, level_at_rebalance[:, None] * weights / ref_price, 0.0)
+    real_ref = np.where(present, real[rows[:, None], slots], 1.0)  # P_i(r)
+    units = np.where(present, level_at_rebalance[:, None] * weights / real_ref, 0.0)
 
     turnover = np.full(n_days, np.nan)
-    turnover[rows] = _turnover(rows, slots, present, weights, ref_price, filled, growth)
+    turnover[rows] = _turnover(rows, slots, present, weights, ref_price, headline, growth)
     is_rebalance = np.zeros(n_days, dtype=bool)
     is_rebalance[rows] = True
     current = np.searchsorted(rows, np.arange(n_days), side="right") - 1
@@ -302,10 +317,37 @@ def _levels(
         selection=selection,
         weights=weights,
         units=units,
-        _price_filled=filled,
+        _price_filled=headline,
+        _real_price=real,
         _column_slot=slot_of,
         warnings=warnings,
+        variant_levels=variant_levels,
     )
+
+
+def _variant_level(
+    rows: IntArray,
+    slots: IntArray,
+    present: NDArray[np.bool_],
+    weights: FloatArray,
+    filled: FloatArray,
+    base_level: float,
+    n_days: int,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(level, level at each rebalance, growth G(t) for t >= 1, X_i(r)) of one variant."""
+    ref_price = np.where(present, filled[rows[:, None], slots], 1.0)  # X_i(r)
+    # growth G(t) of the holding period that ends at t (t >= 1)
+    t = np.arange(1, n_days)
+    prev = np.searchsorted(rows, t, side="left") - 1  # last rebalance before t
+    ratio = filled[t[:, None], slots[prev]] / ref_price[prev]
+    growth = np.where(present[prev], weights[prev] * ratio, 0.0).sum(axis=1)
+    # L(r_k) = L(r_k-1) * G(r_k), multiplied in this order (cumprod is sequential), so
+    # resuming at any stored rebalance level reproduces the later levels bit for bit.
+    level_at_rebalance = np.cumprod(np.concatenate([[base_level], growth[rows[1:] - 1]]))
+    level = np.empty(n_days)
+    level[0] = base_level
+    level[1:] = level_at_rebalance[prev] * growth
+    return level, level_at_rebalance, growth, ref_price
 
 
 def _turnover(

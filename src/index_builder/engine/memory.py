@@ -85,6 +85,7 @@ def build_in_memory(
             "is_rebalance": computation.is_rebalance,
             "turnover": computation.turnover,
             "n_constituents": computation.n_constituents,
+            **{f"level_{v}": lv for v, lv in computation.variant_levels.items()},
         }
     )
     spells = computation.spells()
@@ -114,14 +115,18 @@ def _panel(
     securities: pd.DataFrame, prices: pd.DataFrame, definition: IndexDefinition
 ) -> MarketPanel:
     sec = securities.sort_values("symbol").reset_index(drop=True)
+    px = prices.copy()
+    dividend, split = _floats(px, "dividend"), _floats(px, "split_ratio")
+    has_action = np.isfinite(dividend) | np.isfinite(split)
+    with_actions = set(px["symbol"].astype(object).to_numpy()[has_action])
     master = SecurityMaster(
         symbols=sec["symbol"].astype(object).to_numpy(),
         names=_column(sec, "name"),
         sectors=_column(sec, "sector"),
         exchanges=_column(sec, "exchange"),
         types=_column(sec, "type"),
+        has_actions=np.array([s in with_actions for s in sec["symbol"]], dtype=bool),
     )
-    px = prices.copy()
     close = _floats(px, "close")
     adj = _floats(px, "adj_close")
     given = _floats(px, "market_cap")
@@ -133,11 +138,12 @@ def _panel(
     day_index: NDArray[np.int64] = np.searchsorted(days, dates).astype(np.int64)
     sec_index = master.column_of(px["symbol"].astype(object).to_numpy()[valid])
     cell = day_index * len(master) + sec_index
+    acted = has_action[valid]
     return MarketPanel.from_batches(
         days,
         master,
         [(cell, close[valid], adj[valid], mcap[valid])],
-        keep_close=definition.universe.min_price is not None,
+        actions=(cell[acted], dividend[valid][acted], split[valid][acted]),
     )
 
 

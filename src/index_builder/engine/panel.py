@@ -18,6 +18,7 @@ FloatMatrix = NDArray[np.float64]
 Days = NDArray[np.datetime64]
 Strings = NDArray[np.object_]
 LongBars = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+Actions = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]
 """One batch of valid bars: (cell, close, adj_close, market_cap)."""
 
 
@@ -30,6 +31,14 @@ class SecurityMaster:
     sectors: Strings
     exchanges: Strings
     types: Strings
+    has_actions: NDArray[np.bool_] | None = None
+    """True for securities with any dividend or split data (METHODOLOGY part 2)."""
+
+    def actions_mask(self) -> NDArray[np.bool_]:
+        """``has_actions``, all False when unknown."""
+        if self.has_actions is None:
+            return np.zeros(len(self.symbols), dtype=bool)
+        return self.has_actions
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -78,6 +87,8 @@ class MarketPanel:
     price: FloatMatrix
     market_cap: FloatMatrix
     close: FloatMatrix | None = None
+    actions: Actions | None = None
+    """Sparse corporate actions: (cell, dividend, split_ratio), NaN where absent."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,7 +103,46 @@ class MarketPanel:
             price=self.price[first_row:],
             market_cap=self.market_cap[first_row:],
             close=None if self.close is None else self.close[first_row:],
+            actions=None
+            if self.actions is None
+            else _shift_actions(self.actions, first_row * len(self.securities)),
         )
+
+    def rows_until(self, stop: int) -> MarketPanel:
+        """A view of the first ``stop`` rows (no copy)."""
+        if stop >= len(self.days):
+            return self
+        limit = stop * len(self.securities)
+        actions = self.actions
+        if actions is not None:
+            keep = actions[0] < limit
+            actions = (actions[0][keep], actions[1][keep], actions[2][keep])
+        return MarketPanel(
+            days=self.days[:stop],
+            securities=self.securities,
+            price=self.price[:stop],
+            market_cap=self.market_cap[:stop],
+            close=None if self.close is None else self.close[:stop],
+            actions=actions,
+        )
+
+    def action_matrices(self, columns: NDArray[np.int64]) -> tuple[FloatMatrix, FloatMatrix]:
+        """Dense (dividend, split ratio) over ``columns``: 0 and 1 where absent."""
+        shape = (len(self.days), len(columns))
+        dividend, split = np.zeros(shape), np.ones(shape)
+        if self.actions is None or len(columns) == 0:
+            return dividend, split
+        cells, dividends, splits = self.actions
+        n = len(self.securities)
+        slot = np.full(n, -1, dtype=np.int64)
+        slot[columns] = np.arange(len(columns))
+        rows, cols = np.divmod(cells, n)
+        keep = slot[cols] >= 0
+        rows, slots = rows[keep], slot[cols[keep]]
+        d, s = dividends[keep], splits[keep]
+        dividend[rows, slots] = np.where(np.isfinite(d), d, 0.0)
+        split[rows, slots] = np.where(np.isfinite(s), s, 1.0)
+        return dividend, split
 
     def row_of(self, day: np.datetime64) -> int:
         """Row index of a trading day in the panel (KeyError if absent)."""
@@ -108,7 +158,7 @@ class MarketPanel:
         securities: SecurityMaster,
         batches: Iterable[LongBars],
         *,
-        keep_close: bool = False,
+        actions: Actions | None = None,
     ) -> MarketPanel:
         """Scatter long arrays into dense matrices, one batch at a time.
 
@@ -118,14 +168,26 @@ class MarketPanel:
         shape = (len(days), len(securities))
         price = np.full(shape, np.nan)
         mcap = np.full(shape, np.nan)
-        closes = np.full(shape, np.nan) if keep_close else None
+        closes = np.full(shape, np.nan)
         for cell, close, adj_close, market_cap in batches:
             use_adj = np.isfinite(adj_close) & (adj_close > 0)
             price.reshape(-1)[cell] = np.where(use_adj, adj_close, close)
             mcap.reshape(-1)[cell] = market_cap
-            if closes is not None:
-                closes.reshape(-1)[cell] = close
-        return cls(days=days, securities=securities, price=price, market_cap=mcap, close=closes)
+            closes.reshape(-1)[cell] = close
+        return cls(
+            days=days,
+            securities=securities,
+            price=price,
+            market_cap=mcap,
+            close=closes,
+            actions=actions,
+        )
+
+
+def _shift_actions(actions: Actions, offset: int) -> Actions:
+    cells, dividends, splits = actions
+    keep = cells >= offset
+    return (cells[keep] - offset, dividends[keep], splits[keep])
 
 
 def forward_fill(matrix: FloatMatrix) -> FloatMatrix:

@@ -68,6 +68,9 @@ PERFORMANCE = TableSpec(
         Column("level", "float", LEVEL_FORMAT, 14),
         Column("daily_return", "float", RETURN_FORMAT, 14),
         Column("cumulative_return", "float", RETURN_FORMAT, 18),
+        Column("level_price", "float", LEVEL_FORMAT, 14),
+        Column("level_total", "float", LEVEL_FORMAT, 14),
+        Column("level_net_total", "float", LEVEL_FORMAT, 16),
     ),
 )
 
@@ -171,7 +174,15 @@ def finite(value: float | None) -> float | None:
 def performance_rows(rows: Iterable[dict[str, Any]]) -> Iterator[Row]:
     """Rows of :data:`PERFORMANCE` from ``Performance.rows``."""
     for r in rows:
-        yield (r["date"], r["level"], r["daily_return"], r["cumulative_return"])
+        yield (
+            r["date"],
+            r["level"],
+            r["daily_return"],
+            r["cumulative_return"],
+            r["level_price"],
+            r["level_total"],
+            r["level_net_total"],
+        )
 
 
 def composition_rows(compositions: Iterable[Composition]) -> Iterator[Row]:

@@ -149,9 +149,8 @@ class IndexBuilder:
         if todo:
             first = min(p.resume_from or p.base_date for p in todo)
             last = max(p.end for p in todo)
-            with_close = any(p.definition.universe.min_price is not None for p in todo)
             report("loading market data", 0.05)
-            panel = self.store.load_panel(first, last, with_close=with_close)
+            panel = self.store.load_panel(first, last)
         results = []
         for i, plan in enumerate(plans):
             report(f"computing {plan.definition.id}", 0.3 + 0.65 * i / len(plans))
@@ -250,25 +249,19 @@ class IndexBuilder:
         if resume is None:
             return None
         level = self.store.level_on(index_id, resume)
+        variants = self.store.variant_levels_on(index_id, resume)
         members = [
             s.symbol for s in self.store.spells_from(index_id, resume) if s.valid_from <= resume
         ]
-        if level is None or not members:
+        if level is None or variants is None or not members:
             raise BuildError(f"{index_id}: stored results are incomplete at {resume}; use --full")
-        return StartState(level=level, members=window.securities.column_of(members))
+        return StartState(
+            level=level, members=window.securities.column_of(members), variant_levels=variants
+        )
 
 
 def _rows(panel: MarketPanel, first: int, stop: int) -> MarketPanel:
-    view = panel.rows_from(first)
-    if stop - first >= len(view.days):
-        return view
-    return MarketPanel(
-        days=view.days[: stop - first],
-        securities=view.securities,
-        price=view.price[: stop - first],
-        market_cap=view.market_cap[: stop - first],
-        close=None if view.close is None else view.close[: stop - first],
-    )
+    return panel.rows_from(first).rows_until(stop - first)
 
 
 def _level_rows(computation: IndexComputation, *, skip_first: bool) -> LevelRows:
@@ -281,6 +274,7 @@ def _level_rows(computation: IndexComputation, *, skip_first: bool) -> LevelRows
         is_rebalance=computation.is_rebalance[s].tolist(),
         turnover=[None if np.isnan(x) else float(x) for x in turnover],
         n_constituents=computation.n_constituents[s].tolist(),
+        variant_levels={v: lv[s].tolist() for v, lv in computation.variant_levels.items()},
     )
 
 

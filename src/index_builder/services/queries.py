@@ -19,6 +19,7 @@ from index_builder.engine.analytics import Summary, summarize
 from index_builder.engine.definitions import IndexDefinition
 from index_builder.engine.kernel import Snapshot, StartState, compute_index
 from index_builder.engine.spells import Change, changes_from_spells
+from index_builder.engine.variants import VARIANTS
 from index_builder.errors import InvalidInputError, NoDataError
 from index_builder.services.builds import IndexBuilder
 from index_builder.storage.base import BuildState, Storage
@@ -45,6 +46,7 @@ class Performance:
     window: Window
     rows: list[dict[str, Any]]
     summary: Summary
+    return_type: str = "total"
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,24 @@ class IndexReader:
         return Window(definition, state, lo, min(hi, state.built_through))
 
     def performance(
-        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        index_id: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        return_type: str | None = None,
     ) -> Performance:
-        """Levels, daily and cumulative returns and the summary over a window."""
+        """Levels, daily and cumulative returns and the summary over a window.
+
+        ``return_type`` (price | total | net_total) picks a return variant; by
+        default the definition's headline. Rows also carry every variant's level.
+        """
         window = self.window(index_id, start, end)
+        variant = return_type or window.definition.return_type
+        if variant not in VARIANTS:
+            raise InvalidInputError(
+                f"return_type must be one of {', '.join(VARIANTS)}, got {variant!r}",
+                field="return_type",
+            )
         table = self.store.read_levels(index_id, window.start, window.end)
         if table.num_rows == 0:
             raise NoDataError(
@@ -122,12 +138,26 @@ class IndexReader:
                 f"{window.state.base_date}..{window.state.built_through}"
             )
         dates = table.column("date").to_pylist()
-        levels = table.column("level").to_numpy()
-        daily = table.column("daily_return").to_numpy()
+        headline = variant == window.definition.return_type
+        levels = table.column("level" if headline else f"level_{variant}").to_numpy()
+        if headline:
+            daily = table.column("daily_return").to_numpy()
+        else:  # the variant's own daily returns; the window's first needs the day before
+            before = self.store.last_built_day(index_id, window.start - dt.timedelta(days=1))
+            previous = self.store.variant_levels_on(index_id, before) if before else None
+            first = levels[0] / previous[variant] - 1.0 if previous else 0.0
+            daily = np.concatenate([[first], levels[1:] / levels[:-1] - 1.0])
         cumulative = levels / levels[0] - 1.0
+        variants = {v: table.column(f"level_{v}").to_numpy() for v in VARIANTS}
         rows = [
-            {"date": d, "level": float(lv), "daily_return": float(r), "cumulative_return": float(c)}
-            for d, lv, r, c in zip(dates, levels, daily, cumulative, strict=True)
+            {
+                "date": d,
+                "level": float(levels[i]),
+                "daily_return": float(daily[i]),
+                "cumulative_return": float(cumulative[i]),
+                **{f"level_{v}": float(variants[v][i]) for v in VARIANTS},
+            }
+            for i, d in enumerate(dates)
         ]
         summary = summarize(
             levels,
@@ -135,7 +165,7 @@ class IndexReader:
             table.column("is_rebalance").to_numpy(zero_copy_only=False).astype(bool),
             first_is_base=dates[0] == window.state.base_date,
         )
-        return Performance(window, rows, summary)
+        return Performance(window, rows, summary, variant)
 
     def composition(self, index_id: str, day: dt.date | None = None) -> Composition:
         """Constituents after the close of ``day`` (default: the last built day).
@@ -182,9 +212,7 @@ class IndexReader:
             raise NoDataError(f"{index_id}: no level on {first}")
         members = [s.symbol for s in self.store.spells_overlapping(index_id, first, first)]
         definition = window.definition
-        panel = self.store.load_panel(
-            first, window.end, with_close=definition.universe.min_price is not None
-        )
+        panel = self.store.load_panel(first, window.end)
         state = StartState(level=level, members=panel.securities.column_of(members))
         computation = compute_index(panel, definition, self.calendar, start=state)
         lo = np.datetime64(window.start, "D")

@@ -77,6 +77,7 @@ class LevelRows:
     is_rebalance: Sequence[bool]
     turnover: Sequence[float | None]
     n_constituents: Sequence[int]
+    variant_levels: dict[str, Sequence[float]]  # "price" | "total" | "net_total"
 
 
 class Storage(Protocol):
@@ -114,7 +115,7 @@ class Storage(Protocol):
         """The last day with a stored level on or before ``day``."""
         ...
 
-    def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
+    def load_panel(self, start: dt.date, end: dt.date) -> MarketPanel:
         """Every security's prices and market caps on every trading day in [start, end]."""
         ...
 
@@ -154,6 +155,10 @@ class Storage(Protocol):
 
     def last_rebalance(self, index_id: str, day: dt.date, *, inclusive: bool) -> dt.date | None:
         """The last rebalance before (or on, if inclusive) ``day``."""
+        ...
+
+    def variant_levels_on(self, index_id: str, day: dt.date) -> dict[str, float] | None:
+        """Every return variant's stored level on ``day``."""
         ...
 
     def level_on(self, index_id: str, day: dt.date) -> float | None:

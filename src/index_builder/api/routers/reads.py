@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -35,21 +35,29 @@ async def index_performance(
     index: IndexQuery = DEFAULT_INDEX,
     start_date: StartQuery = None,
     end_date: EndQuery = None,
+    return_type: Annotated[
+        Literal["price", "total", "net_total"] | None,
+        Query(
+            description="Return variant (default: the definition's headline, usually "
+            "total). Every row also carries all three variants' levels."
+        ),
+    ] = None,
 ) -> Response:
     """Every trading day of the window with `level`, `daily_return` and
     `cumulative_return` (since the window's first trading day), plus the summary."""
 
     def produce() -> dict[str, Any]:
-        perf = services.reader.performance(index, start_date, end_date)
+        perf = services.reader.performance(index, start_date, end_date, return_type)
         return {
             "index": index,
+            "return_type": perf.return_type,
             "start_date": perf.window.start,
             "end_date": perf.window.end,
             "data": perf.rows,
             "summary": perf.summary.as_dict(),
         }
 
-    params = {"start_date": start_date, "end_date": end_date}
+    params = {"start_date": start_date, "end_date": end_date, "return_type": return_type}
     return await cached_json(services, "performance", index, params, produce)
 
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 from index_builder.calendar import SessionCalendar, get_calendar
 from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.engine.kernel import Spell
-from index_builder.engine.panel import MarketPanel, SecurityMaster
+from index_builder.engine.panel import LongBars, MarketPanel, SecurityMaster
 from index_builder.errors import IndexBuilderError, StorageError, UnusableInputError
 from index_builder.storage.base import (
     BuildState,
@@ -360,6 +360,7 @@ class DuckDBStore:
             sectors=_objects(securities, "sector"),
             exchanges=_objects(securities, "exchange"),
             types=_objects(securities, "type"),
+            has_actions=np.asarray(securities.column("has_actions").to_numpy(), dtype=bool),
         )
         with self._lock:
             self._master = master
@@ -370,7 +371,7 @@ class DuckDBStore:
         row = self._one("last_built_day_on_or_before", {"index_id": index_id, "day": day})
         return row[0] if row else None
 
-    def load_panel(self, start: dt.date, end: dt.date, *, with_close: bool) -> MarketPanel:
+    def load_panel(self, start: dt.date, end: dt.date) -> MarketPanel:
         """Every security's bars on every trading day in [start, end], as dense matrices."""
         cur = self.cursor()
         master = self.security_master()
@@ -399,21 +400,20 @@ class DuckDBStore:
         try:
             sql = query("panel_bars")
             params = _used_params(sql, {"start": start, "end": end, "n_columns": len(master)})
+            actions = self._arrow(
+                "panel_actions", {"start": start, "end": end, "n_columns": len(master)}
+            )
             reader = cur.sql(sql, params=params).to_arrow_reader(batch_size=_PANEL_BATCH_ROWS)
             # scattered batch by batch: the long form is never held whole
             return MarketPanel.from_batches(
                 days,
                 master,
-                (
-                    (
-                        _numpy(batch, "cell", np.int64),
-                        _numpy(batch, "close", np.float64),
-                        _numpy(batch, "adj_close", np.float64),
-                        _numpy(batch, "market_cap", np.float64),
-                    )
-                    for batch in reader
+                _batches(reader),
+                actions=(
+                    np.asarray(actions.column("cell").to_numpy(), dtype=np.int64),
+                    np.asarray(actions.column("dividend").to_numpy(), dtype=np.float64),
+                    np.asarray(actions.column("split_ratio").to_numpy(), dtype=np.float64),
                 ),
-                keep_close=with_close,
             )
         finally:
             cur.unregister("panel_days")
@@ -473,6 +473,13 @@ class DuckDBStore:
         row = self._one(name, {"index_id": index_id, "day": day})
         return row[0] if row else None
 
+    def variant_levels_on(self, index_id: str, day: dt.date) -> dict[str, float] | None:
+        """Every return variant's stored level on ``day`` (None when any is missing)."""
+        row = self._one("variant_levels_on", {"index_id": index_id, "day": day})
+        if row is None or any(v is None for v in row):
+            return None
+        return dict(zip(("price", "total", "net_total"), map(float, row), strict=True))
+
     def level_on(self, index_id: str, day: dt.date) -> float | None:
         """The stored level on ``day``."""
         row = self._one("level_on", {"index_id": index_id, "day": day})
@@ -509,6 +516,10 @@ class DuckDBStore:
                 "is_rebalance": pa.array(levels.is_rebalance, pa.bool_()),
                 "turnover": pa.array(levels.turnover, pa.float64(), from_pandas=True),
                 "n_constituents": pa.array(levels.n_constituents, pa.int32()),
+                **{
+                    f"level_{v}": pa.array(levels.variant_levels[v], pa.float64())
+                    for v in ("price", "total", "net_total")
+                },
             }
         )
         new_spells = pa.table(
@@ -586,6 +597,17 @@ def _used_params(statement: str, params: dict[str, Any] | None) -> dict[str, Any
         return None
     used = {k: v for k, v in params.items() if f"${k}" in statement}
     return used or None
+
+
+def _batches(reader: pa.RecordBatchReader) -> Iterator[LongBars]:
+    """(cell, close, adj_close, market_cap) arrays of each batch of a panel query."""
+    for batch in reader:
+        yield (
+            _numpy(batch, "cell", np.int64),
+            _numpy(batch, "close", np.float64),
+            _numpy(batch, "adj_close", np.float64),
+            _numpy(batch, "market_cap", np.float64),
+        )
 
 
 def _numpy(batch: pa.RecordBatch, column: str, dtype: type[np.generic]) -> np.ndarray[Any, Any]:

@@ -8,7 +8,12 @@ SELECT DISTINCT date FROM prices ORDER BY date;
 SELECT DISTINCT date FROM prices WHERE date BETWEEN $start AND $end ORDER BY date;
 
 -- name: panel_securities
-SELECT symbol, name, sector, exchange, type FROM securities ORDER BY symbol;
+-- has_actions: any dividend or split data (return variants, METHODOLOGY part 2)
+SELECT s.symbol, s.name, s.sector, s.exchange, s.type,
+       s.symbol IN (SELECT DISTINCT symbol FROM prices
+                    WHERE dividend IS NOT NULL OR split_ratio IS NOT NULL) AS has_actions
+FROM securities s
+ORDER BY s.symbol;
 
 -- name: panel_bars
 -- Long form of the panel: one row per valid bar in the window, with its cell in
@@ -19,6 +24,17 @@ FROM prices p
 JOIN panel_days d ON d.date = p.date
 JOIN panel_columns s ON s.symbol = p.symbol
 WHERE p.date BETWEEN $start AND $end;
+
+-- name: panel_actions
+-- The few bars that carry a dividend or a split, in panel cells.
+SELECT CAST(d.row_index AS BIGINT) * $n_columns + s.column_index AS cell,
+       coalesce(p.dividend, 'NaN'::DOUBLE) AS dividend,
+       coalesce(p.split_ratio, 'NaN'::DOUBLE) AS split_ratio
+FROM prices p
+JOIN panel_days d ON d.date = p.date
+JOIN panel_columns s ON s.symbol = p.symbol
+WHERE p.date BETWEEN $start AND $end
+  AND (p.dividend IS NOT NULL OR p.split_ratio IS NOT NULL);
 
 -- name: latest_run_id
 SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status = 'succeeded';
@@ -48,6 +64,10 @@ WHERE index_id = $index_id AND is_rebalance AND date <= $day;
 -- name: level_on
 SELECT level FROM index_levels WHERE index_id = $index_id AND date = $day;
 
+-- name: variant_levels_on
+SELECT level_price, level_total, level_net_total
+FROM index_levels WHERE index_id = $index_id AND date = $day;
+
 -- name: spells_from
 -- Spells in force on or after $day.
 SELECT symbol, valid_from, valid_to FROM index_spells
@@ -74,7 +94,8 @@ DELETE FROM index_builds WHERE index_id = $index_id;
 
 -- name: insert_levels
 INSERT INTO index_levels
-SELECT $index_id, date, level, daily_return, is_rebalance, turnover, n_constituents
+SELECT $index_id, date, level, daily_return, is_rebalance, turnover, n_constituents,
+       level_price, level_total, level_net_total
 FROM new_levels;
 
 -- name: insert_spells
@@ -89,7 +110,8 @@ VALUES ($index_id, $version, $definition_hash, $base_date, $built_through, $data
         now()::TIMESTAMP, $duration_ms, $warnings);
 
 -- name: read_levels
-SELECT date, level, daily_return, is_rebalance, turnover, n_constituents
+SELECT date, level, daily_return, is_rebalance, turnover, n_constituents,
+       level_price, level_total, level_net_total
 FROM index_levels
 WHERE index_id = $index_id AND date BETWEEN $start AND $end
 ORDER BY date;

@@ -108,3 +108,9 @@ CREATE TABLE index_spells (
 -- counter starts above every version already handed out.
 CREATE TABLE build_version_counter (value BIGINT NOT NULL);
 INSERT INTO build_version_counter SELECT coalesce(max(version), 0) FROM index_builds;
+
+-- name: v3_return_variant_levels
+-- Levels of every return variant (METHODOLOGY part 2); `level` is the headline.
+ALTER TABLE index_levels ADD COLUMN level_price DOUBLE;
+ALTER TABLE index_levels ADD COLUMN level_total DOUBLE;
+ALTER TABLE index_levels ADD COLUMN level_net_total DOUBLE;

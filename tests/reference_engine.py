@@ -59,6 +59,18 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   units q_v,i = L_v(r) * w_i(r) / RI_v,i(r), all starting at base_value. The headline variant
   (``return_type``) gives the levels, daily returns, turnover (its drifted weights) and the
   compositions (price = RI_headline). ``variant_levels`` holds all three level series.
+* Companies and share classes (``rank_by``: ``security`` (default, Part 1) | ``company``), see
+  :func:`_company_selection`. The securities table may carry ``company_id`` (missing column or
+  null: the security is its own company, key = its symbol; else key = the company_id string);
+  bars may carry ``volume`` (missing or NaN: 0). On a rebalance with ``rank_by: company``:
+  company cap = sum of the market caps of its eligible classes (Part 1 eligibility; classes
+  summed in symbol order); companies with an eligible class rank by company cap descending,
+  ties by company key ascending; top_n / buffer select companies (C(prev) = the companies
+  selected at the last successful rebalance); each selected company is represented by its
+  eligible class with the highest volume on the day (ties by symbol ascending). Weights use
+  the company cap as the market cap input (aggregate capping orders names by company rank).
+  Compositions: symbol = representative, rank = company rank, market_cap = the
+  representative's own market cap; changes compare symbols.
 """
 
 from __future__ import annotations
@@ -80,6 +92,7 @@ WEIGHTINGS = ("equal", "market_cap", "capped_market_cap")
 REBALANCES = ("daily", "weekly", "monthly", "quarterly")
 CAP_TOLERANCE = 1e-12
 RETURN_TYPES = ("price", "total", "net_total")
+RANK_BY = ("security", "company")
 DEFAULT_RETURN_TYPE = "total"
 DEFAULT_TAX = 0.30
 
@@ -101,6 +114,7 @@ class _Bar:
     market_cap: float
     dividend: float = math.nan  # NaN: null (no dividend column, or none that day)
     split_ratio: float = math.nan  # NaN: null (1)
+    volume: float = 0.0  # missing / NaN: 0
 
 
 # --------------------------------------------------------------------------- calendar
@@ -183,6 +197,8 @@ def _read_bars(prices: pd.DataFrame) -> dict[dt.date, dict[str, _Bar]]:
             market_cap = close * _number(row.get("shares_outstanding"))
         if not (_finite_positive(close) and _finite_positive(market_cap)):
             continue  # invalid row: ignored
+        volume = _number(row.get("volume"))
+        volume = volume if math.isfinite(volume) else 0.0
         adj_close = _number(row.get("adj_close"))
         price = adj_close if _finite_positive(adj_close) else close
         day_bars = bars.setdefault(day, {})
@@ -194,6 +210,7 @@ def _read_bars(prices: pd.DataFrame) -> dict[dt.date, dict[str, _Bar]]:
             market_cap=market_cap,
             dividend=_number(row.get("dividend")),
             split_ratio=_number(row.get("split_ratio")),
+            volume=volume,
         )
     return bars
 
@@ -242,6 +259,14 @@ def _read_securities(securities: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return {str(row["symbol"]): row for row in securities.to_dict("records")}
 
 
+def company_key(symbol: str, security: dict[str, Any] | None) -> str:
+    """The company_id string, or the symbol when the column is missing or the value null."""
+    value = None if security is None else security.get("company_id")
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return symbol
+    return str(value)
+
+
 # --------------------------------------------------------------------------- selection
 
 
@@ -275,6 +300,34 @@ def _rank_eligible(
     """Eligible symbols on the day, by market cap descending, ties by symbol ascending."""
     eligible = [s for s, bar in day_bars.items() if _is_eligible(secs.get(s), bar, universe)]
     return sorted(eligible, key=lambda s: (-day_bars[s].market_cap, s))
+
+
+@dataclass
+class _CompanyRanking:
+    ranked: list[str]  # eligible company keys in rank order (rank = position + 1)
+    caps: dict[str, float]  # company key -> company market cap (eligible classes only)
+    representative: dict[str, str]  # company key -> representative symbol
+
+
+def _rank_companies(
+    day_bars: dict[str, _Bar], secs: dict[str, dict[str, Any]], universe: dict[str, Any]
+) -> _CompanyRanking:
+    """Eligible companies on the day, by company cap descending, ties by company key."""
+    classes: dict[str, list[str]] = {}
+    for symbol in sorted(day_bars):
+        security = secs.get(symbol)
+        if _is_eligible(security, day_bars[symbol], universe):
+            classes.setdefault(company_key(symbol, security), []).append(symbol)
+    caps = {}
+    representative = {}
+    for key, symbols in classes.items():
+        total = 0.0
+        for symbol in symbols:  # symbol order
+            total += day_bars[symbol].market_cap
+        caps[key] = total
+        representative[key] = min(symbols, key=lambda s: (-day_bars[s].volume, s))
+    ranked = sorted(classes, key=lambda k: (-caps[k], k))
+    return _CompanyRanking(ranked, caps, representative)
 
 
 # --------------------------------------------------------------------------- selection buffer
@@ -353,6 +406,7 @@ def group_capped_weights(
     cap: float,
     threshold: float,
     limit: float,
+    rank_of: dict[str, int] | None = None,
 ) -> tuple[dict[str, float], str | None]:
     """Aggregate capping (Part 2): (weights, fallback), fallback None when the rules were met.
 
@@ -373,8 +427,14 @@ def group_capped_weights(
     lam * mcap, hence the weights are: a larger market cap never gets a smaller weight. With
     c = n the fill is the Part 1 capping (up to rounding), so when the group limit does not
     bind, the weights are the single-cap weights.
+
+    ``rank_of`` (rank_by company): names are ordered by that rank instead (company cap
+    descending, ties by company key).
     """
-    order = sorted(selected, key=lambda s: (-market_caps[s], s))
+    if rank_of is None:
+        order = sorted(selected, key=lambda s: (-market_caps[s], s))
+    else:
+        order = sorted(selected, key=lambda s: rank_of[s])
     n = len(order)
     equal = {s: 1.0 / n for s in selected}
     if n * cap < 1:
@@ -401,6 +461,7 @@ def target_weights(
     weighting: str,
     cap: float | None,
     group_cap: dict[str, Any] | None = None,
+    rank_of: dict[str, int] | None = None,
 ) -> dict[str, float]:
     n = len(selected)
     equal = {s: 1.0 / n for s in selected}
@@ -416,7 +477,7 @@ def target_weights(
         raise ValueError("capped_market_cap needs a positive cap")
     if group_cap is not None:
         threshold, limit = _group_cap_params(group_cap)
-        return group_capped_weights(selected, market_caps, cap, threshold, limit)[0]
+        return group_capped_weights(selected, market_caps, cap, threshold, limit, rank_of)[0]
     if n * cap < 1:
         return equal  # the cap cannot be met: equal weights are the smallest maximum
     capped: set[str] = set()
@@ -490,6 +551,10 @@ def reference_build(
     headline = DEFAULT_RETURN_TYPE if headline is None else str(headline)
     if headline not in RETURN_TYPES:
         raise ValueError(f"unknown return_type {headline!r}")
+    rank_by = definition.get("rank_by")
+    rank_by = "security" if rank_by is None else str(rank_by)
+    if rank_by not in RANK_BY:
+        raise ValueError(f"unknown rank_by {rank_by!r}")
     tax = definition.get("tax")
     tax = DEFAULT_TAX if tax is None else float(tax)
     if not (0.0 <= tax <= 1.0):
@@ -520,6 +585,7 @@ def reference_build(
     variant_units: dict[str, dict[str, float]] = {v: {} for v in RETURN_TYPES}
     variant_levels: dict[str, list[float]] = {v: [] for v in RETURN_TYPES}
     ranks: dict[str, int] = {}  # rank among eligible at the last rebalance that happened
+    companies: set[str] = set()  # rank_by company: the companies selected (C(prev))
     # Compositions report prices in real money: price(t) = real(r) * RI(t) / RI(r) and
     # units = q * RI(r) / real(r), with real = close for securities with actions, else
     # the Part 1 price P (so Part 1 outputs are unchanged: anchor 1 exactly).
@@ -561,7 +627,13 @@ def reference_build(
         is_rebalance = False
         turnover = math.nan  # only rebalances have a turnover
         if day == base or is_scheduled_rebalance(day, rebalance, next_session):
-            ranked = _rank_eligible(bars[day], secs, universe)
+            if rank_by == "company":
+                by_company = _rank_companies(bars[day], secs, universe)
+                ranked = by_company.ranked  # company keys
+                previous = companies  # companies selected at the last rebalance
+            else:
+                ranked = _rank_eligible(bars[day], secs, universe)
+                previous = set(units)  # constituents in force before this rebalance
             if not ranked:
                 if day == base:
                     raise ValueError(f"no eligible security on the base date {day}")
@@ -570,10 +642,19 @@ def reference_build(
                 if buffer is None or day == base:
                     selected = ranked[:top_n]  # Part 1; the base date has no C(prev)
                 else:
-                    previous = set(units)  # constituents in force before this rebalance
                     selected = buffered_selection(ranked, previous, top_n, entry_rank, exit_rank)
-                caps = {s: bars[day][s].market_cap for s in selected}
-                weights = target_weights(selected, caps, weighting, cap, group_cap)
+                rank_of: dict[str, int] | None = None
+                if rank_by == "company":
+                    companies = set(selected)
+                    rep = by_company.representative
+                    caps = {rep[k]: by_company.caps[k] for k in selected}
+                    new_ranks = {rep[k]: i + 1 for i, k in enumerate(ranked)}
+                    selected = [rep[k] for k in selected]  # symbols, in company rank order
+                    rank_of = new_ranks
+                else:
+                    caps = {s: bars[day][s].market_cap for s in selected}
+                    new_ranks = {s: i + 1 for i, s in enumerate(ranked)}
+                weights = target_weights(selected, caps, weighting, cap, group_cap, rank_of)
                 turnover = 0.0  # the base date's formation is not turnover
                 if day != base:
                     drifted = {s: q * last_price[s] / level for s, q in units.items()}
@@ -595,7 +676,7 @@ def reference_build(
                     / last_ri[s][headline]
                     for s in selected
                 }
-                ranks = {s: i + 1 for i, s in enumerate(ranked)}
+                ranks = new_ranks
                 is_rebalance = True
 
         # 3. Outputs for the day: composition in force after the close.

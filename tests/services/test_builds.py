@@ -23,6 +23,14 @@ from index_builder.storage.duckdb.store import DuckDBStore
 SYMBOLS, DAYS = 260, 130
 
 DEFINITIONS = [
+    {
+        "id": "t-company-buffered",
+        "name": "t",
+        "top_n": 15,
+        "rank_by": "company",
+        "weighting": "market_cap",
+        "buffer": {"entry_rank": 12, "exit_rank": 20},
+    },
     {"id": "t-daily-ew", "name": "t", "top_n": 20},
     {
         "id": "t-weekly-mcap",

@@ -103,6 +103,11 @@ class IndexDefinition(BaseModel):
     tax: float = Field(
         default=0.30, ge=0, le=1, description="Withholding tax on dividends for net_total."
     )
+    rank_by: Literal["security", "company"] = Field(
+        default="security",
+        description="Rank securities, or companies (the sum of their eligible share "
+        "classes' market caps, represented by the class with the highest volume).",
+    )
     buffer: Buffer | None = Field(
         default=None, description="Selection buffer (default: none, plain top N)."
     )

@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from index_builder.calendar import SessionCalendar
+from index_builder.engine.companies import CompanyKeys, company_keys
 from index_builder.engine.definitions import IndexDefinition, Universe
 from index_builder.engine.panel import MarketPanel, SecurityMaster, forward_fill
 from index_builder.engine.schedules import SCHEDULES
@@ -226,7 +227,15 @@ def compute_index(
             candidates[np.minimum(positions, len(candidates) - 1)] != start.members
         ):
             raise BuildError(f"{definition.id}: stored constituents are outside the universe")
+    companies = None
+    if definition.rank_by == "company":
+        companies = company_keys(keys, candidates, panel, rows)
+        keys = companies.keys
+        if positions is not None:
+            positions = companies.company_of[positions]
     selection = selection_rule(definition).select(keys, definition, positions)
+    if companies is not None:
+        selection = _represented(selection, companies, start, candidates)
     if start is None and selection.counts[0] == 0:
         raise BuildError(
             f"{definition.id}: no eligible security on the base date "
@@ -243,10 +252,14 @@ def compute_index(
         rows = rows[keep]
         keys = keys[keep]
         selection = Selection(
-            selection.members[keep], selection.ranks[keep], selection.counts[keep]
+            selection.members[keep],
+            selection.ranks[keep],
+            selection.counts[keep],
+            None if selection.companies is None else selection.companies[keep],
         )
     present = selection.members >= 0
-    caps = np.where(present, np.take_along_axis(keys, np.maximum(selection.members, 0), 1), 0.0)
+    key_columns = selection.members if selection.companies is None else selection.companies
+    caps = np.where(present, np.take_along_axis(keys, np.maximum(key_columns, 0), 1), 0.0)
     del keys
     weights = WEIGHTINGS.get(definition.weighting).weights(caps, present, definition)
     if start is None:
@@ -323,6 +336,29 @@ def _levels(
         warnings=warnings,
         variant_levels=variant_levels,
     )
+
+
+def _represented(
+    selection: Selection,
+    companies: CompanyKeys,
+    start: StartState | None,
+    candidates: IntArray,
+) -> Selection:
+    """Company selection -> the representing classes (candidate positions).
+
+    The stored constituents of a resumed rebalance keep their own class.
+    """
+    chosen = selection.members
+    rows = np.arange(chosen.shape[0])[:, None]
+    members = np.where(
+        chosen >= 0, companies.representative[rows, np.maximum(chosen, 0)], -1
+    )
+    if start is not None:
+        positions = np.searchsorted(candidates, start.members)
+        by_company = dict(zip(companies.company_of[positions].tolist(), positions.tolist(),
+                              strict=True))
+        members[0] = [by_company.get(int(c), -1) if c >= 0 else -1 for c in chosen[0]]
+    return Selection(members, selection.ranks, selection.counts, companies=chosen)
 
 
 def _variant_level(

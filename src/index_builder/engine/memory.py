@@ -126,6 +126,7 @@ def _panel(
         exchanges=_column(sec, "exchange"),
         types=_column(sec, "type"),
         has_actions=np.array([s in with_actions for s in sec["symbol"]], dtype=bool),
+        company_ids=_column(sec, "company_id"),
     )
     close = _floats(px, "close")
     adj = _floats(px, "adj_close")
@@ -139,12 +140,21 @@ def _panel(
     sec_index = master.column_of(px["symbol"].astype(object).to_numpy()[valid])
     cell = day_index * len(master) + sec_index
     acted = has_action[valid]
+    shared = _shares_a_company(master)[sec_index]
     return MarketPanel.from_batches(
         days,
         master,
         [(cell, close[valid], adj[valid], mcap[valid])],
         actions=(cell[acted], dividend[valid][acted], split[valid][acted]),
+        volumes=(cell[shared], _floats(px, "volume")[valid][shared]),
     )
+
+
+def _shares_a_company(master: SecurityMaster) -> NDArray[np.bool_]:
+    """Securities whose company has more than one class."""
+    keys = master.company_keys().astype(str)
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse] > 1, dtype=bool)
 
 
 def _floats(frame: pd.DataFrame, name: str) -> NDArray[np.float64]:

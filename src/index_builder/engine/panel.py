@@ -33,6 +33,18 @@ class SecurityMaster:
     types: Strings
     has_actions: NDArray[np.bool_] | None = None
     """True for securities with any dividend or split data (METHODOLOGY part 2)."""
+    company_ids: Strings | None = None
+    """``company_id`` per security (None where absent)."""
+
+    def company_keys(self) -> Strings:
+        """The company each security belongs to: its company_id, else its own symbol."""
+        if self.company_ids is None:
+            return self.symbols
+        return np.array(
+            [c if isinstance(c, str) else s for c, s in zip(self.company_ids, self.symbols,
+                                                            strict=True)],
+            dtype=object,
+        )
 
     def actions_mask(self) -> NDArray[np.bool_]:
         """``has_actions``, all False when unknown."""
@@ -89,6 +101,8 @@ class MarketPanel:
     close: FloatMatrix | None = None
     actions: Actions | None = None
     """Sparse corporate actions: (cell, dividend, split_ratio), NaN where absent."""
+    volumes: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None
+    """Sparse (cell, volume) of the securities that share a company with another."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,6 +120,9 @@ class MarketPanel:
             actions=None
             if self.actions is None
             else _shift_actions(self.actions, first_row * len(self.securities)),
+            volumes=None
+            if self.volumes is None
+            else _shift_volumes(self.volumes, first_row * len(self.securities)),
         )
 
     def rows_until(self, stop: int) -> MarketPanel:
@@ -117,6 +134,10 @@ class MarketPanel:
         if actions is not None:
             keep = actions[0] < limit
             actions = (actions[0][keep], actions[1][keep], actions[2][keep])
+        volumes = self.volumes
+        if volumes is not None:
+            keep_v = volumes[0] < limit
+            volumes = (volumes[0][keep_v], volumes[1][keep_v])
         return MarketPanel(
             days=self.days[:stop],
             securities=self.securities,
@@ -124,7 +145,24 @@ class MarketPanel:
             market_cap=self.market_cap[:stop],
             close=None if self.close is None else self.close[:stop],
             actions=actions,
+            volumes=volumes,
         )
+
+    def volume_at(self, rows: NDArray[np.int64], columns: NDArray[np.int64]) -> FloatMatrix:
+        """Dense volume at ``rows`` x ``columns`` (0 where unknown)."""
+        out = np.zeros((len(rows), len(columns)))
+        if self.volumes is None or len(columns) == 0 or len(rows) == 0:
+            return out
+        n = len(self.securities)
+        cells, values = self.volumes
+        r, c = np.divmod(cells, n)
+        row_pos = np.full(len(self.days), -1, dtype=np.int64)
+        row_pos[rows] = np.arange(len(rows))
+        col_pos = np.full(n, -1, dtype=np.int64)
+        col_pos[columns] = np.arange(len(columns))
+        keep = (row_pos[r] >= 0) & (col_pos[c] >= 0)
+        out[row_pos[r[keep]], col_pos[c[keep]]] = np.nan_to_num(values[keep])
+        return out
 
     def action_matrices(self, columns: NDArray[np.int64]) -> tuple[FloatMatrix, FloatMatrix]:
         """Dense (dividend, split ratio) over ``columns``: 0 and 1 where absent."""
@@ -159,6 +197,7 @@ class MarketPanel:
         batches: Iterable[LongBars],
         *,
         actions: Actions | None = None,
+        volumes: tuple[NDArray[np.int64], NDArray[np.float64]] | None = None,
     ) -> MarketPanel:
         """Scatter long arrays into dense matrices, one batch at a time.
 
@@ -181,7 +220,16 @@ class MarketPanel:
             market_cap=mcap,
             close=closes,
             actions=actions,
+            volumes=volumes,
         )
+
+
+def _shift_volumes(
+    volumes: tuple[NDArray[np.int64], NDArray[np.float64]], offset: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    cells, values = volumes
+    keep = cells >= offset
+    return (cells[keep] - offset, values[keep])
 
 
 def _shift_actions(actions: Actions, offset: int) -> Actions:

@@ -35,6 +35,7 @@ class Selection:
     members: IntMatrix
     ranks: IntMatrix
     counts: NDArray[np.int64]
+    companies: IntMatrix | None = None  # with rank_by company: the company of each member
 
 
 class SelectionRule(Protocol):

@@ -361,6 +361,7 @@ class DuckDBStore:
             exchanges=_objects(securities, "exchange"),
             types=_objects(securities, "type"),
             has_actions=np.asarray(securities.column("has_actions").to_numpy(), dtype=bool),
+            company_ids=_objects(securities, "company_id"),
         )
         with self._lock:
             self._master = master
@@ -400,9 +401,9 @@ class DuckDBStore:
         try:
             sql = query("panel_bars")
             params = _used_params(sql, {"start": start, "end": end, "n_columns": len(master)})
-            actions = self._arrow(
-                "panel_actions", {"start": start, "end": end, "n_columns": len(master)}
-            )
+            window = {"start": start, "end": end, "n_columns": len(master)}
+            actions = self._arrow("panel_actions", window)
+            volumes = self._arrow("panel_volumes", window)
             reader = cur.sql(sql, params=params).to_arrow_reader(batch_size=_PANEL_BATCH_ROWS)
             # scattered batch by batch: the long form is never held whole
             return MarketPanel.from_batches(
@@ -413,6 +414,10 @@ class DuckDBStore:
                     np.asarray(actions.column("cell").to_numpy(), dtype=np.int64),
                     np.asarray(actions.column("dividend").to_numpy(), dtype=np.float64),
                     np.asarray(actions.column("split_ratio").to_numpy(), dtype=np.float64),
+                ),
+                volumes=(
+                    np.asarray(volumes.column("cell").to_numpy(), dtype=np.int64),
+                    np.asarray(volumes.column("volume").to_numpy(), dtype=np.float64),
                 ),
             )
         finally:

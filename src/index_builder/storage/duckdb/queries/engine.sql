@@ -9,7 +9,7 @@ SELECT DISTINCT date FROM prices WHERE date BETWEEN $start AND $end ORDER BY dat
 
 -- name: panel_securities
 -- has_actions: any dividend or split data (return variants, METHODOLOGY part 2)
-SELECT s.symbol, s.name, s.sector, s.exchange, s.type,
+SELECT s.symbol, s.name, s.sector, s.exchange, s.type, s.company_id,
        s.symbol IN (SELECT DISTINCT symbol FROM prices
                     WHERE dividend IS NOT NULL OR split_ratio IS NOT NULL) AS has_actions
 FROM securities s
@@ -35,6 +35,20 @@ JOIN panel_days d ON d.date = p.date
 JOIN panel_columns s ON s.symbol = p.symbol
 WHERE p.date BETWEEN $start AND $end
   AND (p.dividend IS NOT NULL OR p.split_ratio IS NOT NULL);
+
+-- name: panel_volumes
+-- Volumes of the share classes of companies with more than one class (they pick
+-- the class that represents the company with rank_by: company).
+SELECT CAST(d.row_index AS BIGINT) * $n_columns + s.column_index AS cell,
+       coalesce(p.volume, 0) AS volume
+FROM prices p
+JOIN panel_days d ON d.date = p.date
+JOIN panel_columns s ON s.symbol = p.symbol
+WHERE p.date BETWEEN $start AND $end
+  AND p.symbol IN (
+      SELECT symbol FROM securities WHERE company_id IN (
+          SELECT company_id FROM securities WHERE company_id IS NOT NULL
+          GROUP BY company_id HAVING count(*) > 1));
 
 -- name: latest_run_id
 SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status = 'succeeded';

@@ -53,7 +53,5 @@ def company_keys(
         volume = panel.volume_at(rows, candidates[classes])
         volume = np.where(eligible[:, classes], volume, -np.inf)
         best = np.argmax(volume, axis=1)  # first maximum: the lowest symbol on ties
-        representative[:, company] = np.where(
-            any_eligible[:, company], classes[best], -1
-        )
+        representative[:, company] = np.where(any_eligible[:, company], classes[best], -1)
     return CompanyKeys(company_keys_, representative.astype(np.int64), company_of)

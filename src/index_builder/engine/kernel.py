@@ -350,13 +350,12 @@ def _represented(
     """
     chosen = selection.members
     rows = np.arange(chosen.shape[0])[:, None]
-    members = np.where(
-        chosen >= 0, companies.representative[rows, np.maximum(chosen, 0)], -1
-    )
+    members = np.where(chosen >= 0, companies.representative[rows, np.maximum(chosen, 0)], -1)
     if start is not None:
         positions = np.searchsorted(candidates, start.members)
-        by_company = dict(zip(companies.company_of[positions].tolist(), positions.tolist(),
-                              strict=True))
+        by_company = dict(
+            zip(companies.company_of[positions].tolist(), positions.tolist(), strict=True)
+        )
         members[0] = [by_company.get(int(c), -1) if c >= 0 else -1 for c in chosen[0]]
     return Selection(members, selection.ranks, selection.counts, companies=chosen)
 

@@ -41,8 +41,10 @@ class SecurityMaster:
         if self.company_ids is None:
             return self.symbols
         return np.array(
-            [c if isinstance(c, str) else s for c, s in zip(self.company_ids, self.symbols,
-                                                            strict=True)],
+            [
+                c if isinstance(c, str) else s
+                for c, s in zip(self.company_ids, self.symbols, strict=True)
+            ],
             dtype=object,
         )
 

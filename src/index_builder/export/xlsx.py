@@ -44,6 +44,7 @@ _CHART_SIZE = {"x_scale": 1.6, "y_scale": 1.4}
 CellWriter = Callable[[int, Any], None]
 
 _CHUNK_ROWS = 5000
+_RENDER_CACHE = 100_000  # distinct strings kept rendered per column
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
@@ -269,18 +270,26 @@ class XlsxExport:
         if kind == "datetime":
             raise ValueError("datetime columns are only written on the Summary sheet")
         name = column.name
+        # symbols, names and sectors repeat on every day of a composition
+        rendered: dict[str, tuple[str, str]] = {}
 
         def str_cell(ref: str, value: str | None) -> str:
             if not value:
                 return ""
-            if len(value) > MAX_STRING:
-                raise InvalidInputError(
-                    f"a {name!r} value has {len(value):,} characters, more than an Excel cell "
-                    f"holds ({MAX_STRING:,}): export as csv or parquet",
-                    field="format",
-                )
-            text = _CONTROL.sub("", escape(value))
-            space = ' xml:space="preserve"' if text != text.strip() else ""
+            parts = rendered.get(value)
+            if parts is None:
+                if len(value) > MAX_STRING:
+                    raise InvalidInputError(
+                        f"a {name!r} value has {len(value):,} characters, more than an Excel "
+                        f"cell holds ({MAX_STRING:,}): export as csv or parquet",
+                        field="format",
+                    )
+                text = _CONTROL.sub("", escape(value))
+                space = ' xml:space="preserve"' if text != text.strip() else ""
+                if len(rendered) < _RENDER_CACHE:
+                    rendered[value] = (text, space)
+                parts = (text, space)
+            text, space = parts
             return f'<c r="{letter}{ref}"{style} t="inlineStr"><is><t{space}>{text}</t></is></c>'
 
         return str_cell

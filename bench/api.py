@@ -19,7 +19,7 @@ so that slow answers count in the latencies instead of being dropped), after an
 unrecorded warm-up of ``--warmup`` seconds on the same URL; any non-2xx answer or
 socket error fails the run, and so does a cached run in which Redis's hit counter
 grew by less than wrk's request count (the API bypasses a Redis call that takes over
-50 ms for 5 s, which a burst of new Redis connections on a busy machine can trigger:
+250 ms (INDEX_BUILDER_REDIS_TIMEOUT_SECONDS) for 5 s, which a busy machine can trigger:
 that run would measure the database, not the cache). Finally, in its own process
 (so that its peak RSS is its own), the xlsx export of ew100 over the whole 6000 x 2520
 bench database that ``bench/run.py`` (``make bench``) leaves in ``bench/data/6000x2520/``.
@@ -299,7 +299,7 @@ def run_cached_wrk(
 ) -> Load:
     """``run_wrk`` on the cached server, failing unless Redis answered every request.
 
-    The API skips Redis for 5 s whenever a call to it fails or takes more than 50 ms
+    The API skips Redis for 5 s whenever a call to it fails or takes more than 250 ms
     (``INDEX_BUILDER_REDIS_TIMEOUT_SECONDS``), serving from the database instead; the
     warm-up opens the Redis connections the load needs, and Redis's own hit counter
     shows whether any measured request was served without it.

@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     )
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="Cached response lifetime.")
     redis_timeout_seconds: float = Field(
-        default=0.05, gt=0, description="Socket timeout of every Redis call (a slow Redis is down)."
+        default=0.25,
+        gt=0,
+        description="Timeout of every Redis call (slower counts as down). Under load on a "
+        "small machine 50 ms tripped on healthy Redis; 250 ms does not.",
     )
     redis_retry_seconds: float = Field(
         default=5.0, gt=0, description="After a Redis failure, how long to skip it before retrying."

@@ -75,7 +75,7 @@ class ResponseCache:
         url: str | None,
         *,
         ttl_seconds: int = 3600,
-        timeout_seconds: float = 0.05,
+        timeout_seconds: float = 0.25,
         retry_seconds: float = 5.0,
         connect_timeout_seconds: float = 0.5,
         max_connections: int = 16,

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -247,3 +248,40 @@ def test_non_trading_base_date_rolls_forward(tmp_path: Path) -> None:
     (result,) = IndexBuilder(store, store.calendar).build(["sat"])
     assert result.base_date == dt.date(2023, 1, 9)  # Saturday -> Monday session
     assert store.level_on("sat", dt.date(2023, 1, 9)) == 1000.0
+
+
+def test_a_first_dividend_arriving_later_rebuilds_that_security_history(tmp_path: Path) -> None:
+    """The rule of a security's return variants depends on whether it has any dividend
+    or split data at all; the first one arriving later affects its whole history."""
+    securities, prices = _market(40)
+    frame = prices.to_pandas()
+    has = (
+        frame.groupby("symbol")[["dividend", "split_ratio"]]
+        .transform(lambda c: c.notna().any())
+        .any(axis=1)
+    )
+    plain = frame[~has].copy()  # securities without any action data
+    # the largest of them (a constituent), with an adj_close that drifts from its close,
+    # so the part 1 price and the close-based return differ
+    symbol = plain.groupby("symbol")["market_cap"].max().idxmax()
+    mine = plain["symbol"] == symbol
+    plain.loc[mine, "adj_close"] = plain.loc[mine, "close"] * np.linspace(0.9, 1.0, mine.sum())
+    last_day = plain["date"].max()
+    first_part = pa.Table.from_pandas(plain[plain["date"] < last_day], preserve_index=False)
+    later = plain[plain["date"] == last_day].copy()
+    later.loc[later["symbol"] == symbol, "dividend"] = 0.5  # its first dividend ever
+    everything = pa.Table.from_pandas(
+        pd.concat([plain[plain["date"] < last_day], later]), preserve_index=False
+    )
+    inc = _open(tmp_path / "inc.duckdb")
+    _ingest_table(inc, securities, first_part.cast(prices.schema))
+    IndexBuilder(inc, inc.calendar).build(["t-daily-ew"])
+    _ingest_table(
+        inc, securities, pa.Table.from_pandas(later, preserve_index=False).cast(prices.schema)
+    )
+    (result,) = IndexBuilder(inc, inc.calendar).build(["t-daily-ew"])
+    full = _open(tmp_path / "full.duckdb")
+    _ingest_table(full, securities, everything.cast(prices.schema))
+    IndexBuilder(full, full.calendar).build(["t-daily-ew"])
+    _assert_same_results(inc, full, "t-daily-ew")
+    assert result.mode in ("full", "incremental")

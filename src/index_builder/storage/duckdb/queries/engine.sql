@@ -55,11 +55,21 @@ SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status = 'succeeded';
 
 -- name: first_changed_date
 -- The earliest trading day whose inputs changed after ingestion run $run_id:
--- a price row written later, or any bar of a security whose attributes changed.
+-- a price row written later, any bar of a security whose attributes changed,
+-- or any bar of a security whose first dividend or split arrived later (its
+-- return variants switch rule for its whole history, METHODOLOGY part 2).
 SELECT min(date) FROM (
     SELECT min(date) AS date FROM prices WHERE run_id > $run_id
     UNION ALL
     SELECT min(p.date) FROM prices p JOIN securities s USING (symbol) WHERE s.run_id > $run_id
+    UNION ALL
+    SELECT min(p.date) FROM prices p
+    WHERE p.symbol IN (
+        SELECT symbol FROM prices
+        WHERE dividend IS NOT NULL OR split_ratio IS NOT NULL
+        GROUP BY symbol
+        HAVING min(run_id) > $run_id
+    )
 );
 
 -- name: build_state

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -111,43 +112,23 @@ class MarketPanel:
         """(trading days, securities)."""
         return (len(self.days), len(self.securities))
 
-    def rows_from(self, first_row: int) -> MarketPanel:
-        """A view of the panel from ``first_row`` on (no copy)."""
+    def rows_from(self, first_row: int, stop: int | None = None) -> MarketPanel:
+        """A view of rows ``first_row`` up to ``stop`` (default: the end); no dense copy."""
+        stop = len(self.days) if stop is None else min(stop, len(self.days))
+        n = len(self.securities)
+        rows = slice(first_row, stop)
         return MarketPanel(
-            days=self.days[first_row:],
+            days=self.days[rows],
             securities=self.securities,
-            price=self.price[first_row:],
-            market_cap=self.market_cap[first_row:],
-            close=None if self.close is None else self.close[first_row:],
+            price=self.price[rows],
+            market_cap=self.market_cap[rows],
+            close=None if self.close is None else self.close[rows],
             actions=None
             if self.actions is None
-            else _shift_actions(self.actions, first_row * len(self.securities)),
+            else _cells_between(self.actions, first_row * n, stop * n),
             volumes=None
             if self.volumes is None
-            else _shift_volumes(self.volumes, first_row * len(self.securities)),
-        )
-
-    def rows_until(self, stop: int) -> MarketPanel:
-        """A view of the first ``stop`` rows (no copy)."""
-        if stop >= len(self.days):
-            return self
-        limit = stop * len(self.securities)
-        actions = self.actions
-        if actions is not None:
-            keep = actions[0] < limit
-            actions = (actions[0][keep], actions[1][keep], actions[2][keep])
-        volumes = self.volumes
-        if volumes is not None:
-            keep_v = volumes[0] < limit
-            volumes = (volumes[0][keep_v], volumes[1][keep_v])
-        return MarketPanel(
-            days=self.days[:stop],
-            securities=self.securities,
-            price=self.price[:stop],
-            market_cap=self.market_cap[:stop],
-            close=None if self.close is None else self.close[:stop],
-            actions=actions,
-            volumes=volumes,
+            else _cells_between(self.volumes, first_row * n, stop * n),
         )
 
     def volume_at(self, rows: NDArray[np.int64], columns: NDArray[np.int64]) -> FloatMatrix:
@@ -226,18 +207,14 @@ class MarketPanel:
         )
 
 
-def _shift_volumes(
-    volumes: tuple[NDArray[np.int64], NDArray[np.float64]], offset: int
-) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    cells, values = volumes
-    keep = cells >= offset
-    return (cells[keep] - offset, values[keep])
+SparseT = TypeVar("SparseT", Actions, tuple[NDArray[np.int64], NDArray[np.float64]])
 
 
-def _shift_actions(actions: Actions, offset: int) -> Actions:
-    cells, dividends, splits = actions
-    keep = cells >= offset
-    return (cells[keep] - offset, dividends[keep], splits[keep])
+def _cells_between(sparse: SparseT, lo: int, hi: int) -> SparseT:
+    """Entries of a sparse (cell, values...) tuple with lo <= cell < hi, cells rebased to lo."""
+    cells = sparse[0]
+    keep: NDArray[np.bool_] = (cells >= lo) & (cells < hi)
+    return cast(SparseT, (cells[keep] - lo, *(values[keep] for values in sparse[1:])))
 
 
 def forward_fill(matrix: FloatMatrix) -> FloatMatrix:

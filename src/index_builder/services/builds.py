@@ -194,7 +194,7 @@ class IndexBuilder:
         first_day = plan.resume_from or plan.base_date
         first_row = panel.row_of(np.datetime64(first_day, "D"))
         last_row = int(np.searchsorted(panel.days, np.datetime64(plan.end, "D"), side="right"))
-        window = _rows(panel, first_row, last_row)
+        window = panel.rows_from(first_row, last_row)
         start_state = self._start_state(definition.id, plan.resume_from, window)
         computation = compute_index(window, definition, self.calendar, start=start_state)
         previous = self.store.build_state(definition.id)
@@ -258,10 +258,6 @@ class IndexBuilder:
         return StartState(
             level=level, members=window.securities.column_of(members), variant_levels=variants
         )
-
-
-def _rows(panel: MarketPanel, first: int, stop: int) -> MarketPanel:
-    return panel.rows_from(first).rows_until(stop - first)
 
 
 def _level_rows(computation: IndexComputation, *, skip_first: bool) -> LevelRows:

@@ -173,7 +173,7 @@ class IndexReader:
         A day that is not a trading day resolves to the previous trading day
         (``effective_date``); a day after the built range is :class:`NoDataError`.
         """
-        self._builder.definition(index_id)  # unknown index first
+        definition = self._builder.definition(index_id)  # unknown index first
         state = self._state(index_id)
         requested = day or state.built_through
         if requested < state.base_date:
@@ -190,7 +190,7 @@ class IndexReader:
             )
         effective = self.store.last_built_day(index_id, requested)
         assert effective is not None  # requested >= base date, which is built
-        (found,) = self.compositions(index_id, effective, effective)
+        (found,) = self._reconstruct(Window(definition, state, effective, effective))
         return Composition(index_id, requested, effective, found.snapshot)
 
     def compositions(
@@ -203,7 +203,11 @@ class IndexReader:
         levels, then the same engine over [that rebalance, end] (the rebalances in
         between select exactly what the build selected).
         """
-        window = self.window(index_id, start, end)
+        return self._reconstruct(self.window(index_id, start, end))
+
+    def _reconstruct(self, window: Window) -> Iterator[Composition]:
+        """Compositions of every trading day of an already validated window."""
+        index_id = window.definition.id
         first = self.store.last_rebalance(index_id, window.start, inclusive=True)
         if first is None:  # pragma: no cover - the base date is always a rebalance
             raise NoDataError(f"{index_id}: no rebalance on or before {window.start}")

@@ -146,9 +146,6 @@ SELECT date FROM index_levels WHERE index_id = $index_id ORDER BY date;
 -- name: last_built_day_on_or_before
 SELECT max(date) FROM index_levels WHERE index_id = $index_id AND date <= $day;
 
--- name: built_range
-SELECT min(date), max(date), count(*) FROM index_levels WHERE index_id = $index_id;
-
 -- name: list_definitions
 SELECT index_id, definition, builtin FROM index_definitions ORDER BY builtin DESC, index_id;
 

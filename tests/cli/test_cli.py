@@ -104,7 +104,7 @@ def test_composition_on_a_weekend_resolves_to_the_previous_session(built_db: Pat
         (["composition", "--date", "2030-01-02"], "nothing on or after 2030-01-02"),
         (["build", "-i", "nope"], "unknown index"),
         (["build", "-i", "ew100", "--start", "2022-12-01"], "before the base date"),
-        (["build", "--start", "2023-02-01", "--end", "2023-01-02"], "is before --start"),
+        (["build", "--start", "2023-02-01", "--end", "2023-01-02"], "is before start_date"),
         (["indices", "remove", "ew100"], "built-in index"),
         (
             ["ingest", "--provider", "file", "--securities", "x.csv", "--prices", "y.csv"],

@@ -10,8 +10,7 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
-from index_builder.errors import InvalidInputError
-from index_builder.services.builds import IndexBuilder, resolve_base_date
+from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
 from index_builder.settings import Settings
 from index_builder.storage.duckdb.store import DuckDBStore
@@ -66,20 +65,9 @@ class Services:
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""
-        definition = self.builder.definition(request.index)
-        start, end = request.start_date, request.end_date
-        if start is not None and end is not None and end < start:
-            raise InvalidInputError(
-                f"end_date {end} is before start_date {start}", field="end_date"
-            )
+        definition = self.builder.check_window(request.index, request.start_date, request.end_date)
         days = self.store.trading_days()
-        base = resolve_base_date(definition, days)
-        if start is not None and start < base:
-            raise InvalidInputError(
-                f"start_date {start} is before the base date {base} of {request.index}",
-                field="start_date",
-            )
-        plan = self.builder.plan(definition, days, end)
+        plan = self.builder.plan(definition, days, request.end_date)
         if plan.up_to_date:
             return 0
         first = plan.resume_from or plan.base_date

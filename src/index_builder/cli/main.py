@@ -27,7 +27,7 @@ from index_builder.errors import IndexBuilderError, InvalidInputError
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers.file import parse_column_map
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
-from index_builder.services.builds import BuildResult, IndexBuilder, resolve_base_date
+from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
 from index_builder.services.queries import (
     CHANGES_COLUMNS,
@@ -268,20 +268,11 @@ def build(
     """Build indices (incrementally unless --full) and persist levels and spells."""
     with _errors():
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
-        if start_d and end_d and end_d < start_d:
-            raise InvalidInputError(f"--end {end_d} is before --start {start_d}", field="end")
         with _store() as store:
             ids = index or [d.id for d, _ in store.list_definitions()]
             builder = IndexBuilder(store, store.calendar)
-            if start_d is not None:  # --start only checks the window: builds start at base
-                days = store.trading_days()
-                for i in ids:
-                    base = resolve_base_date(builder.definition(i), days)
-                    if start_d < base:
-                        raise InvalidInputError(
-                            f"--start {start_d} is before the base date {base} of {i}",
-                            field="start",
-                        )
+            for i in ids:  # --start only checks the window: builds start at the base date
+                builder.check_window(i, start_d, end_d)
             with _progress("build") as step:
                 results = builder.build(
                     ids, end=end_d, full=full, on_index=lambda r: step(f"{r.index_id} done")

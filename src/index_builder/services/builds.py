@@ -20,7 +20,7 @@ from index_builder.engine.definitions import IndexDefinition
 from index_builder.engine.kernel import IndexComputation, StartState, compute_index
 from index_builder.engine.panel import MarketPanel
 from index_builder.engine.spells import changes_from_spells, merge_resumed
-from index_builder.errors import BuildError, NoDataError, NotFoundError
+from index_builder.errors import BuildError, InvalidInputError, NoDataError, NotFoundError
 from index_builder.storage.base import BuildState, LevelRows, Storage
 
 
@@ -86,6 +86,25 @@ class IndexBuilder:
             known = ", ".join(d.id for d, _ in self.store.list_definitions())
             raise NotFoundError(f"unknown index {index_id!r} (known: {known})", field="index")
         return found[0]
+
+    def check_window(
+        self, index_id: str, start: dt.date | None, end: dt.date | None
+    ) -> IndexDefinition:
+        """The rules every build request follows (CLI and API): a known index, end not
+        before start, start not before the base date. Returns the definition."""
+        definition = self.definition(index_id)
+        if start is not None and end is not None and end < start:
+            raise InvalidInputError(
+                f"end_date {end} is before start_date {start}", field="end_date"
+            )
+        if start is not None:
+            base = resolve_base_date(definition, self.store.trading_days())
+            if start < base:
+                raise InvalidInputError(
+                    f"start_date {start} is before the base date {base} of {index_id}",
+                    field="start_date",
+                )
+        return definition
 
     def plan(
         self,

@@ -50,6 +50,11 @@ class SessionCalendar:
         out[ok] = self.sessions[idx[ok]]
         return out
 
+    def session_after(self, day: dt.date, count: int) -> dt.date | None:
+        """The ``count``-th session after ``day`` (1: the next one); None past the end."""
+        i = int(np.searchsorted(self.sessions, np.datetime64(day, "D"), side="right")) + count - 1
+        return _to_date(self.sessions[i]) if i < len(self.sessions) else None
+
 
 def _to_date(value: np.datetime64) -> dt.date:
     return dt.date.fromisoformat(str(value.astype("datetime64[D]")))

@@ -182,3 +182,42 @@ def test_performance_return_variants(client: TestClient) -> None:
     )
     bad = client.get("/index-performance", params={"return_type": "gross"})
     assert bad.status_code == 422 and bad.json()["field"] == "return_type"
+
+
+def test_next_composition_is_the_announced_selection(client: TestClient) -> None:
+    definition = {
+        "id": "lag2-mcap",
+        "name": "Top 20 by market cap, effective 2 sessions after selection",
+        "top_n": 20,
+        "weighting": "market_cap",
+        "effective_lag": 2,
+    }
+    assert client.post("/indices", json=definition).status_code == 201
+    assert client.post("/build-index", json={"index": "lag2-mcap"}).status_code == 200
+    body = client.get("/index-composition/next", params={"index": "lag2-mcap"}).json()
+    in_force = client.get("/index-composition", params={"index": "lag2-mcap"}).json()
+    assert body["last_close"] == in_force["effective_date"]
+    # daily with lag 2: the last close's selection takes effect two sessions later and
+    # the one before it next session; the next to take effect is the earlier one
+    assert body["sessions_ahead"] == 1 and body["later_announcements"] == 1
+    assert body["reference_date"] < body["last_close"]
+    assert body["effective_date"] > body["last_close"]
+    members = body["constituents"]
+    assert [m["rank"] for m in members] == sorted(m["rank"] for m in members)
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0, abs=1e-12)
+    current = {c["symbol"]: c["weight"] for c in in_force["constituents"]}
+    for m in members:
+        assert m["current_weight"] == pytest.approx(current.get(m["symbol"], 0.0), abs=1e-15)
+    target = {m["symbol"]: m["weight"] for m in members}
+    expected = 0.5 * sum(
+        abs(target.get(s, 0.0) - current.get(s, 0.0)) for s in set(target) | set(current)
+    )
+    assert body["expected_turnover"] == pytest.approx(expected, rel=1e-12)
+    assert body["entered"] == sorted(set(target) - set(current))
+    assert body["exited"] == sorted(set(current) - set(target))
+
+
+def test_next_composition_without_an_effective_lag_is_a_clear_404(client: TestClient) -> None:
+    body = _problem(client.get("/index-composition/next"), 404)
+    assert "effective_lag 0" in body["detail"]
+    _problem(client.get("/index-composition/next", params={"index": "nope"}), 404, "index")

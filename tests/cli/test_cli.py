@@ -164,3 +164,31 @@ def test_quickstart_builds_every_builtin_and_says_where_data_lives(tmp_path: Pat
     assert code == 0
     assert "ew100" in out and "ew-tech50" in out and "ew-sector-energy" in out
     assert str(db.resolve()) in out.replace("\n", "")
+
+
+def test_proforma_shows_the_announced_composition(built_db: Path, tmp_path: Path) -> None:
+    lagged = tmp_path / "lagged.yaml"
+    lagged.write_text("id: cli-lag1\nname: Lagged\ntop_n: 12\neffective_lag: 1\n")
+    assert run(built_db, "indices", "add", str(lagged))[0] == 0
+    try:
+        assert run(built_db, "build", "-i", "cli-lag1")[0] == 0
+        code, out, _ = run(built_db, "proforma", "--index", "cli-lag1", "--format", "csv")
+        assert code == 0
+        rows = _csv(out)
+        assert list(rows[0]) == [
+            "rank",
+            "symbol",
+            "weight",
+            "current_weight",
+            "market_cap",
+            "sector",
+        ]
+        assert len(rows) == 12
+        assert all(abs(float(r["weight"]) - 1 / 12) < 1e-12 for r in rows)
+        _, table, _ = run(built_db, "proforma", "--index", "cli-lag1")
+        assert "expected one-way turnover" in table and "reference date" in table
+        code, _, err = run(built_db, "proforma", "--index", "ew100")
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "no announced composition" in err
+    finally:
+        run(built_db, "indices", "remove", "cli-lag1")

@@ -60,6 +60,33 @@ DEFINITIONS = [
             "min_market_cap": 1e9,
         },
     },
+    # effective lags: one selection in flight, several in flight (daily, lag 3),
+    # and a monthly schedule with a group cap
+    {
+        "id": "t-daily-lag1-buffered",
+        "name": "t",
+        "top_n": 15,
+        "effective_lag": 1,
+        "buffer": {"entry_rank": 12, "exit_rank": 20},
+    },
+    {
+        "id": "t-daily-lag3-company",
+        "name": "t",
+        "top_n": 15,
+        "effective_lag": 3,
+        "rank_by": "company",
+        "weighting": "market_cap",
+    },
+    {
+        "id": "t-monthly-lag2-ucits",
+        "name": "t",
+        "top_n": 25,
+        "weighting": "capped_market_cap",
+        "cap": 0.10,
+        "group_cap": {"threshold": 0.05, "limit": 0.40},
+        "rebalance": "monthly",
+        "effective_lag": 2,
+    },
 ]
 
 
@@ -161,7 +188,13 @@ def test_a_correction_in_the_past_recomputes_from_the_rebalance_before_it(tmp_pa
     store = _open(tmp_path / "a.duckdb")
     _ingest_table(store, securities, prices)
     builder = IndexBuilder(store, store.calendar)
-    builder.build(["t-daily-ew", "t-monthly-capped"])
+    corrected_ids = [
+        "t-daily-ew",
+        "t-monthly-capped",
+        "t-daily-lag3-company",
+        "t-monthly-lag2-ucits",
+    ]
+    builder.build(corrected_ids)
     top = (
         store.cursor()
         .execute(
@@ -186,7 +219,7 @@ def test_a_correction_in_the_past_recomputes_from_the_rebalance_before_it(tmp_pa
         "INSERT INTO ingest_runs (run_id, provider, status, started_at)"
         " VALUES (999, 'fix', 'succeeded', now()::TIMESTAMP)"
     )
-    results = builder.build(["t-daily-ew", "t-monthly-capped"])
+    results = builder.build(corrected_ids)
     assert all(r.mode == "incremental" for r in results)
     assert all(r.start_date < day for r in results)
     corrected = (
@@ -197,8 +230,8 @@ def test_a_correction_in_the_past_recomputes_from_the_rebalance_before_it(tmp_pa
     full = _open(tmp_path / "b.duckdb")
     sec = securities
     _ingest_table(full, sec, corrected)
-    IndexBuilder(full, full.calendar).build(["t-daily-ew", "t-monthly-capped"])
-    for index_id in ("t-daily-ew", "t-monthly-capped"):
+    IndexBuilder(full, full.calendar).build(corrected_ids)
+    for index_id in corrected_ids:
         _assert_same_results(store, full, index_id)
 
 

@@ -159,10 +159,48 @@ class CompositionResponse(BaseModel):
     constituents: list[Constituent] = Field(description="Constituents by rank.")
 
 
+class AnnouncedConstituent(BaseModel):
+    """One constituent of an announced composition."""
+
+    rank: int = Field(description="Rank at the reference date (1 = largest).")
+    symbol: str = Field(description="Ticker.")
+    name: str | None = Field(default=None, description="Security name.")
+    sector: str | None = Field(default=None, description="GICS sector.")
+    weight: float = Field(description="Target weight when it takes effect (fraction).")
+    current_weight: float = Field(
+        description="Weight in the composition in force after the last close (0: entering)."
+    )
+    market_cap: float = Field(description="Market cap on the reference date (ranking key).")
+
+
+class AnnouncementResponse(BaseModel):
+    """The next composition: selected, not yet in force (pro-forma)."""
+
+    index: str = Field(description="Index id.", examples=["mcap50-ucits"])
+    reference_date: dt.date = Field(description="Date whose data selected and weighted it.")
+    effective_date: dt.date | None = Field(
+        description="Session at whose close it takes effect (on the XNYS calendar, assuming "
+        "every session trades); null beyond the calendar."
+    )
+    sessions_ahead: int = Field(description="Sessions after the last built close until then.")
+    last_close: dt.date = Field(description="Last built trading day (the weights in force).")
+    expected_turnover: float = Field(
+        description="Expected one-way turnover: half the sum of |target - current| weights."
+    )
+    entered: list[str] = Field(description="Symbols entering, sorted.")
+    exited: list[str] = Field(description="Symbols leaving, sorted.")
+    later_announcements: int = Field(
+        description="Further selections already made that take effect after this one."
+    )
+    constituents: list[AnnouncedConstituent] = Field(description="Constituents by rank.")
+
+
 class ChangeEntry(BaseModel):
     """Constituents that entered and exited at one rebalance."""
 
-    date: dt.date = Field(description="Rebalance date (the change is in force after its close).")
+    date: dt.date = Field(
+        description="Effective date of the rebalance (the change is in force after its close)."
+    )
     entered: list[str] = Field(description="Symbols that entered, sorted.")
     exited: list[str] = Field(description="Symbols that exited, sorted.")
 

@@ -33,6 +33,7 @@ from index_builder.services.queries import (
     CHANGES_COLUMNS,
     COMPOSITION_COLUMNS,
     PERFORMANCE_COLUMNS,
+    PROFORMA_COLUMNS,
     IndexReader,
 )
 from index_builder.settings import Settings, get_settings
@@ -351,6 +352,23 @@ def composition(
         comp = IndexReader(store, store.calendar).composition(index, _parse_date(date, "date"))
     title = f"{index} composition after the close of {comp.effective_date}"
     render(comp.rows(), COMPOSITION_COLUMNS, fmt, title=title)
+
+
+@app.command()
+def proforma(
+    index: IndexOpt = DEFAULT_INDEX_ID,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """The next composition: announced, not yet in force (indices with an effective_lag)."""
+    with _errors(), _store() as store:
+        a = IndexReader(store, store.calendar).announcement(index)
+    effective = a.effective_date or f"{a.sessions_ahead} sessions after {a.last_close}"
+    title = (
+        f"{index} pro-forma: reference date {a.reference_date}, effective after the close of "
+        f"{effective}; expected one-way turnover {a.expected_turnover:.2%} "
+        f"({len(a.entered)} in, {len(a.exited)} out)"
+    )
+    render(a.constituents, PROFORMA_COLUMNS, fmt, title=title)
 
 
 @app.command()

@@ -114,6 +114,13 @@ class IndexDefinition(BaseModel):
     group_cap: GroupCap | None = Field(
         default=None, description="Aggregate cap on large weights (capped_market_cap only)."
     )
+    effective_lag: int = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="Trading days from a rebalance's reference date (the data it is selected "
+        "with) to its effective date (the close where it takes effect); 0: the same day.",
+    )
     description: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
@@ -222,8 +229,11 @@ def builtin_definitions() -> list[IndexDefinition]:
             group_cap=GroupCap(threshold=0.05, limit=0.40),
             rebalance="quarterly",
             universe=common,
-            description="Top 50 common stocks, market-cap weighted, no weight above 10% and "
-            "the weights above 5% summing to at most 40%; quarterly.",
+            rank_by="company",
+            effective_lag=5,
+            description="Top 50 companies (share classes combined), market-cap weighted, no "
+            "weight above 10% and the weights above 5% summing to at most 40%; selected on the "
+            "last session of each quarter, effective 5 sessions later (announced in between).",
         )
     )
     for sector in GICS_SECTORS:

@@ -40,13 +40,16 @@ IntArray = NDArray[np.int64]
 class StartState:
     """Where an incremental computation resumes: a rebalance already computed.
 
-    The panel's first row is that rebalance; its constituents are taken from the
-    stored composition (not re-selected) and its level from the stored levels.
+    The panel's first row is that rebalance's reference date; its constituents are
+    taken from the stored composition (not re-selected) and its level, at the
+    effective date ``effective_row`` rows later, from the stored levels. Rows before
+    the effective date get no level (they are already stored).
     """
 
-    level: float  # the headline variant's level there
-    members: IntArray  # panel columns of the constituents in force after that close
+    level: float  # the headline variant's level where that selection took effect
+    members: IntArray  # panel columns of that selection's constituents
     variant_levels: dict[str, float] | None = None  # every variant's level there
+    effective_row: int = 0  # panel row where that selection took effect (its lag)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,22 @@ class Snapshot:
     market_caps: FloatArray
     prices: FloatArray
     units: FloatArray
+
+
+@dataclass(frozen=True)
+class PendingSelection:
+    """A selection whose effective date lies after the computed window (announced,
+    not yet in force): constituents in rank order with their target weights."""
+
+    reference_date: dt.date
+    sessions_ahead: int  # exchange sessions after the window's last day until it takes effect
+    columns: IntArray
+    symbols: NDArray[np.object_]
+    sectors: NDArray[np.object_]
+    names: NDArray[np.object_]
+    ranks: IntArray
+    weights: FloatArray  # target weights
+    market_caps: FloatArray  # on the reference date
 
 
 @dataclass(frozen=True)
@@ -85,7 +104,8 @@ class IndexComputation:
     is_rebalance: NDArray[np.bool_]
     turnover: FloatArray  # NaN on days that are not rebalances
     n_constituents: IntArray
-    rebalance_rows: IntArray
+    rebalance_rows: IntArray  # effective rows: where each selection takes effect
+    reference_rows: IntArray  # where each of those selections was made
     selection: Selection
     weights: FloatArray  # (R, K) target weights at each rebalance
     units: FloatArray  # (R, K) notional units fixed until the next rebalance
@@ -94,6 +114,8 @@ class IndexComputation:
     _column_slot: IntArray = field(repr=False)  # panel column -> column of _price_filled
     warnings: list[str] = field(default_factory=list)
     variant_levels: dict[str, FloatArray] = field(default_factory=dict)  # level per variant
+    first_row: int = 0  # rows before it carry no level (a resumed selection's lag)
+    pending: list[PendingSelection] = field(default_factory=list)
 
     @property
     def days(self) -> NDArray[np.datetime64]:
@@ -111,12 +133,13 @@ class IndexComputation:
         cols = self.selection.members[k][present]
         slots = self._column_slot[cols]
         first = int(self.rebalance_rows[k])
+        reference = int(self.reference_rows[k])
         # the headline return price, expressed in the real price of the rebalance:
         # price(t) = P(r) * X(t) / X(r), so units are L(r) * w / P(r) as in part 1
         anchor = self._real_price[first, slots] / self._price_filled[first, slots]
         prices = self._price_filled[row, slots] * anchor
         units = self.units[k][present]
-        caps = forward_fill(self.panel.market_cap[first : row + 1, cols])[-1]
+        caps = forward_fill(self.panel.market_cap[reference : row + 1, cols])[-1]
         sec = self.panel.securities
         return Snapshot(
             day=self.days[row],
@@ -273,11 +296,75 @@ def compute_index(
         selection.ranks,
         selection.counts,
     )
-    return _levels(panel, rows, in_panel, weights, base_levels, warnings, definition)
+    effective = _effective_rows(rows, definition.effective_lag, start)
+    live = effective < n_days  # a prefix: later selections are announced, not in force
+    pending = _pending(
+        panel, rows[~live], effective[~live] - (n_days - 1), in_panel, weights, caps, ~live
+    )
+    computation = _levels(
+        panel,
+        rows[live],
+        effective[live],
+        Selection(in_panel.members[live], in_panel.ranks[live], in_panel.counts[live]),
+        weights[live],
+        base_levels,
+        warnings,
+        definition,
+    )
+    computation.pending = pending
+    return computation
+
+
+def _effective_rows(rows: IntArray, lag: int, start: StartState | None) -> IntArray:
+    """Row where each selection takes effect: ``lag`` trading days after its reference
+    row; the base date's at once, a resumed selection's where it did."""
+    effective = rows + lag
+    effective[0] = 0 if start is None else start.effective_row
+    return effective
+
+
+def _pending(
+    panel: MarketPanel,
+    rows: IntArray,
+    sessions_ahead: IntArray,
+    selection: Selection,
+    weights: FloatArray,
+    caps: FloatArray,
+    mask: NDArray[np.bool_],
+) -> list[PendingSelection]:
+    """The selections made but not yet in force at the end of the panel."""
+    out = []
+    sec = panel.securities
+    for row, ahead, members, ranks, w, c in zip(
+        rows,
+        sessions_ahead,
+        selection.members[mask],
+        selection.ranks[mask],
+        weights[mask],
+        caps[mask],
+        strict=True,
+    ):
+        present = members >= 0
+        cols = members[present]
+        out.append(
+            PendingSelection(
+                reference_date=_as_date(panel.days[row]),
+                sessions_ahead=int(ahead),
+                columns=cols,
+                symbols=sec.symbols[cols],
+                sectors=sec.sectors[cols],
+                names=sec.names[cols],
+                ranks=ranks[present],
+                weights=w[present],
+                market_caps=c[present],
+            )
+        )
+    return out
 
 
 def _levels(
     panel: MarketPanel,
+    reference_rows: IntArray,
     rows: IntArray,
     selection: Selection,
     weights: FloatArray,
@@ -285,7 +372,13 @@ def _levels(
     warnings: list[str],
     definition: IndexDefinition,
 ) -> IndexComputation:
+    """Levels, units and turnover from selections taking effect at ``rows``.
+
+    Rows before the first effective row carry no level (NaN): a resumed
+    computation's lag, already stored.
+    """
     n_days = len(panel.days)
+    first = int(rows[0])
     members = selection.members
     present = members >= 0
     # return prices of every security that is ever a constituent, per variant
@@ -301,24 +394,27 @@ def _levels(
         assert panel.close is not None
         real = np.where(acts, forward_fill(panel.close[:, used]), real)
     slots = np.where(present, slot_of[np.maximum(members, 0)], 0)
+    local = rows - first  # the level computation starts where the first selection is in force
     variant_levels = {
-        v: _variant_level(rows, slots, present, weights, x, base_levels[v], n_days)[0]
+        v: _pad(_variant_level(local, slots, present, weights, x[first:], base_levels[v])[0], first)
         for v, x in prices.items()
     }
     headline = prices[definition.return_type]
     level, level_at_rebalance, growth, ref_price = _variant_level(
-        rows, slots, present, weights, headline, base_levels[definition.return_type], n_days
+        local, slots, present, weights, headline[first:], base_levels[definition.return_type]
     )
+    level = _pad(level, first)
     daily_return = np.zeros(n_days)
     daily_return[1:] = level[1:] / level[:-1] - 1.0
+    daily_return[: first + 1] = 0.0
     real_ref = np.where(present, real[rows[:, None], slots], 1.0)  # P_i(r)
     units = np.where(present, level_at_rebalance[:, None] * weights / real_ref, 0.0)
 
     turnover = np.full(n_days, np.nan)
-    turnover[rows] = _turnover(rows, slots, present, weights, ref_price, headline, growth)
+    turnover[rows] = _turnover(local, slots, present, weights, ref_price, headline[first:], growth)
     is_rebalance = np.zeros(n_days, dtype=bool)
     is_rebalance[rows] = True
-    current = np.searchsorted(rows, np.arange(n_days), side="right") - 1
+    current = np.maximum(np.searchsorted(rows, np.arange(n_days), side="right") - 1, 0)
     return IndexComputation(
         panel=panel,
         level=level,
@@ -327,6 +423,7 @@ def _levels(
         turnover=turnover,
         n_constituents=selection.counts[current],
         rebalance_rows=rows,
+        reference_rows=reference_rows,
         selection=selection,
         weights=weights,
         units=units,
@@ -335,7 +432,15 @@ def _levels(
         _column_slot=slot_of,
         warnings=warnings,
         variant_levels=variant_levels,
+        first_row=first,
     )
+
+
+def _pad(values: FloatArray, first: int) -> FloatArray:
+    """``values`` over rows ``first..``, preceded by NaN for the rows before."""
+    if first == 0:
+        return values
+    return np.concatenate([np.full(first, np.nan), values])
 
 
 def _represented(
@@ -367,9 +472,10 @@ def _variant_level(
     weights: FloatArray,
     filled: FloatArray,
     base_level: float,
-    n_days: int,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """(level, level at each rebalance, growth G(t) for t >= 1, X_i(r)) of one variant."""
+    """(level, level at each rebalance, growth G(t) for t >= 1, X_i(r)) of one variant;
+    ``rows`` are the rows of ``filled`` where selections take effect (``rows[0] == 0``)."""
+    n_days = filled.shape[0]
     ref_price = np.where(present, filled[rows[:, None], slots], 1.0)  # X_i(r)
     # growth G(t) of the holding period that ends at t (t >= 1)
     t = np.arange(1, n_days)

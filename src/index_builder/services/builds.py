@@ -1,9 +1,10 @@
 """Building indices: full or incremental, persisted as levels and spells.
 
 Incremental rule: after new or corrected data, computation restarts at the last
-rebalance *before* the first changed trading day; the composition in force there
-is read back from the stored spells and its level from the stored levels, so an
-incremental build gives the same numbers as a full rebuild.
+rebalance whose effective date is *before* the first changed trading day: the
+panel starts at that selection's reference date, its constituents are read back
+from the stored spells and its level (at the effective date) from the stored
+levels, so an incremental build gives the same numbers as a full rebuild.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from index_builder.engine.kernel import IndexComputation, StartState, compute_in
 from index_builder.engine.panel import MarketPanel
 from index_builder.engine.spells import changes_from_spells, merge_resumed
 from index_builder.errors import BuildError, InvalidInputError, NoDataError, NotFoundError
-from index_builder.storage.base import BuildState, LevelRows, Storage
+from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows, Storage
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,14 @@ class BuildPlan:
     definition: IndexDefinition
     base_date: dt.date
     end: dt.date
-    resume_from: dt.date | None  # None: full build from the base date
+    resume_from: dt.date | None  # effective date of the resumed rebalance; None: full build
     up_to_date: bool
+    resume_reference: dt.date | None = None  # the resumed rebalance's reference date
+
+    @property
+    def first_day(self) -> dt.date:
+        """The first trading day the computation needs."""
+        return self.resume_reference or self.base_date
 
 
 @dataclass
@@ -141,7 +148,10 @@ class IndexBuilder:
         if first_affected <= base:
             return BuildPlan(definition, base, target, None, up_to_date=False)
         resume = self.store.last_rebalance(definition.id, first_affected, inclusive=False)
-        return BuildPlan(definition, base, target, resume, up_to_date=False)
+        reference = None if resume is None else self.store.reference_date_on(definition.id, resume)
+        return BuildPlan(
+            definition, base, target, resume, up_to_date=False, resume_reference=reference
+        )
 
     def build(
         self,
@@ -166,7 +176,7 @@ class IndexBuilder:
         todo = [p for p in plans if not p.up_to_date]
         panel = None
         if todo:
-            first = min(p.resume_from or p.base_date for p in todo)
+            first = min(p.first_day for p in todo)
             last = max(p.end for p in todo)
             report("loading market data", 0.05)
             panel = self.store.load_panel(first, last)
@@ -210,15 +220,18 @@ class IndexBuilder:
         started: float,
     ) -> BuildResult:
         definition = plan.definition
-        first_day = plan.resume_from or plan.base_date
-        first_row = panel.row_of(np.datetime64(first_day, "D"))
+        first_row = panel.row_of(np.datetime64(plan.first_day, "D"))
         last_row = int(np.searchsorted(panel.days, np.datetime64(plan.end, "D"), side="right"))
         window = panel.rows_from(first_row, last_row)
-        start_state = self._start_state(definition.id, plan.resume_from, window)
+        start_state = None
+        if plan.resume_from is not None:
+            start_state = resume_state(self.store, definition.id, plan.resume_from, window)
         computation = compute_index(window, definition, self.calendar, start=start_state)
         previous = self.store.build_state(definition.id)
         keep_first = start_state is not None  # the resume row is already stored
-        levels = _level_rows(computation, skip_first=keep_first)
+        # a resumed computation's rows up to its effective row are already stored
+        first_new = computation.first_row + 1 if keep_first else 0
+        levels = _level_rows(computation, first_new)
         spells = computation.spells()
         if plan.resume_from is not None:
             stored = self.store.spells_from(definition.id, plan.resume_from)
@@ -236,12 +249,9 @@ class IndexBuilder:
             duration_ms=(time.perf_counter() - started) * 1000,
             warnings=warnings,
         )
-        self.store.save_results(state, levels, spells, replace_after=plan.resume_from)
-        rebalances = (
-            int(computation.is_rebalance[1:].sum())
-            if keep_first
-            else int(computation.is_rebalance.sum())
-        )
+        announced = self._announcements(computation, state.built_through)
+        self.store.save_results(state, levels, spells, announced, replace_after=plan.resume_from)
+        rebalances = int(computation.is_rebalance[first_new:].sum())
         changes = changes_from_spells(
             spells,
             trading_days,
@@ -252,7 +262,7 @@ class IndexBuilder:
             index_id=definition.id,
             mode="incremental" if keep_first else "full",
             base_date=plan.base_date,
-            start_date=first_day,
+            start_date=plan.first_day,
             end_date=state.built_through,
             trading_days=len(levels.dates),
             rebalances=rebalances,
@@ -262,26 +272,54 @@ class IndexBuilder:
             warnings=computation.warnings,
         )
 
-    def _start_state(
-        self, index_id: str, resume: dt.date | None, window: MarketPanel
-    ) -> StartState | None:
-        if resume is None:
-            return None
-        level = self.store.level_on(index_id, resume)
-        variants = self.store.variant_levels_on(index_id, resume)
-        members = [
-            s.symbol for s in self.store.spells_from(index_id, resume) if s.valid_from <= resume
+    def _announcements(
+        self, computation: IndexComputation, last_close: dt.date
+    ) -> list[AnnouncedConstituent]:
+        """The selections not yet in force, dated on the exchange calendar."""
+        return [
+            AnnouncedConstituent(
+                reference_date=p.reference_date,
+                effective_date=self.calendar.session_after(last_close, p.sessions_ahead),
+                sessions_ahead=p.sessions_ahead,
+                symbol=str(symbol),
+                name=_text(name),
+                sector=_text(sector),
+                rank=int(rank),
+                weight=float(weight),
+                market_cap=float(cap),
+            )
+            for p in computation.pending
+            for symbol, name, sector, rank, weight, cap in zip(
+                p.symbols, p.names, p.sectors, p.ranks, p.weights, p.market_caps, strict=True
+            )
         ]
-        if level is None or variants is None or not members:
-            raise BuildError(f"{index_id}: stored results are incomplete at {resume}; use --full")
-        return StartState(
-            level=level, members=window.securities.column_of(members), variant_levels=variants
-        )
 
 
-def _level_rows(computation: IndexComputation, *, skip_first: bool) -> LevelRows:
-    s = slice(1, None) if skip_first else slice(None)
+def resume_state(
+    store: Storage, index_id: str, effective: dt.date, window: MarketPanel
+) -> StartState:
+    """The stored state of the rebalance that took effect on ``effective``; ``window``
+    starts at its reference date. Used by incremental builds and composition reads."""
+    level = store.level_on(index_id, effective)
+    variants = store.variant_levels_on(index_id, effective)
+    members = [s.symbol for s in store.spells_overlapping(index_id, effective, effective)]
+    if level is None or variants is None or not members:
+        raise BuildError(f"{index_id}: stored results are incomplete at {effective}; use --full")
+    return StartState(
+        level=level,
+        members=window.securities.column_of(members),
+        variant_levels=variants,
+        effective_row=window.row_of(np.datetime64(effective, "D")),
+    )
+
+
+def _level_rows(computation: IndexComputation, first: int) -> LevelRows:
+    """Level rows from panel row ``first`` on."""
+    s = slice(first, None)
     turnover = computation.turnover[s]
+    reference: list[dt.date | None] = [None] * len(computation.days)
+    for effective, ref in zip(computation.rebalance_rows, computation.reference_rows, strict=True):
+        reference[effective] = _as_date(computation.days[ref])
     return LevelRows(
         dates=[_as_date(d) for d in computation.days[s]],
         level=computation.level[s].tolist(),
@@ -290,7 +328,12 @@ def _level_rows(computation: IndexComputation, *, skip_first: bool) -> LevelRows
         turnover=[None if np.isnan(x) else float(x) for x in turnover],
         n_constituents=computation.n_constituents[s].tolist(),
         variant_levels={v: lv[s].tolist() for v, lv in computation.variant_levels.items()},
+        reference_date=reference[s],
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _as_date(value: np.datetime64) -> dt.date:

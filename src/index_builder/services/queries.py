@@ -17,16 +17,17 @@ import numpy as np
 from index_builder.calendar import SessionCalendar
 from index_builder.engine.analytics import Summary, summarize
 from index_builder.engine.definitions import IndexDefinition
-from index_builder.engine.kernel import Snapshot, StartState, compute_index
+from index_builder.engine.kernel import Snapshot, compute_index
 from index_builder.engine.spells import Change, changes_from_spells
 from index_builder.engine.variants import VARIANTS
 from index_builder.errors import InvalidInputError, NoDataError
-from index_builder.services.builds import IndexBuilder
+from index_builder.services.builds import IndexBuilder, resume_state
 from index_builder.storage.base import BuildState, Storage
 
 PERFORMANCE_COLUMNS = ["date", "level", "daily_return", "cumulative_return"]
 COMPOSITION_COLUMNS = ["date", "symbol", "rank", "weight", "market_cap", "price", "units", "sector"]
 CHANGES_COLUMNS = ["date", "entered", "exited"]
+PROFORMA_COLUMNS = ["rank", "symbol", "weight", "current_weight", "market_cap", "sector"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,28 @@ class Composition:
             }
             for i in range(len(s.symbols))
         ]
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """The next composition, announced but not yet in force (pro-forma).
+
+    ``constituents`` are in rank order with their target weight and the weight
+    they have in the composition in force after ``last_close`` (0 when entering);
+    ``expected_turnover`` is half the sum of the absolute differences over both
+    sets (METHODOLOGY part 2).
+    """
+
+    index_id: str
+    reference_date: dt.date
+    effective_date: dt.date | None
+    sessions_ahead: int
+    last_close: dt.date
+    constituents: list[dict[str, Any]]
+    entered: list[str]
+    exited: list[str]
+    expected_turnover: float
+    later_announcements: int  # further selections already made, in force after this one
 
 
 class IndexReader:
@@ -211,19 +234,64 @@ class IndexReader:
         first = self.store.last_rebalance(index_id, window.start, inclusive=True)
         if first is None:  # pragma: no cover - the base date is always a rebalance
             raise NoDataError(f"{index_id}: no rebalance on or before {window.start}")
-        level = self.store.level_on(index_id, first)
-        if level is None:  # pragma: no cover - a rebalance always has a level
-            raise NoDataError(f"{index_id}: no level on {first}")
-        members = [s.symbol for s in self.store.spells_overlapping(index_id, first, first)]
+        reference = self.store.reference_date_on(index_id, first) or first
         definition = window.definition
-        panel = self.store.load_panel(first, window.end)
-        state = StartState(level=level, members=panel.securities.column_of(members))
+        panel = self.store.load_panel(reference, window.end)
+        state = resume_state(self.store, index_id, first, panel)
         computation = compute_index(panel, definition, self.calendar, start=state)
         lo = np.datetime64(window.start, "D")
         for row, day in enumerate(panel.days):
-            if day >= lo:
+            if day >= lo and row >= computation.first_row:
                 effective = dt.date.fromisoformat(str(day))
                 yield Composition(index_id, effective, effective, computation.snapshot(row))
+
+    def announcement(self, index_id: str) -> Announcement:
+        """The next composition to take effect (an index with an ``effective_lag``)."""
+        definition = self._builder.definition(index_id)
+        state = self._state(index_id)
+        announced = self.store.announcements(index_id)
+        if not announced:
+            lag = definition.effective_lag
+            why = (
+                "with effective_lag 0 every selection takes effect on its reference date"
+                if lag == 0
+                else f"the last selection is in force; the next one is made at the next "
+                f"{definition.rebalance} rebalance and takes effect {lag} sessions later"
+            )
+            raise NoDataError(
+                f"{index_id} has no announced composition after {state.built_through}: {why}"
+            )
+        first = announced[0].reference_date
+        upcoming = [a for a in announced if a.reference_date == first]
+        current = self.composition(index_id, state.built_through).rows()
+        in_force = {r["symbol"]: r["weight"] for r in current}
+        target = {a.symbol: a.weight for a in upcoming}
+        turnover = 0.5 * sum(
+            abs(target.get(s, 0.0) - in_force.get(s, 0.0)) for s in sorted(target | in_force)
+        )
+        return Announcement(
+            index_id=index_id,
+            reference_date=first,
+            effective_date=upcoming[0].effective_date,
+            sessions_ahead=upcoming[0].sessions_ahead,
+            last_close=state.built_through,
+            constituents=[
+                {
+                    "symbol": a.symbol,
+                    "rank": a.rank,
+                    "weight": a.weight,
+                    "current_weight": in_force.get(a.symbol, 0.0),
+                    "market_cap": a.market_cap,
+                    "sector": a.sector,
+                    "name": a.name,
+                }
+                for a in upcoming
+            ],
+            entered=sorted(target.keys() - in_force.keys()),
+            exited=sorted(in_force.keys() - target.keys()),
+            expected_turnover=turnover,
+            later_announcements=len({a.reference_date for a in announced}) - 1,
+        )
 
     def changes(
         self, index_id: str, start: dt.date | None = None, end: dt.date | None = None

@@ -78,6 +78,22 @@ class LevelRows:
     turnover: Sequence[float | None]
     n_constituents: Sequence[int]
     variant_levels: dict[str, Sequence[float]]  # "price" | "total" | "net_total"
+    reference_date: Sequence[dt.date | None]  # on rebalance rows: the selection's reference
+
+
+@dataclass(frozen=True)
+class AnnouncedConstituent:
+    """One constituent of a selection announced but not yet in force (pro-forma)."""
+
+    reference_date: dt.date
+    effective_date: dt.date | None  # None: beyond the exchange calendar
+    sessions_ahead: int  # sessions after the last built close until it takes effect
+    symbol: str
+    name: str | None
+    sector: str | None
+    rank: int
+    weight: float  # target weight
+    market_cap: float  # on the reference date
 
 
 class Storage(Protocol):
@@ -161,6 +177,14 @@ class Storage(Protocol):
         """Every return variant's stored level on ``day``."""
         ...
 
+    def reference_date_on(self, index_id: str, day: dt.date) -> dt.date | None:
+        """The reference date of the selection that took effect on ``day`` (a rebalance)."""
+        ...
+
+    def announcements(self, index_id: str) -> list[AnnouncedConstituent]:
+        """Selections announced but not yet in force after the last built close."""
+        ...
+
     def level_on(self, index_id: str, day: dt.date) -> float | None:
         """The stored level on ``day``."""
         ...
@@ -178,10 +202,12 @@ class Storage(Protocol):
         state: BuildState,
         levels: LevelRows,
         spells: Sequence[Spell],
+        announcements: Sequence[AnnouncedConstituent],
         *,
         replace_after: dt.date | None,
     ) -> None:
-        """Atomically store a build: levels and spells after ``replace_after`` (all if None)."""
+        """Atomically store a build: levels and spells after ``replace_after`` (all if
+        None), and replace the announced selections."""
         ...
 
     def read_levels(self, index_id: str, start: dt.date, end: dt.date) -> pa.Table:

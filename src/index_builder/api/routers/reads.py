@@ -17,7 +17,12 @@ from index_builder.api.routers.common import (
     StartQuery,
     problems,
 )
-from index_builder.api.schemas import ChangesResponse, CompositionResponse, PerformanceResponse
+from index_builder.api.schemas import (
+    AnnouncementResponse,
+    ChangesResponse,
+    CompositionResponse,
+    PerformanceResponse,
+)
 
 router = APIRouter(tags=["indices: read"])
 
@@ -91,6 +96,36 @@ async def index_composition(
         }
 
     return await cached_json(services, "composition", index, {"date": date}, produce)
+
+
+@router.get(
+    "/index-composition/next",
+    response_model=AnnouncementResponse,
+    responses=problems(404, 422),
+    summary="The next composition: announced, not yet in force (pro-forma)",
+)
+async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_INDEX) -> Response:
+    """For an index with an `effective_lag`: the composition selected at the last
+    reference date that takes effect at a later close, with target weights, the
+    weights in force now, entries, exits and expected one-way turnover. `404` when
+    nothing is announced (for instance with `effective_lag` 0)."""
+
+    def produce() -> dict[str, Any]:
+        a = services.reader.announcement(index)
+        return {
+            "index": index,
+            "reference_date": a.reference_date,
+            "effective_date": a.effective_date,
+            "sessions_ahead": a.sessions_ahead,
+            "last_close": a.last_close,
+            "expected_turnover": a.expected_turnover,
+            "entered": a.entered,
+            "exited": a.exited,
+            "later_announcements": a.later_announcements,
+            "constituents": a.constituents,
+        }
+
+    return await cached_json(services, "announcement", index, {}, produce)
 
 
 @router.get(

@@ -27,6 +27,7 @@ from index_builder.engine.kernel import Spell
 from index_builder.engine.panel import LongBars, MarketPanel, SecurityMaster
 from index_builder.errors import IndexBuilderError, StorageError, UnusableInputError
 from index_builder.storage.base import (
+    AnnouncedConstituent,
     BuildState,
     IngestReport,
     LevelRows,
@@ -485,6 +486,16 @@ class DuckDBStore:
             return None
         return dict(zip(("price", "total", "net_total"), map(float, row), strict=True))
 
+    def reference_date_on(self, index_id: str, day: dt.date) -> dt.date | None:
+        """The reference date of the selection that took effect on ``day`` (a rebalance)."""
+        row = self._one("reference_date_on", {"index_id": index_id, "day": day})
+        return row[0] if row else None
+
+    def announcements(self, index_id: str) -> list[AnnouncedConstituent]:
+        """Selections announced but not yet in force after the last built close."""
+        rows = self._rows("announcements", {"index_id": index_id})
+        return [AnnouncedConstituent(*r) for r in rows]
+
     def level_on(self, index_id: str, day: dt.date) -> float | None:
         """The stored level on ``day``."""
         row = self._one("level_on", {"index_id": index_id, "day": day})
@@ -509,10 +520,12 @@ class DuckDBStore:
         state: BuildState,
         levels: LevelRows,
         spells: Sequence[Spell],
+        announcements: Sequence[AnnouncedConstituent],
         *,
         replace_after: dt.date | None,
     ) -> None:
-        """Atomically store a build: levels and spells after ``replace_after`` (all if None)."""
+        """Atomically store a build: levels and spells after ``replace_after`` (all if
+        None), and replace the announced selections."""
         new_levels = pa.table(
             {
                 "date": pa.array(levels.dates, pa.date32()),
@@ -525,7 +538,11 @@ class DuckDBStore:
                     f"level_{v}": pa.array(levels.variant_levels[v], pa.float64())
                     for v in ("price", "total", "net_total")
                 },
+                "reference_date": pa.array(levels.reference_date, pa.date32()),
             }
+        )
+        new_announcements = pa.Table.from_pylist(
+            [a.__dict__ for a in announcements], schema=_ANNOUNCEMENT_SCHEMA
         )
         new_spells = pa.table(
             {
@@ -542,10 +559,12 @@ class DuckDBStore:
                 self._exec("delete_results_from", {**key, "day": replace_after})
             tx.register("new_levels", new_levels)
             tx.register("new_spells", new_spells)
+            tx.register("new_announcements", new_announcements)
             self._exec("insert_levels", key)
             self._exec("insert_spells", key)
-            tx.unregister("new_levels")
-            tx.unregister("new_spells")
+            self._exec("replace_announcements", key)
+            for table in ("new_levels", "new_spells", "new_announcements"):
+                tx.unregister(table)
             self._exec(
                 "upsert_build_state",
                 {
@@ -568,6 +587,20 @@ class DuckDBStore:
         """Days with a stored level, ascending."""
         return [r[0] for r in self._rows("built_days", {"index_id": index_id})]
 
+
+_ANNOUNCEMENT_SCHEMA = pa.schema(
+    [
+        ("reference_date", pa.date32()),
+        ("effective_date", pa.date32()),
+        ("sessions_ahead", pa.int32()),
+        ("symbol", pa.string()),
+        ("name", pa.string()),
+        ("sector", pa.string()),
+        ("rank", pa.int32()),
+        ("weight", pa.float64()),
+        ("market_cap", pa.float64()),
+    ]
+)
 
 _MIGRATION = re.compile(r"^v(\d+)_")
 

@@ -85,6 +85,17 @@ WHERE index_id = $index_id AND is_rebalance AND date < $day;
 SELECT max(date) FROM index_levels
 WHERE index_id = $index_id AND is_rebalance AND date <= $day;
 
+-- name: reference_date_on
+-- The reference date of the selection that took effect on $day (a rebalance row).
+SELECT coalesce(reference_date, date) FROM index_levels
+WHERE index_id = $index_id AND date = $day AND is_rebalance;
+
+-- name: announcements
+SELECT reference_date, effective_date, sessions_ahead, symbol, name, sector, rank, weight,
+       market_cap
+FROM index_announcements WHERE index_id = $index_id
+ORDER BY reference_date, rank, symbol;
+
 -- name: level_on
 SELECT level FROM index_levels WHERE index_id = $index_id AND date = $day;
 
@@ -114,13 +125,21 @@ WHERE index_id = $index_id AND (valid_to IS NULL OR valid_to >= $day OR valid_fr
 -- name: delete_results
 DELETE FROM index_levels WHERE index_id = $index_id;
 DELETE FROM index_spells WHERE index_id = $index_id;
+DELETE FROM index_announcements WHERE index_id = $index_id;
 DELETE FROM index_builds WHERE index_id = $index_id;
 
 -- name: insert_levels
 INSERT INTO index_levels
 SELECT $index_id, date, level, daily_return, is_rebalance, turnover, n_constituents,
-       level_price, level_total, level_net_total
+       level_price, level_total, level_net_total, reference_date
 FROM new_levels;
+
+-- name: replace_announcements
+DELETE FROM index_announcements WHERE index_id = $index_id;
+INSERT INTO index_announcements
+SELECT $index_id, reference_date, effective_date, sessions_ahead, symbol, name, sector, rank,
+       weight, market_cap
+FROM new_announcements;
 
 -- name: insert_spells
 INSERT INTO index_spells SELECT $index_id, symbol, valid_from, valid_to FROM new_spells;

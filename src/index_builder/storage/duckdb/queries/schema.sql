@@ -114,3 +114,23 @@ INSERT INTO build_version_counter SELECT coalesce(max(version), 0) FROM index_bu
 ALTER TABLE index_levels ADD COLUMN level_price DOUBLE;
 ALTER TABLE index_levels ADD COLUMN level_total DOUBLE;
 ALTER TABLE index_levels ADD COLUMN level_net_total DOUBLE;
+
+-- name: v4_effective_dates
+-- Reference and effective dates (METHODOLOGY part 2): a rebalance row of
+-- index_levels is dated by its effective date and names the reference date its
+-- selection used (NULL in builds made before v4: the same day).
+ALTER TABLE index_levels ADD COLUMN reference_date DATE;
+-- Selections made but not yet in force after the last built close: the
+-- pro-forma announcement, one row per constituent, replaced by every build.
+CREATE TABLE index_announcements (
+    index_id        VARCHAR NOT NULL,
+    reference_date  DATE    NOT NULL,
+    effective_date  DATE,               -- NULL: beyond the exchange calendar
+    sessions_ahead  INTEGER NOT NULL,   -- sessions after the last built close
+    symbol          VARCHAR NOT NULL,
+    name            VARCHAR,
+    sector          VARCHAR,
+    rank            INTEGER NOT NULL,
+    weight          DOUBLE  NOT NULL,   -- target weight
+    market_cap      DOUBLE  NOT NULL    -- on the reference date (the ranking key)
+);

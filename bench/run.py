@@ -70,7 +70,15 @@ def run_size(symbols: int, days: int, repeats: int) -> list[dict[str, Any]]:
         "runs: " + ", ".join(f"{s:.2f}" for s in warm["warm_seconds"]),
     )
     spells, snapshots = warm["spell_rows"], warm["snapshot_rows"]
-    for variant in ("ew100-monthly", "mcap100-capped", "ew100-buffer", "mcap100-ucits-daily"):
+    for variant in (
+        "ew100-monthly",
+        "mcap100-capped",
+        "ew100-buffer",
+        "mcap100-ucits-daily",
+        "ew100-lag5",
+        "ew100-company",
+        "mcap100-all-rules",
+    ):
         res = step(workdir, "build", "--index", variant, "--full", "--repeat", "2")
         record(f"build {variant} (fresh / warm)", res, f"warm {res['warm_seconds'][0]:.2f} s")
     nxt = step(workdir, "ingest-next")

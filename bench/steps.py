@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from index_builder.engine.definitions import GroupCap, IndexDefinition, Universe
+from index_builder.engine.definitions import Buffer, GroupCap, IndexDefinition, Universe
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers.schema import COMMON_STOCK
 from index_builder.providers.synthetic import default_sessions
@@ -53,6 +53,33 @@ VARIANTS = {
         weighting="capped_market_cap",
         cap=0.10,
         group_cap=GroupCap(threshold=0.05, limit=0.40),
+        universe=Universe(types=(COMMON_STOCK,)),
+    ),
+    "ew100-lag5": IndexDefinition(
+        id="ew100-lag5",
+        name="EW100, effective 5 sessions after selection",
+        top_n=100,
+        effective_lag=5,
+        universe=Universe(types=(COMMON_STOCK,)),
+    ),
+    "ew100-company": IndexDefinition(
+        id="ew100-company",
+        name="EW100 ranked by company",
+        top_n=100,
+        rank_by="company",
+        universe=Universe(types=(COMMON_STOCK,)),
+    ),
+    # every part 2 rule at once, daily: buffer, caps, lag, companies
+    "mcap100-all-rules": IndexDefinition(
+        id="mcap100-all-rules",
+        name="Top 100 companies, 90/110 buffer, UCITS 10/5/40, lag 5, daily",
+        top_n=100,
+        weighting="capped_market_cap",
+        cap=0.10,
+        group_cap=GroupCap(threshold=0.05, limit=0.40),
+        buffer=Buffer(entry_rank=90, exit_rank=110),
+        effective_lag=5,
+        rank_by="company",
         universe=Universe(types=(COMMON_STOCK,)),
     ),
 }

@@ -8,6 +8,9 @@ Part 2 rules implemented here (all optional; absent, the results are exactly Par
 * Return variants: optional bar columns ``dividend`` / ``split_ratio`` and definition fields
   ``return_type`` (``price`` | ``total`` | ``net_total``, default ``total``) and ``tax``
   (default 0.30), see :func:`_return_prices`.
+* ``rank_by: company`` (companies and share classes), see :func:`_rank_companies`.
+* ``effective_lag`` (reference date and effective date), see the last convention below and
+  :class:`PendingSelection`.
 
 This module is deliberately naive: plain Python, one trading day at a time, dicts and loops,
 no vectorisation. Every step is meant to be checked line by line against Part 1 of
@@ -30,13 +33,16 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
 * No eligible security at a scheduled rebalance: at the base date ``ValueError``; later the
   constituents, units and weights stay unchanged, the date goes to ``errors``, the day is
   not flagged ``is_rebalance``, its turnover is NaN and the ranks shown stay those of the last
-  rebalance that happened.
+  rebalance that happened (with ``effective_lag``, unless the day is the effective date of an
+  earlier selection).
 * capped_market_cap: if n * cap < 1, with n the number of selected constituents, equal
   weights; otherwise iterative capping with tolerance 1e-12.
-* Selection buffer: the previous constituents C(prev) are those in force before the close of
-  the rebalance date (the last successful selection). Ranks are among all eligible securities,
-  so a kept member can show a rank > top_n. No buffer key means plain top N; an explicit
-  buffer (even entry = exit = top_n) goes through :func:`buffered_selection`.
+* Selection buffer: the previous constituents C(prev) are those of the latest successful
+  selection (by reference date), even if it has not taken effect yet (``effective_lag``);
+  with lag 0 they are the constituents in force before the close of the rebalance date.
+  Ranks are among all eligible securities, so a kept member can show a rank > top_n. No
+  buffer key means plain top N; an explicit buffer (even entry = exit = top_n) goes through
+  :func:`buffered_selection`.
 * Aggregate capping: the project's algorithm, documented in :func:`group_capped_weights`.
 * ``n_constituents`` in the levels is the size of the composition in force after the close
   of that day (the same set as the day's composition).
@@ -71,6 +77,43 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   the company cap as the market cap input (aggregate capping orders names by company rank).
   Compositions: symbol = representative, rank = company rank, market_cap = the
   representative's own market cap; changes compare symbols.
+* Reference date and effective date (the project's rules): ``effective_lag`` is an int >= 0
+  (absent / None: 0; bools, floats, strings and negatives raise ``ValueError``). With lag 0
+  the results are exactly those without the key.
+
+  1. Reference dates t are the rebalance dates above (the base date and the scheduled
+     rebalances). Selection (buffer and company ranking included), ranks and target weights
+     w_i(t) are computed at t with the data of t, as with lag 0. C(prev) for the buffer is the
+     latest successful selection by reference date, in effect or not; for ``rank_by:
+     company`` the companies of that selection. A reference date with no eligible security
+     goes to ``errors`` and schedules nothing.
+  2. The selection takes effect at the close of the trading day ``effective_lag`` trading
+     days after t (trading days = the distinct dates of the data: index of t in the days +
+     lag). The base date's selection takes effect at once (the lag is ignored there).
+     Effective dates are strictly increasing because reference dates are, so selections in
+     flight (several at once when the lag is longer than the gap between reference dates)
+     take effect in reference-date order, at most one per day.
+  3. At the close of the effective date e the holdings reset: per variant v,
+     q_v,i = L_v(e) * w_i(t) / RI_v,i(e), RI carried forward: a selected security without a
+     valid row on e (halted, or delisted after t) enters at its last return price, like a
+     Part 1 halt, and can only leave at a later effective date. Eligibility is not checked
+     again on e. The composition anchor is real(e) / RI(e) from the security's last valid bar
+     on or before e (its close if it has actions, else P).
+  4. On e: ``is_rebalance`` True (the flag marks effective dates), turnover =
+     0.5 * sum |w_i(t) - drifted w_i(e)| over the union (0 on the base date), and a change
+     entry (e, entered = C(t) minus the constituents in force before the close of e, exited =
+     the reverse) when they differ. A reference date that is not also an effective date gets
+     no flag, NaN turnover and no change entry.
+  5. Compositions after the close of d: the constituents of the latest selection whose
+     effective date <= d, with ``rank`` = its rank at its reference date; weight, price,
+     units and market_cap (last valid market cap) as with lag 0.
+  6. Selections whose effective date falls after the last day of the data are ``pending``
+     (:class:`PendingSelection`, in reference-date order): reference date, effective_offset
+     (trading days after the last data day: 1 = the next session) and the constituents in
+     rank order with rank and market cap at t and target weight. ``current_weights`` are the
+     weights in force after the last close; the expected one-way turnover of every pending
+     selection is measured against them (:func:`expected_turnover`), also for a second one in
+     flight.
 """
 
 from __future__ import annotations
@@ -97,6 +140,39 @@ DEFAULT_RETURN_TYPE = "total"
 DEFAULT_TAX = 0.30
 
 
+PENDING_COLUMNS = ["symbol", "rank", "weight", "market_cap", "sector"]
+
+
+@dataclass
+class PendingSelection:
+    """A selection made on ``reference_date`` that takes effect after the last day of the data.
+
+    ``effective_offset``: how many trading days after the last data day it takes effect (1 =
+    the next session). ``constituents``: columns :data:`PENDING_COLUMNS` in rank order, with
+    the target weights w_i(t) and the market caps of the reference date.
+    """
+
+    reference_date: dt.date
+    effective_offset: int
+    constituents: pd.DataFrame
+
+    def expected_turnover(self, current_weights: dict[str, float]) -> float:
+        return expected_turnover(self, current_weights)
+
+
+def expected_turnover(pending: PendingSelection, current_weights: dict[str, float]) -> float:
+    """Expected one-way turnover: 0.5 * sum |w_target - w_current| over the union of names.
+
+    ``current_weights`` are the weights in force after the last close
+    (:attr:`ReferenceResult.current_weights`), also for a second selection in flight.
+    """
+    target = dict(zip(pending.constituents["symbol"], pending.constituents["weight"], strict=True))
+    total_change = 0.0
+    for symbol in sorted(set(target) | set(current_weights)):
+        total_change += abs(target.get(symbol, 0.0) - current_weights.get(symbol, 0.0))
+    return 0.5 * total_change
+
+
 @dataclass
 class ReferenceResult:
     levels: pd.DataFrame
@@ -105,6 +181,23 @@ class ReferenceResult:
     errors: list[dt.date] = field(default_factory=list)
     # {"price" | "total" | "net_total": levels aligned with the rows of ``levels``}
     variant_levels: dict[str, list[float]] = field(default_factory=dict)
+    # effective_lag: selections made but not yet in effect at the end of the data, in
+    # reference-date order (always empty with lag 0)
+    pending: list[PendingSelection] = field(default_factory=list)
+    # {symbol: weight} in force after the last close (the last composition's weights)
+    current_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Selection:
+    """A successful selection at a reference date, waiting for (or past) its effective date."""
+
+    reference_date: dt.date
+    effective_index: int  # index in ``days`` of the effective date (may be past the data)
+    selected: list[str]  # symbols in rank order
+    weights: dict[str, float]  # target weights w_i(t)
+    ranks: dict[str, int]  # rank of every eligible symbol (or representative) at t
+    market_caps: dict[str, float]  # each selected symbol's own market cap at t
 
 
 @dataclass
@@ -515,6 +608,17 @@ def _buffer_params(buffer: dict[str, Any], top_n: int) -> tuple[int, int]:
     return entry_rank, exit_rank
 
 
+def _effective_lag(value: Any) -> int:
+    """``effective_lag``: an int >= 0 (None: 0). Bools and non-integers are rejected."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"effective_lag must be an integer >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"effective_lag must be an integer >= 0, got {value!r}")
+    return value
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -559,6 +663,7 @@ def reference_build(
     tax = DEFAULT_TAX if tax is None else float(tax)
     if not (0.0 <= tax <= 1.0):
         raise ValueError("tax must be between 0 and 1")
+    lag = _effective_lag(definition.get("effective_lag"))
 
     secs = _read_securities(securities)
     bars = _read_bars(prices)
@@ -584,11 +689,16 @@ def reference_build(
     units: dict[str, float] = {}  # q_i of the headline composition in force, in rank order
     variant_units: dict[str, dict[str, float]] = {v: {} for v in RETURN_TYPES}
     variant_levels: dict[str, list[float]] = {v: [] for v in RETURN_TYPES}
-    ranks: dict[str, int] = {}  # rank among eligible at the last rebalance that happened
-    companies: set[str] = set()  # rank_by company: the companies selected (C(prev))
-    # Compositions report prices in real money: price(t) = real(r) * RI(t) / RI(r) and
-    # units = q * RI(r) / real(r), with real = close for securities with actions, else
-    # the Part 1 price P (so Part 1 outputs are unchanged: anchor 1 exactly).
+    ranks: dict[str, int] = {}  # ranks at the reference date of the selection in force
+    # C(prev) for the buffer: the latest successful selection (by reference date), whether or
+    # not it has taken effect yet (with lag 0 it is the composition in force).
+    latest_selected: set[str] = set()
+    companies: set[str] = set()  # rank_by company: the companies of the latest selection
+    in_flight: list[_Selection] = []  # selections not yet in effect, in reference-date order
+    # Compositions report prices in real money: price(t) = real(e) * RI(t) / RI(e) and
+    # units = q * RI(e) / real(e), e the effective date, with real = the close of the last
+    # valid bar on or before e for securities with actions, else its Part 1 price P (so Part 1
+    # outputs are unchanged: anchor 1 exactly).
     anchor: dict[str, float] = {}
     previous_level = math.nan
 
@@ -597,7 +707,7 @@ def reference_build(
     changes: list[tuple[dt.date, list[str], list[str]]] = []
     errors: list[dt.date] = []
 
-    for day in days:
+    for index, day in enumerate(days):
         for symbol, bar in bars[day].items():
             ri = _return_prices(
                 bar, last_bar.get(symbol), last_ri.get(symbol), symbol in with_actions, tax
@@ -609,8 +719,8 @@ def reference_build(
         if day < base:
             continue
 
-        # 1. Levels with the units fixed at the last rebalance (prices carried forward), per
-        # variant; the headline variant's is the index level.
+        # 1. Levels with the units fixed at the last effective date (prices carried forward),
+        # per variant; the headline variant's is the index level.
         variant_level: dict[str, float] = {}
         for v in RETURN_TYPES:
             if day == base:
@@ -623,21 +733,21 @@ def reference_build(
         level = variant_level[headline]
         daily_return = 0.0 if day == base else level / previous_level - 1.0
 
-        # 2. Rebalance at the close, if scheduled.
-        is_rebalance = False
-        turnover = math.nan  # only rebalances have a turnover
+        # 2. Selection at the close of a reference date (the base date or a scheduled
+        # rebalance), with the data of the day. It takes effect ``lag`` trading days later
+        # (the base date's at once).
         if day == base or is_scheduled_rebalance(day, rebalance, next_session):
             if rank_by == "company":
                 by_company = _rank_companies(bars[day], secs, universe)
                 ranked = by_company.ranked  # company keys
-                previous = companies  # companies selected at the last rebalance
+                previous = companies  # companies of the latest selection
             else:
                 ranked = _rank_eligible(bars[day], secs, universe)
-                previous = set(units)  # constituents in force before this rebalance
+                previous = latest_selected  # the latest selection, in effect or not
             if not ranked:
                 if day == base:
                     raise ValueError(f"no eligible security on the base date {day}")
-                errors.append(day)  # keep constituents, units and weights unchanged
+                errors.append(day)  # nothing selected, nothing scheduled
             else:
                 if buffer is None or day == base:
                     selected = ranked[:top_n]  # Part 1; the base date has no C(prev)
@@ -654,32 +764,51 @@ def reference_build(
                 else:
                     caps = {s: bars[day][s].market_cap for s in selected}
                     new_ranks = {s: i + 1 for i, s in enumerate(ranked)}
-                weights = target_weights(selected, caps, weighting, cap, group_cap, rank_of)
-                turnover = 0.0  # the base date's formation is not turnover
-                if day != base:
-                    drifted = {s: q * last_price[s] / level for s, q in units.items()}
-                    total_change = 0.0
-                    for symbol in sorted(set(drifted) | set(weights)):
-                        total_change += abs(weights.get(symbol, 0.0) - drifted.get(symbol, 0.0))
-                    turnover = 0.5 * total_change
-                    old_set, new_set = set(units), set(selected)
-                    if old_set != new_set:
-                        changes.append((day, sorted(new_set - old_set), sorted(old_set - new_set)))
-                # selected symbols have a valid row today, so last_ri is today's RI
-                for v in RETURN_TYPES:
-                    variant_units[v] = {
-                        s: variant_level[v] * weights[s] / last_ri[s][v] for s in selected
-                    }
-                units = variant_units[headline]
-                anchor = {
-                    s: (bars[day][s].close if s in with_actions else bars[day][s].price)
-                    / last_ri[s][headline]
-                    for s in selected
-                }
-                ranks = new_ranks
-                is_rebalance = True
+                latest_selected = set(selected)
+                in_flight.append(
+                    _Selection(
+                        reference_date=day,
+                        effective_index=index if day == base else index + lag,
+                        selected=selected,
+                        weights=target_weights(selected, caps, weighting, cap, group_cap, rank_of),
+                        ranks=new_ranks,
+                        market_caps={s: bars[day][s].market_cap for s in selected},
+                    )
+                )
 
-        # 3. Outputs for the day: composition in force after the close.
+        # 3. The selection whose effective date is today takes effect at the close: holdings
+        # reset to its target weights at the last prices (a selected security without a row
+        # today enters at its last price, like a halt).
+        is_rebalance = False
+        turnover = math.nan  # only effective dates have a turnover
+        if in_flight and in_flight[0].effective_index == index:
+            sel = in_flight.pop(0)
+            weights = sel.weights
+            turnover = 0.0  # the base date's formation is not turnover
+            if day != base:
+                drifted = {s: q * last_price[s] / level for s, q in units.items()}
+                total_change = 0.0
+                for symbol in sorted(set(drifted) | set(weights)):
+                    total_change += abs(weights.get(symbol, 0.0) - drifted.get(symbol, 0.0))
+                turnover = 0.5 * total_change
+                old_set, new_set = set(units), set(sel.selected)
+                if old_set != new_set:
+                    changes.append((day, sorted(new_set - old_set), sorted(old_set - new_set)))
+            # last_ri / last_bar: today's row, or the last one before it (carried forward)
+            for v in RETURN_TYPES:
+                variant_units[v] = {
+                    s: variant_level[v] * weights[s] / last_ri[s][v] for s in sel.selected
+                }
+            units = variant_units[headline]
+            anchor = {
+                s: (last_bar[s].close if s in with_actions else last_bar[s].price)
+                / last_ri[s][headline]
+                for s in sel.selected
+            }
+            ranks = sel.ranks
+            is_rebalance = True
+
+        # 4. Outputs for the day: composition in force after the close.
         level_rows.append(
             {
                 "date": day,
@@ -710,6 +839,29 @@ def reference_build(
             variant_levels[v].append(variant_level[v])
         previous_level = level
 
+    # Selections still in flight after the last day of the data: pending (pro-forma).
+    last_index = len(days) - 1
+    pending = []
+    for sel in in_flight:
+        rows = [
+            {
+                "symbol": s,
+                "rank": sel.ranks[s],
+                "weight": sel.weights[s],
+                "market_cap": sel.market_caps[s],
+                "sector": secs[s].get("sector"),
+            }
+            for s in sel.selected  # rank order
+        ]
+        pending.append(
+            PendingSelection(
+                reference_date=sel.reference_date,
+                effective_offset=sel.effective_index - last_index,
+                constituents=pd.DataFrame(rows, columns=PENDING_COLUMNS),
+            )
+        )
+    current_weights = {s: q * last_price[s] / previous_level for s, q in units.items()}
+
     levels = pd.DataFrame(level_rows, columns=LEVEL_COLUMNS)
     levels["is_rebalance"] = levels["is_rebalance"].astype(bool)
     levels["n_constituents"] = levels["n_constituents"].astype("int64")
@@ -719,4 +871,6 @@ def reference_build(
         changes=changes,
         errors=errors,
         variant_levels=variant_levels,
+        pending=pending,
+        current_weights=current_weights,
     )

@@ -66,6 +66,7 @@ def markets(
     weighting: str | None = None,
     rebalance: str | None = None,
     filters: bool = True,
+    lags: bool = True,
 ) -> Market:
     n_symbols = draw(st.integers(3, 15))
     n_days = draw(st.integers(5, 40))
@@ -80,6 +81,7 @@ def markets(
     base_kind = draw(st.sampled_from(["none", "session", "weekend"]))
     base_offset = draw(st.integers(0, n_days // 2))
     base_value = draw(st.sampled_from([1000.0, 100.0, 1.0]))
+    effective_lag = draw(st.sampled_from([0, 0, 1, 2, 5])) if lags else 0
 
     rng = np.random.default_rng(seed)
     sessions = SESSION_POOL[start : start + n_days]
@@ -182,6 +184,8 @@ def markets(
         "base_value": base_value,
         "universe": universe,
     }
+    if effective_lag:
+        definition["effective_lag"] = effective_lag
     return Market(securities, prices, definition)
 
 

@@ -44,3 +44,14 @@ def test_effective_lag_example_numbers() -> None:
     from index_builder.calendar import get_calendar
 
     assert get_calendar().session_after(DAYS[3], 1) == dt.date(2024, 1, 8)
+
+
+def test_effective_lag_example_engine_matches_reference() -> None:
+    from test_engine_matches_reference import assert_engine_matches
+
+    from reference_engine import reference_build
+
+    securities, prices = _example()
+    ref = reference_build(securities, prices, DEFINITION)
+    assert assert_engine_matches(build_in_memory(securities, prices, DEFINITION), ref) is None
+    assert ref.pending[0].expected_turnover(ref.current_weights) == 0.5

@@ -25,6 +25,8 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from test_reference_lag import lag_scenarios
+
 from engine_markets import Market, carried_prices, close_enough, markets
 from engine_scenarios import Scenario, all_scenarios, scenario
 from reference_engine import LEVEL_COLUMNS, ReferenceResult, reference_build
@@ -172,9 +174,29 @@ def assert_engine_matches(res: Any, ref: ReferenceResult) -> None:
     assert [as_date(x) for x in res.errors] == ref.errors
     for day in ref.compositions:
         assert spells_members(res.spells, day) == set(ref.compositions[day]["symbol"]), day
+    assert_pending_matches(res, ref)
     # Turnover last, so that other differences are reported first. It is 0 (not NaN) on the
     # base date, on days that are not rebalances and on rebalances where nothing was eligible.
     assert_close(res.levels["turnover"], ref.levels["turnover"], "levels.turnover")
+
+
+def assert_pending_matches(res: Any, ref: ReferenceResult) -> None:
+    """Announced selections (effective_lag): dates, members, ranks, weights, caps and the
+    expected turnover against the weights in force after the last close."""
+    pending = res.computation.pending
+    assert [p.reference_date for p in pending] == [p.reference_date for p in ref.pending]
+    assert [p.sessions_ahead for p in pending] == [p.effective_offset for p in ref.pending]
+    last = res.snapshot(engine_dates(res)[-1])
+    now = dict(zip(last["symbol"], last["weight"], strict=True))
+    for p, expected in zip(pending, ref.pending, strict=True):
+        table = expected.constituents
+        assert [str(s) for s in p.symbols] == list(table["symbol"])
+        assert [int(r) for r in p.ranks] == list(table["rank"])
+        assert_close(p.weights, table["weight"], "pending.weight")
+        assert_close(p.market_caps, table["market_cap"], "pending.market_cap")
+        target = dict(zip(p.symbols, p.weights, strict=True))
+        turnover = 0.5 * sum(abs(target.get(s, 0) - now.get(s, 0)) for s in set(target) | set(now))
+        assert_close(turnover, expected.expected_turnover(ref.current_weights), "pending.turnover")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -188,6 +210,14 @@ def test_scenario_engine_matches_reference(s: Scenario) -> None:
     assert (both is None) == s.raises
     if both is not None:
         assert_engine_matches(*both)
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3])
+@pytest.mark.parametrize("s", lag_scenarios(), ids=lambda s: s.name)
+def test_lagged_scenario_engine_matches_reference(s: Scenario, lag: int) -> None:
+    both = run_both(s.securities, s.prices, {**s.definition, "effective_lag": lag})
+    assert both is not None
+    assert_engine_matches(*both)
 
 
 @pytest.mark.parametrize("s", [s for s in ENGINE_SCENARIOS if not s.raises], ids=lambda s: s.name)
@@ -250,7 +280,7 @@ def test_property_weights_sum_to_one(market: Market) -> None:
 
 
 @PROPERTY_SETTINGS
-@given(markets(weighting="equal", rebalance="daily", filters=False))
+@given(markets(weighting="equal", rebalance="daily", filters=False, lags=False))
 def test_property_daily_equal_weight_return_is_mean(market: Market) -> None:
     res = engine_or_none(market)
     if res is None:

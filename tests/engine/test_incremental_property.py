@@ -40,26 +40,34 @@ def test_resuming_from_a_rebalance_equals_the_full_build(market: Market, where: 
         return
     comp = full.computation
     cut = 1 + int(where * (len(comp.days) - 2))  # first "new" row
-    resume_row = int(comp.rebalance_rows[comp.rebalance_rows < cut].max())
+    # resume at the last selection in force before the cut: from its reference row, with
+    # its stored level at its effective row (effective_lag rows later, or the base date)
+    k = int(np.flatnonzero(comp.rebalance_rows < cut).max())
+    resume_row, reference_row = int(comp.rebalance_rows[k]), int(comp.reference_rows[k])
     snapshot = comp.snapshot(resume_row)
-    window = comp.panel.rows_from(resume_row)
+    window = comp.panel.rows_from(reference_row)
     definition = full_definition(market)
+    lag = resume_row - reference_row
     resumed = compute_index(
         window,
         definition,
         get_calendar(),
-        start=StartState(level=float(comp.level[resume_row]), members=snapshot.columns),
+        start=StartState(
+            level=float(comp.level[resume_row]), members=snapshot.columns, effective_row=lag
+        ),
     )
-    np.testing.assert_allclose(resumed.level, comp.level[resume_row:], rtol=1e-12)
-    np.testing.assert_array_equal(resumed.is_rebalance, comp.is_rebalance[resume_row:])
-    np.testing.assert_array_equal(resumed.n_constituents, comp.n_constituents[resume_row:])
+    assert resumed.first_row == lag
+    np.testing.assert_allclose(resumed.level[lag:], comp.level[resume_row:], rtol=1e-12)
+    np.testing.assert_array_equal(resumed.is_rebalance[lag:], comp.is_rebalance[resume_row:])
+    np.testing.assert_array_equal(resumed.n_constituents[lag:], comp.n_constituents[resume_row:])
     np.testing.assert_allclose(
-        resumed.turnover[1:], comp.turnover[resume_row + 1 :], rtol=1e-9, atol=1e-12
+        resumed.turnover[lag + 1 :], comp.turnover[resume_row + 1 :], rtol=1e-9, atol=1e-12
     )
-    for row in range(len(window.days)):
-        a, b = resumed.snapshot(row), comp.snapshot(resume_row + row)
+    for row in range(lag, len(window.days)):
+        a, b = resumed.snapshot(row), comp.snapshot(reference_row + row)
         assert list(a.symbols) == list(b.symbols)
         np.testing.assert_allclose(a.weights, b.weights, rtol=1e-9)
+    assert [p.reference_date for p in resumed.pending] == [p.reference_date for p in comp.pending]
     resume_day = dt.date.fromisoformat(str(comp.days[resume_row]))
     spells = comp.spells()
     kept = [s for s in spells if s.valid_to is not None and s.valid_to < resume_day]

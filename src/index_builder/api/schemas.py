@@ -170,7 +170,7 @@ class AnnouncedConstituent(BaseModel):
     current_weight: float = Field(
         description="Weight in the composition in force after the last close (0: entering)."
     )
-    market_cap: float = Field(description="Market cap on the reference date (ranking key).")
+    market_cap: float = Field(description="The security's own market cap on the reference date.")
 
 
 class AnnouncementResponse(BaseModel):

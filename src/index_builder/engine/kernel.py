@@ -81,7 +81,7 @@ class PendingSelection:
     names: NDArray[np.object_]
     ranks: IntArray
     weights: FloatArray  # target weights
-    market_caps: FloatArray  # on the reference date
+    market_caps: FloatArray  # each constituent's own, on the reference date
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def compute_index(
     effective = _effective_rows(rows, definition.effective_lag, start)
     live = effective < n_days  # a prefix: later selections are announced, not in force
     pending = _pending(
-        panel, rows[~live], effective[~live] - (n_days - 1), in_panel, weights, caps, ~live
+        panel, rows[~live], effective[~live] - (n_days - 1), in_panel, weights, ~live
     )
     computation = _levels(
         panel,
@@ -329,19 +329,18 @@ def _pending(
     sessions_ahead: IntArray,
     selection: Selection,
     weights: FloatArray,
-    caps: FloatArray,
     mask: NDArray[np.bool_],
 ) -> list[PendingSelection]:
-    """The selections made but not yet in force at the end of the panel."""
+    """The selections made but not yet in force at the end of the panel; market caps
+    are each constituent's own on the reference date (as compositions show them)."""
     out = []
     sec = panel.securities
-    for row, ahead, members, ranks, w, c in zip(
+    for row, ahead, members, ranks, w in zip(
         rows,
         sessions_ahead,
         selection.members[mask],
         selection.ranks[mask],
         weights[mask],
-        caps[mask],
         strict=True,
     ):
         present = members >= 0
@@ -356,7 +355,7 @@ def _pending(
                 names=sec.names[cols],
                 ranks=ranks[present],
                 weights=w[present],
-                market_caps=c[present],
+                market_caps=panel.market_cap[row, cols],
             )
         )
     return out

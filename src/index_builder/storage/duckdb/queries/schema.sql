@@ -132,5 +132,5 @@ CREATE TABLE index_announcements (
     sector          VARCHAR,
     rank            INTEGER NOT NULL,
     weight          DOUBLE  NOT NULL,   -- target weight
-    market_cap      DOUBLE  NOT NULL    -- on the reference date (the ranking key)
+    market_cap      DOUBLE  NOT NULL    -- the security's own, on the reference date
 );

@@ -53,5 +53,5 @@ def test_effective_lag_example_engine_matches_reference() -> None:
 
     securities, prices = _example()
     ref = reference_build(securities, prices, DEFINITION)
-    assert assert_engine_matches(build_in_memory(securities, prices, DEFINITION), ref) is None
+    assert_engine_matches(build_in_memory(securities, prices, DEFINITION), ref)
     assert ref.pending[0].expected_turnover(ref.current_weights) == 0.5

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-from test_reference_lag import lag_scenarios
+from test_effective_lag_reference import lag_scenarios
 
 from engine_markets import Market, carried_prices, close_enough, markets
 from engine_scenarios import Scenario, all_scenarios, scenario

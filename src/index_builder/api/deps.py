@@ -70,8 +70,7 @@ class Services:
         plan = self.builder.plan(definition, days, request.end_date)
         if plan.up_to_date:
             return 0
-        first = plan.resume_from or plan.base_date
-        return sum(1 for d in days if first < d <= plan.end) + 1
+        return sum(1 for d in days if plan.first_day < d <= plan.end) + 1
 
     def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
         """Build (incrementally) and describe the requested window."""

@@ -177,6 +177,8 @@ def test_as_of_answers_are_cached_per_as_of_build_and_go_with_their_index(
     definition = {"id": "mine", "name": "Mine", "top_n": 5}
     assert client.post("/indices", json=definition).status_code == 201
     assert client.post("/build-index", json={"index": "mine", "as_of": as_of}).status_code == 200
+    info = client.get("/indices/mine").json()
+    assert info["build"] is None and [b["as_of"] for b in info["as_of_builds"]] == [as_of]
     params = {"index": "mine", "as_of": as_of}
     assert client.get("/index-performance", params=params).headers["x-cache"] == "MISS"
     assert client.get("/index-performance", params=params).headers["x-cache"] == "HIT"

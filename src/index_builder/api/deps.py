@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
-from index_builder.point_in_time import as_of_prefix, format_as_of, result_key
+from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
 from index_builder.settings import Settings
@@ -42,6 +42,8 @@ class BuildVersions:
                 return self._versions[index_id]
         state = self._store.build_state(index_id)
         version = state.version if state is not None else None
+        if version is None and AS_OF_SEPARATOR in index_id:
+            return None  # as-of moments are the caller's to choose: remember built ones only
         with self._lock:
             self._versions[index_id] = version
         return version

@@ -225,6 +225,11 @@ class IndexBuildInfo(BaseModel):
     base_date: dt.date = Field(description="Base date (level = base value).")
     built_through: dt.date = Field(description="Last built trading day.")
     built_at: dt.datetime = Field(description="When the build finished.")
+    as_of: dt.datetime | None = Field(
+        default=None,
+        description="The build's as-of moment, UTC (null: the current results).",
+        examples=["2024-06-28T23:59:59.999999Z"],
+    )
 
 
 class IndexInfo(BaseModel):
@@ -233,6 +238,10 @@ class IndexInfo(BaseModel):
     definition: IndexDefinition = Field(description="The index rules.")
     builtin: bool = Field(description="Built-in indices cannot be changed or removed.")
     build: IndexBuildInfo | None = Field(description="Last build; null when never built.")
+    as_of_builds: list[IndexBuildInfo] = Field(
+        default_factory=list,
+        description="Builds as of past moments (read them with `as_of`), by moment.",
+    )
 
 
 class ExportRequest(BaseModel):

@@ -151,7 +151,7 @@ class Storage(Protocol):
         ...
 
     def put_definition(self, definition: IndexDefinition, *, builtin: bool) -> None:
-        """Create or replace a definition."""
+        """Create or replace a definition (new rules delete the index's as-of results)."""
         ...
 
     def delete_definition(self, index_id: str) -> None:

@@ -285,7 +285,10 @@ def _nothing_after(index_id: str, state: BuildState, day: dt.date) -> str:
         hint = f"ingest newer data and run '{build_command(index_id, None)}'"
     else:
         built = f"{index_id} as of {format_as_of(state.as_of)} is built"
-        hint = "no later data was known then"
+        hint = (
+            f"no later data was known then ('{build_command(index_id, state.as_of)}' builds "
+            "through the last day known)"
+        )
     return (
         f"{built} from {state.base_date} through {state.built_through}; "
         f"nothing on or after {day}: {hint}"

@@ -66,7 +66,9 @@ def test_sync_build_reports_the_window(client: TestClient) -> None:
         "changes",
         "duration_ms",
         "version",
+        "as_of",
     }
+    assert body["as_of"] is None  # the current results
     assert body["trading_days"] == body["rebalances"] == 60
     again = client.post(
         "/build-index", json={"index": "ew-sector-energy", "start_date": "2023-02-01"}

@@ -409,9 +409,13 @@ class _FailingReader(IndexReader):
     """Fails after a few compositions, i.e. with files half written."""
 
     def compositions(
-        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        index_id: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        as_of: dt.datetime | None = None,
     ) -> Iterator[Composition]:
-        for i, composition in enumerate(super().compositions(index_id, start, end)):
+        for i, composition in enumerate(super().compositions(index_id, start, end, as_of)):
             if i == 5:
                 raise RuntimeError("disk on fire")
             yield composition
@@ -437,10 +441,14 @@ class _ProbeReader(IndexReader):
         self.exhausted = False
 
     def compositions(
-        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        index_id: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        as_of: dt.datetime | None = None,
     ) -> Iterator[Composition]:
         alive: list[weakref.ref[Composition]] = []
-        for composition in super().compositions(index_id, start, end):
+        for composition in super().compositions(index_id, start, end, as_of):
             alive = [r for r in alive if r() is not None]
             self.max_alive = max(self.max_alive, len(alive) + 1)
             alive.append(weakref.ref(composition))

@@ -200,7 +200,7 @@ def test_synthetic_ingestion_is_deterministic_and_clean(tmp_path: Path) -> None:
             assert report.rows_rejected == 0 and report.rows_accepted == report.rows_read
             tables.append(
                 s.cursor()
-                .sql("SELECT * EXCLUDE (run_id) FROM prices ORDER BY date, symbol")
+                .sql("SELECT * EXCLUDE (run_id, known_at) FROM prices ORDER BY date, symbol")
                 .to_arrow_table()
             )
     assert tables[0].equals(tables[1])

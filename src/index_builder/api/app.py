@@ -37,6 +37,10 @@ compositions and composition changes, and export them.
   `status`, `detail` and, when one input is at fault, `field`.
 * GET responses are cached in Redis per index build version (`X-Cache: HIT|MISS`);
   a rebuild changes the version, so cached answers never outlive it.
+* Point in time: `as_of` (a date = the end of that day UTC, or a date-time) on
+  POST /build-index builds the index from the market data known at that moment,
+  next to the current results; the same `as_of` on the reads and the export reads
+  that build.
 * The methodology: docs/methodology.md in the repository.
 """
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
 from index_builder.settings import Settings
@@ -17,7 +18,7 @@ from index_builder.storage.duckdb.store import DuckDBStore
 
 
 class BuildVersions:
-    """The build version of each index, kept in memory.
+    """The build version of each result key (index id, or ``<id>@<as of>``), in memory.
 
     Cache keys need it on every GET. This process is the only writer of the
     database (DuckDB locks the file), and every build, definition change and
@@ -41,14 +42,23 @@ class BuildVersions:
                 return self._versions[index_id]
         state = self._store.build_state(index_id)
         version = state.version if state is not None else None
+        if version is None and AS_OF_SEPARATOR in index_id:
+            return None  # as-of moments are the caller's to choose: remember built ones only
         with self._lock:
             self._versions[index_id] = version
         return version
 
     def forget(self, index_id: str) -> None:
-        """Drop the memory copy (after a build or a definition change)."""
+        """Drop the memory copy (after a build or a definition change).
+
+        An index id also drops its as-of keys (a definition change or removal
+        deletes their results).
+        """
+        prefix = as_of_prefix(index_id)
         with self._lock:
             self._versions.pop(index_id, None)
+            for key in [k for k in self._versions if k.startswith(prefix)]:
+                del self._versions[key]
 
 
 @dataclass
@@ -65,25 +75,30 @@ class Services:
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""
-        definition = self.builder.check_window(request.index, request.start_date, request.end_date)
-        days = self.store.trading_days()
-        plan = self.builder.plan(definition, days, request.end_date)
+        definition = self.builder.check_window(
+            request.index, request.start_date, request.end_date, request.as_of
+        )
+        days = self.store.trading_days(request.as_of)
+        plan = self.builder.plan(definition, days, request.end_date, as_of=request.as_of)
         if plan.up_to_date:
             return 0
         return sum(1 for d in days if plan.first_day < d <= plan.end) + 1
 
     def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
-        """Build (incrementally) and describe the requested window."""
+        """Build (incrementally, or in full as of a moment) and describe the window."""
+        key = result_key(request.index, request.as_of)
         try:
-            (result,) = self.builder.build([request.index], end=request.end_date, progress=progress)
+            (result,) = self.builder.build(
+                [request.index], end=request.end_date, as_of=request.as_of, progress=progress
+            )
         finally:
-            self.versions.forget(request.index)
-        state = self.store.build_state(request.index)
+            self.versions.forget(key)
+        state = self.store.build_state(key)
         assert state is not None
         start = request.start_date or state.base_date
         end = min(request.end_date or state.built_through, state.built_through)
-        levels = self.store.read_levels(request.index, start, end)
-        _, changes = self.reader.changes(request.index, start, end)
+        levels = self.store.read_levels(key, start, end)
+        _, changes = self.reader.changes(request.index, start, end, request.as_of)
         rebalances = levels.column("is_rebalance").to_pylist()
         return {
             "index": request.index,
@@ -94,6 +109,7 @@ class Services:
             "changes": len(changes),
             "duration_ms": result.duration_ms,
             "version": state.version,
+            "as_of": None if state.as_of is None else format_as_of(state.as_of),
         }
 
 

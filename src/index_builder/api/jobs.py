@@ -24,11 +24,13 @@ BuildFunction = Callable[["BuildRequest", ProgressCallback], dict[str, Any]]
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """What to build: an index over [start, end] (levels always from its base date)."""
+    """What to build: an index over [start, end] (levels always from its base date),
+    from the current data or as of a moment (naive UTC)."""
 
     index: str
     start_date: dt.date | None
     end_date: dt.date | None
+    as_of: dt.datetime | None = None
 
 
 @dataclass

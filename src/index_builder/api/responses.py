@@ -35,6 +35,9 @@ async def cached_json(
     """Cache-aside: the stored bytes for this index version and parameters, or
     ``produce()`` (run off the event loop), stored for next time.
 
+    ``index_id`` is the result key read: the index id, or ``<id>@<as of>`` for
+    a build as of a moment (its own version).
+
     ``X-Cache`` says ``HIT`` or ``MISS``. Errors are raised, never cached.
     """
     versions = services.versions

@@ -1,20 +1,57 @@
 """Request and response models of the REST API (they are the OpenAPI document).
 
 Returns are fractions (0.0123 = 1.23%), levels are index points, market caps and
-prices are USD, dates are ISO 8601 (YYYY-MM-DD) exchange dates.
+prices are USD, dates are ISO 8601 (YYYY-MM-DD) exchange dates, timestamps are
+ISO 8601 in UTC.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, IndexDefinition
+from index_builder.errors import InvalidInputError
+from index_builder.point_in_time import AS_OF_FORMATS, end_of_day, parse_as_of, to_utc
 
 IndexField = Field(
     default=DEFAULT_INDEX_ID, description="Index id (see GET /indices).", examples=["ew100"]
+)
+
+
+def _as_of_value(value: object) -> object:
+    """A date means the end of that day (UTC); a date-time without an offset is UTC."""
+    if isinstance(value, str):
+        try:
+            return parse_as_of(value)
+        except InvalidInputError:
+            raise ValueError(f"not a date or timestamp (use {AS_OF_FORMATS})") from None
+    if isinstance(value, dt.datetime):
+        return to_utc(value)
+    if isinstance(value, dt.date):
+        return end_of_day(value)
+    return value
+
+
+AsOf = Annotated[dt.datetime, BeforeValidator(_as_of_value)]
+"""A point in time, normalised to naive UTC (see :mod:`index_builder.point_in_time`)."""
+
+AS_OF_DESCRIPTION = (
+    "Point in time: read (or build) the index as of this moment, from the market data "
+    "known then (docs/methodology.md, section 9). ISO 8601 date or date-time; a date "
+    "means the end of that day UTC, a date-time without an offset is UTC. Must not be in "
+    "the future. Reads need a build as of the same moment (POST /build-index with "
+    "`as_of`); without it they answer 404 with the command to run. Default: the current "
+    "results."
+)
+AS_OF_EXAMPLES = ["2024-06-28", "2024-06-28T16:00:00-04:00"]
+AsOfField = Field(default=None, description=AS_OF_DESCRIPTION, examples=AS_OF_EXAMPLES)
+AsOfEcho = Field(
+    default=None,
+    description="The as-of moment read, UTC (null: the current results).",
+    examples=["2024-06-28T23:59:59.999999Z"],
 )
 
 
@@ -35,6 +72,7 @@ class BuildIndexRequest(BaseModel):
         description="Last date to build (default: the last trading day).",
         examples=["2024-12-31"],
     )
+    as_of: AsOf | None = AsOfField
     run_async: bool = Field(
         default=False,
         alias="async",
@@ -54,6 +92,7 @@ class BuildResponse(BaseModel):
     changes: int = Field(description="Rebalances in the window whose constituents changed.")
     duration_ms: float = Field(description="Wall time of the request's build, milliseconds.")
     version: int = Field(description="Build version of the index (cache keys include it).")
+    as_of: dt.datetime | None = AsOfEcho
 
 
 class JobAccepted(BaseModel):
@@ -131,6 +170,7 @@ class PerformanceResponse(BaseModel):
     )
     start_date: dt.date = Field(description="First day of the window.")
     end_date: dt.date = Field(description="Last day of the window (at most the last built).")
+    as_of: dt.datetime | None = AsOfEcho
     data: list[PerformancePoint] = Field(description="One entry per trading day, ascending.")
     summary: PerformanceSummary = Field(description="Statistics over the window.")
 
@@ -156,6 +196,7 @@ class CompositionResponse(BaseModel):
     effective_date: dt.date = Field(
         description="The trading day used: the requested date or the previous trading day."
     )
+    as_of: dt.datetime | None = AsOfEcho
     constituents: list[Constituent] = Field(description="Constituents by rank.")
 
 
@@ -211,6 +252,7 @@ class ChangesResponse(BaseModel):
     index: str = Field(description="Index id.", examples=["ew100"])
     start_date: dt.date = Field(description="First day of the window.")
     end_date: dt.date = Field(description="Last day of the window.")
+    as_of: dt.datetime | None = AsOfEcho
     changes: list[ChangeEntry] = Field(description="One entry per changing rebalance.")
 
 
@@ -221,6 +263,11 @@ class IndexBuildInfo(BaseModel):
     base_date: dt.date = Field(description="Base date (level = base value).")
     built_through: dt.date = Field(description="Last built trading day.")
     built_at: dt.datetime = Field(description="When the build finished.")
+    as_of: dt.datetime | None = Field(
+        default=None,
+        description="The build's as-of moment, UTC (null: the current results).",
+        examples=["2024-06-28T23:59:59.999999Z"],
+    )
 
 
 class IndexInfo(BaseModel):
@@ -229,6 +276,10 @@ class IndexInfo(BaseModel):
     definition: IndexDefinition = Field(description="The index rules.")
     builtin: bool = Field(description="Built-in indices cannot be changed or removed.")
     build: IndexBuildInfo | None = Field(description="Last build; null when never built.")
+    as_of_builds: list[IndexBuildInfo] = Field(
+        default_factory=list,
+        description="Builds as of past moments (read them with `as_of`), by moment.",
+    )
 
 
 class ExportRequest(BaseModel):
@@ -242,3 +293,4 @@ class ExportRequest(BaseModel):
     format: Literal["xlsx", "csv", "parquet"] = Field(
         default="xlsx", description="xlsx workbook, or a zip of csv / parquet tables."
     )
+    as_of: AsOf | None = AsOfField

@@ -25,6 +25,7 @@ from index_builder.cli.output import OutputFormat, render
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
 from index_builder.errors import IndexBuilderError, InvalidInputError
 from index_builder.ingest.job import run_ingestion
+from index_builder.point_in_time import AS_OF_FORMATS, format_as_of, parse_as_of
 from index_builder.providers.file import parse_column_map
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
 from index_builder.services.builds import BuildResult, IndexBuilder
@@ -37,7 +38,7 @@ from index_builder.services.queries import (
     IndexReader,
 )
 from index_builder.settings import Settings, get_settings
-from index_builder.storage.base import IngestReport
+from index_builder.storage.base import BuildState, IngestReport
 from index_builder.storage.duckdb.store import DuckDBStore
 
 app = typer.Typer(
@@ -75,6 +76,11 @@ def _parse_date(value: str | None, field: str) -> dt.date | None:
         raise InvalidInputError(
             f"--{field.replace('_', '-')}: {value!r} is not a date (use YYYY-MM-DD)", field=field
         ) from None
+
+
+def _parse_as_of(value: str | None) -> dt.datetime | None:
+    """``--as-of``: a date (the end of that day, UTC) or a timestamp (naive = UTC)."""
+    return None if value is None else parse_as_of(value, label="--as-of")
 
 
 @contextmanager
@@ -120,6 +126,15 @@ def _progress(label: str) -> Iterator[Callable[[str], None]]:
 DateOpt = Annotated[str | None, typer.Option(help="YYYY-MM-DD")]
 IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index id.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help=f"Point in time: {AS_OF_FORMATS}. A date means the end of that day, "
+        "UTC; no offset means UTC.",
+        show_default=False,
+    ),
+]
 
 
 @app.callback()
@@ -221,6 +236,11 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
     out.print(table)
     span = f"{report.min_date} .. {report.max_date}" if report.min_date else "no dates"
     out.print(f"dates: {span}; database: {database}")
+    if report.known_at is not None:
+        out.print(
+            f"known at: {format_as_of(report.known_at)} (the run's start: the known_at of "
+            "every row that gives none)"
+        )
 
 
 @app.command()
@@ -234,6 +254,7 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> Non
         "status",
         "started_at",
         "finished_at",
+        "known_at",
         "rows_read",
         "rows_accepted",
         "rows_rejected",
@@ -265,24 +286,35 @@ def build(
     start: DateOpt = None,
     end: DateOpt = None,
     full: Annotated[bool, typer.Option(help="Recompute from the base date.")] = False,
+    as_of: AsOfOpt = None,
 ) -> None:
-    """Build indices (incrementally unless --full) and persist levels and spells."""
+    """Build indices (incrementally unless --full) and persist levels and spells.
+
+    With --as-of: a full build from the data known at that moment, stored next to
+    (never over) the current results; read it with --as-of on the read commands.
+    """
     with _errors():
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
+        as_of_k = _parse_as_of(as_of)
         with _store() as store:
             ids = index or [d.id for d, _ in store.list_definitions()]
             builder = IndexBuilder(store, store.calendar)
             for i in ids:  # --start only checks the window: builds start at the base date
-                builder.check_window(i, start_d, end_d)
+                builder.check_window(i, start_d, end_d, as_of_k)
             with _progress("build") as step:
                 results = builder.build(
-                    ids, end=end_d, full=full, on_index=lambda r: step(f"{r.index_id} done")
+                    ids,
+                    end=end_d,
+                    full=full,
+                    as_of=as_of_k,
+                    on_index=lambda r: step(f"{r.index_id} done"),
                 )
-        _print_builds(results)
+        _print_builds(results, as_of_k)
 
 
-def _print_builds(results: list[BuildResult]) -> None:
-    table = Table(title="Builds")
+def _print_builds(results: list[BuildResult], as_of: dt.datetime | None = None) -> None:
+    title = "Builds" if as_of is None else f"Builds as of {format_as_of(as_of)}"
+    table = Table(title=title)
     for col in (
         "index",
         "mode",
@@ -329,13 +361,19 @@ def performance(
         typer.Option(help="price | total | net_total (default: the index's headline)."),
     ] = None,
     fmt: FormatOpt = OutputFormat.table,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Levels, daily and cumulative returns (and a summary with --format table)."""
     with _errors(), _store() as store:
         perf = IndexReader(store, store.calendar).performance(
-            index, _parse_date(start, "start"), _parse_date(end, "end"), return_type
+            index,
+            _parse_date(start, "start"),
+            _parse_date(end, "end"),
+            return_type,
+            as_of=_parse_as_of(as_of),
         )
-    render(perf.rows, PERFORMANCE_COLUMNS, fmt, title=f"{index} performance")
+    title = f"{index} performance{_as_of_title(perf.window.as_of)}"
+    render(perf.rows, PERFORMANCE_COLUMNS, fmt, title=title)
     if fmt is OutputFormat.table:
         summary = [{"statistic": k, "value": v} for k, v in perf.summary.as_dict().items()]
         render(summary, ["statistic", "value"], fmt, title="Summary")
@@ -346,11 +384,15 @@ def composition(
     index: IndexOpt = DEFAULT_INDEX_ID,
     date: DateOpt = None,
     fmt: FormatOpt = OutputFormat.table,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Constituents in force after the close of --date (default: last built day)."""
     with _errors(), _store() as store:
-        comp = IndexReader(store, store.calendar).composition(index, _parse_date(date, "date"))
-    title = f"{index} composition after the close of {comp.effective_date}"
+        as_of_k = _parse_as_of(as_of)
+        comp = IndexReader(store, store.calendar).composition(
+            index, _parse_date(date, "date"), as_of_k
+        )
+    title = f"{index} composition after the close of {comp.effective_date}{_as_of_title(as_of_k)}"
     render(comp.rows(), COMPOSITION_COLUMNS, fmt, title=title)
 
 
@@ -377,14 +419,21 @@ def changes(
     start: DateOpt = None,
     end: DateOpt = None,
     fmt: FormatOpt = OutputFormat.table,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Constituents entered and exited at each rebalance."""
     with _errors(), _store() as store:
-        _, found = IndexReader(store, store.calendar).changes(
-            index, _parse_date(start, "start"), _parse_date(end, "end")
+        window, found = IndexReader(store, store.calendar).changes(
+            index, _parse_date(start, "start"), _parse_date(end, "end"), _parse_as_of(as_of)
         )
     rows = [{"date": c.date, "entered": c.entered, "exited": c.exited} for c in found]
-    render(rows, CHANGES_COLUMNS, fmt, title=f"{index} composition changes")
+    title = f"{index} composition changes{_as_of_title(window.as_of)}"
+    render(rows, CHANGES_COLUMNS, fmt, title=title)
+
+
+def _as_of_title(as_of: dt.datetime | None) -> str:
+    """`` as of <K>`` for the title of a read as of a moment."""
+    return "" if as_of is None else f" as of {format_as_of(as_of)}"
 
 
 # ---------------------------------------------------------------------------- indices
@@ -420,15 +469,25 @@ def indices_show(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> 
     with _errors(), _store() as store:
         definition = IndexBuilder(store, store.calendar).definition(index_id)
         state = store.build_state(index_id)
+        as_of_builds = store.as_of_builds(index_id)
     payload: dict[str, Any] = {"definition": json.loads(definition.to_json())}
     if state is not None:
-        payload["build"] = {
-            "version": state.version,
-            "base_date": str(state.base_date),
-            "built_through": str(state.built_through),
-            "built_at": str(state.built_at),
-        }
+        payload["build"] = _build_info(state)
+    if as_of_builds:
+        payload["as_of_builds"] = [_build_info(s) for s in as_of_builds]
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def _build_info(state: BuildState) -> dict[str, Any]:
+    info = {
+        "version": state.version,
+        "base_date": str(state.base_date),
+        "built_through": str(state.built_through),
+        "built_at": str(state.built_at),
+    }
+    if state.as_of is not None:
+        info["as_of"] = format_as_of(state.as_of)
+    return info
 
 
 @indices_app.command("add")

@@ -70,23 +70,28 @@ def export_index(
     end: dt.date | None,
     fmt: ExportFormat,
     directory: Path,
+    as_of: dt.datetime | None = None,
 ) -> ExportFile:
     """Write the summary, performance, compositions and changes of one index window.
 
     ``start``/``end`` default to the built range, as for the other reads; errors of
     the reader (unknown index, end before start, no data...) propagate before any
-    file is created. The file gets a unique name in ``directory``, which must
-    exist; on failure nothing is left there.
+    file is created. ``as_of``: the build as of that moment (its name is in the
+    file name and the summary). The file gets a unique name in ``directory``, which
+    must exist; on failure nothing is left there.
     """
     if fmt not in EXPORT_FORMATS:
         raise InvalidInputError(
             f"unknown export format {fmt!r} (known: {', '.join(EXPORT_FORMATS)})", field="format"
         )
-    performance = reader.performance(index_id, start, end)
+    performance = reader.performance(index_id, start, end, as_of=as_of)
     window = performance.window
     generated_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     summary = summary_table(window, performance.summary, len(performance.rows), generated_at)
-    stem = f"{window.definition.id}_{window.start.isoformat()}_{window.end.isoformat()}"
+    label = window.definition.id
+    if window.as_of is not None:
+        label += f"_asof-{window.as_of:%Y%m%dT%H%M%SZ}"
+    stem = f"{label}_{window.start.isoformat()}_{window.end.isoformat()}"
     if fmt == "xlsx":
         suffix, filename, media_type = ".xlsx", f"{stem}.xlsx", XLSX_MEDIA_TYPE
     else:
@@ -103,10 +108,10 @@ def export_index(
         writer.summary(summary, f"{window.definition.name} ({window.definition.id})")
         writer.table(PERFORMANCE, performance_rows(performance.rows))
         del performance  # the performance rows are not needed any more
-        compositions = reader.compositions(index_id, window.start, window.end)
+        compositions = reader.compositions(index_id, window.start, window.end, window.as_of)
         writer.table(COMPOSITIONS, composition_rows(compositions))
         del compositions
-        _, changes = reader.changes(index_id, window.start, window.end)
+        _, changes = reader.changes(index_id, window.start, window.end, window.as_of)
         writer.table(CHANGES, change_rows(changes))
         del changes
         writer.close()

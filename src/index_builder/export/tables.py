@@ -141,7 +141,7 @@ def summary_table(
 ) -> SummaryTable:
     """The summary of one export; ``generated_at`` is naive UTC."""
     state = window.state
-    facts = (
+    facts: tuple[Field, ...] = (
         Field("index_id", window.definition.id, "str"),
         Field("name", window.definition.name, "str"),
         Field("window_start", window.start, "date", DATE_FORMAT),
@@ -152,6 +152,8 @@ def summary_table(
         Field("built_at_utc", state.built_at, "datetime", DATETIME_FORMAT),
         Field("generated_at_utc", generated_at, "datetime", DATETIME_FORMAT),
     )
+    if state.as_of is not None:  # a build as of a moment: the data known then
+        facts += (Field("as_of_utc", state.as_of, "datetime", DATETIME_FORMAT),)
     statistics = tuple(
         Field(
             name,

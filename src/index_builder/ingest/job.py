@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from index_builder.providers import get_provider
 from index_builder.providers.file import ROW_COLUMN
-from index_builder.providers.schema import PRICES_SCHEMA, SECURITIES_SCHEMA
+from index_builder.providers.schema import KNOWN_AT, PRICES_SCHEMA, SECURITIES_SCHEMA
 from index_builder.storage.base import IngestReport, ProgressCallback, Storage
 
 
@@ -38,14 +38,15 @@ def run_ingestion(
 
 
 def _with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Every column of ``schema`` present (nulls when absent), plus a 1-based ``_row``."""
+    """Every column of ``schema`` and the optional ``known_at`` present (nulls when
+    absent), plus a 1-based ``_row``."""
     if ROW_COLUMN in table.column_names:
         return table
     columns = {
         name: table.column(name)
         if name in table.column_names
         else pa.nulls(table.num_rows, pa.string())
-        for name in schema.names
+        for name in (*schema.names, KNOWN_AT)
     }
     rows = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return pa.table({ROW_COLUMN: rows, **columns})

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 
 from index_builder.errors import UnusableInputError
 from index_builder.providers.base import ProviderCapabilities
-from index_builder.providers.schema import PRICES_SCHEMA, SECURITIES_SCHEMA, MarketData
+from index_builder.providers.schema import KNOWN_AT, PRICES_SCHEMA, SECURITIES_SCHEMA, MarketData
 
-PRICE_COLUMNS = tuple(PRICES_SCHEMA.names)
-SECURITY_COLUMNS = tuple(SECURITIES_SCHEMA.names)
+PRICE_COLUMNS = (*PRICES_SCHEMA.names, KNOWN_AT)
+SECURITY_COLUMNS = (*SECURITIES_SCHEMA.names, KNOWN_AT)
 REQUIRED_PRICE_COLUMNS = ("date", "symbol", "close")
 REQUIRED_SECURITY_COLUMNS = ("symbol",)
 ROW_COLUMN = "_row"
@@ -97,7 +97,7 @@ def open_table(
     duplicated = sorted({n for n in renamed if renamed.count(n) > 1 and n in columns})
     if duplicated:
         raise UnusableInputError(f"{path}: column(s) given twice: {', '.join(duplicated)}")
-    types = {name: _raw_type(t) for name, t in zip(renamed, source_types, strict=True)}
+    types = {name: _raw_type(name, t) for name, t in zip(renamed, source_types, strict=True)}
     schema = pa.schema(
         [pa.field(ROW_COLUMN, pa.int64())]
         + [pa.field(c, types.get(c, pa.string())) for c in columns]
@@ -110,8 +110,13 @@ def _canonical(name: str, column_map: Mapping[str, str]) -> str:
     return column_map.get(key, key)
 
 
-def _raw_type(source: pa.DataType) -> pa.DataType:
-    """Keep Parquet's numeric and date types (validation casts them); text otherwise."""
+def _raw_type(name: str, source: pa.DataType) -> pa.DataType:
+    """Keep Parquet's numeric and date types (validation casts them); text otherwise.
+
+    A ``known_at`` timestamp keeps its time, as naive UTC.
+    """
+    if name == KNOWN_AT and pa.types.is_timestamp(source):
+        return pa.timestamp("us")
     if pa.types.is_floating(source) or pa.types.is_integer(source):
         return pa.float64()
     if pa.types.is_date(source) or pa.types.is_timestamp(source):
@@ -143,6 +148,7 @@ def _conform(
 def _convert(arr: pa.Array, target: pa.DataType) -> pa.Array:
     if pa.types.is_timestamp(arr.type) and target == pa.date32():
         return arr.cast(pa.timestamp("s")).cast(pa.date32())
+    # a time-zone aware timestamp becomes naive UTC (Arrow keeps the UTC instant)
     return arr.cast(target)
 
 

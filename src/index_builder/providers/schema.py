@@ -46,6 +46,11 @@ PRICES_SCHEMA = pa.schema(
   per old share effective on ``date`` (null means 1).
 """
 
+KNOWN_AT = "known_at"
+"""Optional column of both tables: when the row became known (its publication
+time), ISO 8601 text or a timestamp; naive means UTC. Without it a row is known
+from the start of the ingestion run that stores it (point in time)."""
+
 GICS_SECTORS: tuple[str, ...] = (
     "Communication Services",
     "Consumer Discretionary",

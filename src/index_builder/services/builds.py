@@ -5,6 +5,10 @@ rebalance whose effective date is *before* the first changed trading day: the
 panel starts at that selection's reference date, its constituents are read back
 from the stored spells and its level (at the effective date) from the stored
 levels, so an incremental build gives the same numbers as a full rebuild.
+
+Point in time: a build ``as_of`` K is always full, reads the market data known
+at K and stores its results under the key ``<index id>@<K>``, next to (never
+over) the current results.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from index_builder.engine.kernel import IndexComputation, StartState, compute_in
 from index_builder.engine.panel import MarketPanel
 from index_builder.engine.spells import changes_from_spells, merge_resumed
 from index_builder.errors import BuildError, InvalidInputError, NoDataError, NotFoundError
+from index_builder.point_in_time import check_as_of, format_as_of, result_key
 from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows, Storage
 
 
@@ -35,11 +40,17 @@ class BuildPlan:
     resume_from: dt.date | None  # effective date of the resumed rebalance; None: full build
     up_to_date: bool
     resume_reference: dt.date | None = None  # the resumed rebalance's reference date
+    as_of: dt.datetime | None = None  # naive UTC; None: the current data and results
 
     @property
     def first_day(self) -> dt.date:
         """The first trading day the computation needs."""
         return self.resume_reference or self.base_date
+
+    @property
+    def key(self) -> str:
+        """Where the results are stored (see :func:`~index_builder.point_in_time.result_key`)."""
+        return result_key(self.definition.id, self.as_of)
 
 
 @dataclass
@@ -57,12 +68,27 @@ class BuildResult:
     version: int
     duration_ms: float
     warnings: list[str] = field(default_factory=list)
+    as_of: dt.datetime | None = None
 
 
-def resolve_base_date(definition: IndexDefinition, trading_days: Sequence[dt.date]) -> dt.date:
+def no_market_data(as_of: dt.datetime | None) -> NoDataError:
+    """The error for a store with no market data (known at ``as_of``)."""
+    if as_of is None:
+        return NoDataError("no market data: run 'index-builder ingest' first")
+    return NoDataError(
+        f"no market data was known at {format_as_of(as_of)} (check 'index-builder runs' "
+        "for when data was ingested)"
+    )
+
+
+def resolve_base_date(
+    definition: IndexDefinition,
+    trading_days: Sequence[dt.date],
+    as_of: dt.datetime | None = None,
+) -> dt.date:
     """The base date: the definition's (rolled forward to a trading day) or the first day."""
     if not trading_days:
-        raise NoDataError("no market data: run 'index-builder ingest' first")
+        raise no_market_data(as_of)
     if definition.base_date is None:
         return trading_days[0]
     i = int(
@@ -95,17 +121,23 @@ class IndexBuilder:
         return found[0]
 
     def check_window(
-        self, index_id: str, start: dt.date | None, end: dt.date | None
+        self,
+        index_id: str,
+        start: dt.date | None,
+        end: dt.date | None,
+        as_of: dt.datetime | None = None,
     ) -> IndexDefinition:
-        """The rules every build request follows (CLI and API): a known index, end not
-        before start, start not before the base date. Returns the definition."""
+        """The rules every build request follows (CLI and API): a known index, an
+        as-of moment not in the future, end not before start, start not before the
+        base date (of the data known at ``as_of``). Returns the definition."""
         definition = self.definition(index_id)
+        as_of = check_as_of(as_of)
         if start is not None and end is not None and end < start:
             raise InvalidInputError(
                 f"end_date {end} is before start_date {start}", field="end_date"
             )
         if start is not None:
-            base = resolve_base_date(definition, self.store.trading_days())
+            base = resolve_base_date(definition, self.store.trading_days(as_of), as_of)
             if start < base:
                 raise InvalidInputError(
                     f"start_date {start} is before the base date {base} of {index_id}",
@@ -120,15 +152,22 @@ class IndexBuilder:
         end: dt.date | None,
         *,
         full: bool = False,
+        as_of: dt.datetime | None = None,
     ) -> BuildPlan:
-        """Decide between a full build, an incremental one, or nothing to do."""
-        base = resolve_base_date(definition, trading_days)
+        """Decide between a full build, an incremental one, or nothing to do.
+
+        With ``as_of`` (``trading_days`` are then those known at it) the build is
+        always full.
+        """
+        base = resolve_base_date(definition, trading_days, as_of)
         last_day = trading_days[-1]
         target = min(end, last_day) if end is not None else last_day
         if target < base:
             raise BuildError(
                 f"{definition.id}: end {target} is before the base date {base}", field="end_date"
             )
+        if as_of is not None:
+            return BuildPlan(definition, base, target, None, up_to_date=False, as_of=as_of)
         state = self.store.build_state(definition.id)
         if (
             full
@@ -159,27 +198,34 @@ class IndexBuilder:
         *,
         end: dt.date | None = None,
         full: bool = False,
+        as_of: dt.datetime | None = None,
         on_index: Callable[[BuildResult], None] | None = None,
         progress: Callable[[str, float], None] | None = None,
     ) -> list[BuildResult]:
         """Build several indices from one shared market panel.
 
-        ``progress(stage, fraction)`` is told the stage as the build goes.
+        ``as_of`` (a past moment; naive means UTC): a full build from the data
+        known then, stored apart from the current results. ``progress(stage,
+        fraction)`` is told the stage as the build goes.
         """
         report = progress or (lambda _stage, _fraction: None)
         report("planning", 0.02)
-        trading_days = self.store.trading_days()
+        as_of = check_as_of(as_of)
+        trading_days = self.store.trading_days(as_of)
         if not trading_days:
-            raise NoDataError("no market data: run 'index-builder ingest' first")
+            raise no_market_data(as_of)
         data_run_id = self.store.latest_run_id()
-        plans = [self.plan(self.definition(i), trading_days, end, full=full) for i in index_ids]
+        plans = [
+            self.plan(self.definition(i), trading_days, end, full=full, as_of=as_of)
+            for i in index_ids
+        ]
         todo = [p for p in plans if not p.up_to_date]
         panel = None
         if todo:
             first = min(p.first_day for p in todo)
             last = max(p.end for p in todo)
             report("loading market data", 0.05)
-            panel = self.store.load_panel(first, last)
+            panel = self.store.load_panel(first, last, as_of)
         results = []
         for i, plan in enumerate(plans):
             report(f"computing {plan.definition.id}", 0.3 + 0.65 * i / len(plans))
@@ -195,7 +241,7 @@ class IndexBuilder:
         return results
 
     def _unchanged(self, plan: BuildPlan, started: float) -> BuildResult:
-        state = self.store.build_state(plan.definition.id)
+        state = self.store.build_state(plan.key)
         assert state is not None
         return BuildResult(
             index_id=plan.definition.id,
@@ -225,21 +271,21 @@ class IndexBuilder:
         window = panel.rows_from(first_row, last_row)
         start_state = None
         if plan.resume_from is not None:
-            start_state = resume_state(self.store, definition.id, plan.resume_from, window)
+            start_state = resume_state(self.store, plan.key, plan.resume_from, window)
         computation = compute_index(window, definition, self.calendar, start=start_state)
-        previous = self.store.build_state(definition.id)
+        previous = self.store.build_state(plan.key)
         keep_first = start_state is not None  # the resume row is already stored
         # a resumed computation's rows up to its effective row are already stored
         first_new = computation.first_row + 1 if keep_first else 0
         levels = _level_rows(computation, first_new)
         spells = computation.spells()
         if plan.resume_from is not None:
-            stored = self.store.spells_from(definition.id, plan.resume_from)
+            stored = self.store.spells_from(plan.key, plan.resume_from)
             spells = merge_resumed(stored, spells, plan.resume_from)
         warnings = list(previous.warnings) if previous and keep_first else []
         warnings += computation.warnings
         state = BuildState(
-            index_id=definition.id,
+            index_id=plan.key,
             version=self.store.next_build_version(),
             definition_hash=definition.fingerprint(),
             base_date=plan.base_date,
@@ -248,6 +294,7 @@ class IndexBuilder:
             built_at=dt.datetime.now(dt.UTC),
             duration_ms=(time.perf_counter() - started) * 1000,
             warnings=warnings,
+            as_of=plan.as_of,
         )
         announced = self._announcements(computation, state.built_through)
         self.store.save_results(state, levels, spells, announced, replace_after=plan.resume_from)
@@ -270,6 +317,7 @@ class IndexBuilder:
             version=state.version,
             duration_ms=(time.perf_counter() - started) * 1000,
             warnings=computation.warnings,
+            as_of=plan.as_of,
         )
 
     def _announcements(

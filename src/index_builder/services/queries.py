@@ -3,6 +3,9 @@
 Every read validates its window the same way for the CLI and the API: unknown
 index, end before start, a window before the base date and a window with no
 built data are errors with a one-line message.
+
+Every read takes ``as_of``: it then reads the results of the build as of that
+moment (``index-builder build --as-of``), never the current ones.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from index_builder.engine.kernel import Snapshot, compute_index
 from index_builder.engine.spells import Change, changes_from_spells
 from index_builder.engine.variants import VARIANTS
 from index_builder.errors import InvalidInputError, NoDataError
+from index_builder.point_in_time import build_command, check_as_of, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder, resume_state
 from index_builder.storage.base import BuildState, Storage
 
@@ -38,6 +42,16 @@ class Window:
     state: BuildState
     start: dt.date
     end: dt.date
+
+    @property
+    def as_of(self) -> dt.datetime | None:
+        """The as-of moment of the build read (None: the current results)."""
+        return self.state.as_of
+
+    @property
+    def key(self) -> str:
+        """The result key of the build read."""
+        return self.state.index_id
 
 
 @dataclass(frozen=True)
@@ -108,14 +122,16 @@ class IndexReader:
         self.calendar = calendar
         self._builder = IndexBuilder(store, calendar)
 
-    def window(self, index_id: str, start: dt.date | None, end: dt.date | None) -> Window:
+    def window(
+        self,
+        index_id: str,
+        start: dt.date | None,
+        end: dt.date | None,
+        as_of: dt.datetime | None = None,
+    ) -> Window:
         """Validate ``[start, end]`` against the index's base date and built range."""
         definition = self._builder.definition(index_id)
-        state = self.store.build_state(index_id)
-        if state is None:
-            raise NoDataError(
-                f"{index_id} is not built yet: run 'index-builder build --index {index_id}'"
-            )
+        state = self._state(index_id, as_of)
         if start is not None and end is not None and end < start:
             raise InvalidInputError(
                 f"end date {end} is before start date {start}", field="end_date"
@@ -128,11 +144,7 @@ class IndexReader:
         lo = start or state.base_date
         hi = end or state.built_through
         if lo > state.built_through:
-            raise NoDataError(
-                f"{index_id} is built from {state.base_date} through {state.built_through}; "
-                f"nothing on or after {lo}: ingest newer data and run "
-                f"'index-builder build --index {index_id}'"
-            )
+            raise NoDataError(_nothing_after(index_id, state, lo))
         return Window(definition, state, lo, min(hi, state.built_through))
 
     def performance(
@@ -141,20 +153,22 @@ class IndexReader:
         start: dt.date | None = None,
         end: dt.date | None = None,
         return_type: str | None = None,
+        as_of: dt.datetime | None = None,
     ) -> Performance:
         """Levels, daily and cumulative returns and the summary over a window.
 
         ``return_type`` (price | total | net_total) picks a return variant; by
         default the definition's headline. Rows also carry every variant's level.
         """
-        window = self.window(index_id, start, end)
+        window = self.window(index_id, start, end, as_of)
+        key = window.key
         variant = return_type or window.definition.return_type
         if variant not in VARIANTS:
             raise InvalidInputError(
                 f"return_type must be one of {', '.join(VARIANTS)}, got {variant!r}",
                 field="return_type",
             )
-        table = self.store.read_levels(index_id, window.start, window.end)
+        table = self.store.read_levels(key, window.start, window.end)
         if table.num_rows == 0:
             raise NoDataError(
                 f"no trading day of {index_id} in {window.start}..{window.end}; built range is "
@@ -166,8 +180,8 @@ class IndexReader:
         if headline:
             daily = table.column("daily_return").to_numpy()
         else:  # the variant's own daily returns; the window's first needs the day before
-            before = self.store.last_built_day(index_id, window.start - dt.timedelta(days=1))
-            previous = self.store.variant_levels_on(index_id, before) if before else None
+            before = self.store.last_built_day(key, window.start - dt.timedelta(days=1))
+            previous = self.store.variant_levels_on(key, before) if before else None
             first = levels[0] / previous[variant] - 1.0 if previous else 0.0
             daily = np.concatenate([[first], levels[1:] / levels[:-1] - 1.0])
         cumulative = levels / levels[0] - 1.0
@@ -190,14 +204,16 @@ class IndexReader:
         )
         return Performance(window, rows, summary, variant)
 
-    def composition(self, index_id: str, day: dt.date | None = None) -> Composition:
+    def composition(
+        self, index_id: str, day: dt.date | None = None, as_of: dt.datetime | None = None
+    ) -> Composition:
         """Constituents after the close of ``day`` (default: the last built day).
 
         A day that is not a trading day resolves to the previous trading day
         (``effective_date``); a day after the built range is :class:`NoDataError`.
         """
         definition = self._builder.definition(index_id)  # unknown index first
-        state = self._state(index_id)
+        state = self._state(index_id, as_of)
         requested = day or state.built_through
         if requested < state.base_date:
             raise InvalidInputError(
@@ -206,38 +222,39 @@ class IndexReader:
             )
         following = self.calendar.next_sessions(np.array([state.built_through], "datetime64[D]"))
         if not np.isnat(following[0]) and np.datetime64(requested, "D") >= following[0]:
-            raise NoDataError(
-                f"{index_id} is built from {state.base_date} through {state.built_through}; "
-                f"nothing on or after {requested}: ingest newer data and run "
-                f"'index-builder build --index {index_id}'"
-            )
-        effective = self.store.last_built_day(index_id, requested)
+            raise NoDataError(_nothing_after(index_id, state, requested))
+        effective = self.store.last_built_day(state.index_id, requested)
         assert effective is not None  # requested >= base date, which is built
         (found,) = self._reconstruct(Window(definition, state, effective, effective))
         return Composition(index_id, requested, effective, found.snapshot)
 
     def compositions(
-        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        index_id: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        as_of: dt.datetime | None = None,
     ) -> Iterator[Composition]:
         """The composition after the close of every trading day in a window, in order.
 
         Reconstructed from the stored results with one engine run: constituents of
         the last rebalance on or before ``start`` from the spells, its level from the
         levels, then the same engine over [that rebalance, end] (the rebalances in
-        between select exactly what the build selected).
+        between select exactly what the build selected). As of a moment, the market
+        data are those known then, as the build used them.
         """
-        return self._reconstruct(self.window(index_id, start, end))
+        return self._reconstruct(self.window(index_id, start, end, as_of))
 
     def _reconstruct(self, window: Window) -> Iterator[Composition]:
         """Compositions of every trading day of an already validated window."""
-        index_id = window.definition.id
-        first = self.store.last_rebalance(index_id, window.start, inclusive=True)
+        index_id, key = window.definition.id, window.key
+        first = self.store.last_rebalance(key, window.start, inclusive=True)
         if first is None:  # pragma: no cover - the base date is always a rebalance
             raise NoDataError(f"{index_id}: no rebalance on or before {window.start}")
-        reference = self.store.reference_date_on(index_id, first) or first
+        reference = self.store.reference_date_on(key, first) or first
         definition = window.definition
-        panel = self.store.load_panel(reference, window.end)
-        state = resume_state(self.store, index_id, first, panel)
+        panel = self.store.load_panel(reference, window.end, window.as_of)
+        state = resume_state(self.store, key, first, panel)
         computation = compute_index(panel, definition, self.calendar, start=state)
         lo = np.datetime64(window.start, "D")
         for row, day in enumerate(panel.days):
@@ -248,7 +265,7 @@ class IndexReader:
     def announcement(self, index_id: str) -> Announcement:
         """The next composition to take effect (an index with an ``effective_lag``)."""
         definition = self._builder.definition(index_id)
-        state = self._state(index_id)
+        state = self._state(index_id, None)
         announced = self.store.announcements(index_id)
         if not announced:
             lag = definition.effective_lag
@@ -294,25 +311,53 @@ class IndexReader:
         )
 
     def changes(
-        self, index_id: str, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        index_id: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        as_of: dt.datetime | None = None,
     ) -> tuple[Window, list[Change]]:
         """Entered/exited constituents per rebalance within a window."""
-        window = self.window(index_id, start, end)
-        days = self.store.built_days(index_id)
+        window = self.window(index_id, start, end, as_of)
+        days = self.store.built_days(window.key)
         # an exit on the window's first day ends a spell on the trading day before
         i = int(
             np.searchsorted(np.array(days, dtype="datetime64[D]"), np.datetime64(window.start, "D"))
         )
-        spells = self.store.spells_overlapping(index_id, days[max(i - 1, 0)], window.end)
+        spells = self.store.spells_overlapping(window.key, days[max(i - 1, 0)], window.end)
         changes = changes_from_spells(
             spells, days, base_date=window.state.base_date, start=window.start, end=window.end
         )
         return window, changes
 
-    def _state(self, index_id: str) -> BuildState:
-        state = self.store.build_state(index_id)
+    def _state(self, index_id: str, as_of: dt.datetime | None) -> BuildState:
+        """The build read: the current one, or the one as of ``as_of`` (not in the future)."""
+        as_of = check_as_of(as_of)
+        state = self.store.build_state(result_key(index_id, as_of))
         if state is None:
+            if as_of is None:
+                raise NoDataError(
+                    f"{index_id} is not built yet: run '{build_command(index_id, None)}'"
+                )
             raise NoDataError(
-                f"{index_id} is not built yet: run 'index-builder build --index {index_id}'"
+                f"{index_id} has no build as of {format_as_of(as_of)}: run "
+                f"'{build_command(index_id, as_of)}'"
             )
         return state
+
+
+def _nothing_after(index_id: str, state: BuildState, day: dt.date) -> str:
+    """Why nothing is built on or after ``day``, and what to do about it."""
+    if state.as_of is None:
+        built = f"{index_id} is built"
+        hint = f"ingest newer data and run '{build_command(index_id, None)}'"
+    else:
+        built = f"{index_id} as of {format_as_of(state.as_of)} is built"
+        hint = (
+            f"no later data was known then ('{build_command(index_id, state.as_of)}' builds "
+            "through the last day known)"
+        )
+    return (
+        f"{built} from {state.base_date} through {state.built_through}; "
+        f"nothing on or after {day}: {hint}"
+    )

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from index_builder.engine.definitions import IndexDefinition
 from index_builder.engine.kernel import Spell
-from index_builder.engine.panel import MarketPanel
+from index_builder.engine.panel import MarketPanel, SecurityMaster
 
 ProgressCallback = Callable[[str], None]
 
@@ -50,6 +50,8 @@ class IngestReport:
     max_date: dt.date | None = None
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     message: str | None = None
+    known_at: dt.datetime | None = None
+    """The run's start (naive UTC): the known_at of every row that gives none."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class BuildState:
     built_at: dt.datetime
     duration_ms: float | None
     warnings: list[str]
+    as_of: dt.datetime | None = None
+    """The as-of moment of the build (naive UTC); None for the current results."""
 
 
 @dataclass(frozen=True)
@@ -122,17 +126,27 @@ class Storage(Protocol):
         """Quarantined rows (of one run, or of all runs), newest first."""
         ...
 
-    # market data for the engine
-    def trading_days(self) -> list[dt.date]:
+    # market data for the engine; ``as_of`` (naive UTC): the values known at that moment
+    def trading_days(self, as_of: dt.datetime | None = None) -> list[dt.date]:
         """All trading days (dates with at least one valid bar), ascending."""
+        ...
+
+    def security_master(self, as_of: dt.datetime | None = None) -> SecurityMaster:
+        """Securities sorted by symbol (as they were known at ``as_of``)."""
         ...
 
     def last_built_day(self, index_id: str, day: dt.date) -> dt.date | None:
         """The last day with a stored level on or before ``day``."""
         ...
 
-    def load_panel(self, start: dt.date, end: dt.date) -> MarketPanel:
+    def load_panel(
+        self, start: dt.date, end: dt.date, as_of: dt.datetime | None = None
+    ) -> MarketPanel:
         """Every security's prices and market caps on every trading day in [start, end]."""
+        ...
+
+    def price_versions(self, symbol: str, day: dt.date) -> list[dict[str, Any]]:
+        """Every version of one bar, oldest first (the current one last)."""
         ...
 
     def latest_run_id(self) -> int:
@@ -153,16 +167,20 @@ class Storage(Protocol):
         ...
 
     def put_definition(self, definition: IndexDefinition, *, builtin: bool) -> None:
-        """Create or replace a definition."""
+        """Create or replace a definition (new rules delete the index's as-of results)."""
         ...
 
     def delete_definition(self, index_id: str) -> None:
-        """Remove a definition and its results."""
+        """Remove a definition, its results and its as-of results."""
         ...
 
-    # results
+    # results, stored under a result key: the index id, or '<index id>@<as of>'
     def build_state(self, index_id: str) -> BuildState | None:
-        """The last successful build of an index, or None."""
+        """The last successful build stored under a result key, or None."""
+        ...
+
+    def as_of_builds(self, index_id: str) -> list[BuildState]:
+        """The stored as-of builds of an index, by as-of moment."""
         ...
 
     def next_build_version(self) -> int:

@@ -37,8 +37,10 @@ async def build_index(body: BuildIndexRequest, services: ServicesDep, request: R
     """Make sure levels exist over the window, computed from the definition's base
     date (incrementally: only what new data requires). Synchronous (`200`) unless
     `async` is true or the build is large (`202` with a job). A build of an index
-    that is already building joins (identical window) or waits for it."""
-    build = BuildRequest(body.index, body.start_date, body.end_date)
+    that is already building joins (identical window) or waits for it. With
+    `as_of`: a full build from the data known at that moment, stored next to the
+    current results (read it with `as_of` on the GET endpoints)."""
+    build = BuildRequest(body.index, body.start_date, body.end_date, body.as_of)
     days = await run_in_threadpool(services.check_build, build)
     job, joined = services.jobs.submit(build)
     if body.run_async or days > services.settings.async_build_days:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Query
 
 from index_builder.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from index_builder.api.schemas import AS_OF_DESCRIPTION, AS_OF_EXAMPLES, AsOf
 from index_builder.engine.definitions import DEFAULT_INDEX_ID
 
 
@@ -17,8 +18,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown index, or no built data in the window (the detail says what is built "
         "and how to build it).",
         409: "Conflicts with the current state (e.g. a built-in index).",
-        422: "Invalid input: bad date, end before start, a window before the base date, "
-        "malformed body. `field` names the input.",
+        422: "Invalid input: bad date or timestamp, end before start, a window before the "
+        "base date, an `as_of` in the future, malformed body. `field` names the input.",
     }
     return {
         status: {
@@ -39,4 +40,5 @@ EndQuery = Annotated[
     dt.date | None,
     Query(description="Last date of the window, YYYY-MM-DD (default: the last built day)."),
 ]
+AsOfQuery = Annotated[AsOf | None, Query(description=AS_OF_DESCRIPTION, examples=AS_OF_EXAMPLES)]
 DEFAULT_INDEX = DEFAULT_INDEX_ID

@@ -37,7 +37,9 @@ router = APIRouter(tags=["indices: export"])
 async def export_data(body: ExportRequest, services: ServicesDep) -> FileResponse:
     """`xlsx`: sheets Summary (with a level chart), Performance, Compositions, Changes.
     `csv` / `parquet`: a zip of the same tables. Values equal the JSON endpoints'.
-    The file is written to a temporary folder one table at a time, then streamed."""
+    With `as_of`: the build as of that moment (named in the file name and the
+    summary). The file is written to a temporary folder one table at a time, then
+    streamed."""
     folder = Path(tempfile.mkdtemp(prefix="index-builder-export-"))
     try:
         exported = await run_in_threadpool(
@@ -48,6 +50,7 @@ async def export_data(body: ExportRequest, services: ServicesDep) -> FileRespons
             body.end_date,
             body.format,
             folder,
+            body.as_of,
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -13,8 +13,9 @@ from index_builder.api.responses import json_response
 from index_builder.api.routers.common import problems
 from index_builder.api.schemas import IndexInfo
 from index_builder.engine.definitions import IndexDefinition, parse_definition
+from index_builder.point_in_time import format_as_of
 from index_builder.services.catalog import add_definition, remove_definition
-from index_builder.storage.base import Storage
+from index_builder.storage.base import BuildState, Storage
 
 router = APIRouter(tags=["indices: definitions"])
 
@@ -24,14 +25,18 @@ def _info(store: Storage, definition: IndexDefinition, builtin: bool) -> dict[st
     return {
         "definition": definition.model_dump(mode="json", exclude_none=True),
         "builtin": builtin,
-        "build": None
-        if state is None
-        else {
-            "version": state.version,
-            "base_date": state.base_date,
-            "built_through": state.built_through,
-            "built_at": state.built_at,
-        },
+        "build": None if state is None else _build(state),
+        "as_of_builds": [_build(s) for s in store.as_of_builds(definition.id)],
+    }
+
+
+def _build(state: BuildState) -> dict[str, Any]:
+    return {
+        "version": state.version,
+        "base_date": state.base_date,
+        "built_through": state.built_through,
+        "built_at": state.built_at,
+        "as_of": None if state.as_of is None else format_as_of(state.as_of),
     }
 
 

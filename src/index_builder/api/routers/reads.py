@@ -1,4 +1,8 @@
-"""GET performance, composition and composition changes (cached)."""
+"""GET performance, composition and composition changes (cached).
+
+Every read takes ``as_of``: the results of the build as of that moment. Cache
+keys then name that build's result key and version, and include ``as_of``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from index_builder.api.deps import ServicesDep
 from index_builder.api.responses import cached_json
 from index_builder.api.routers.common import (
     DEFAULT_INDEX,
+    AsOfQuery,
     EndQuery,
     IndexQuery,
     StartQuery,
@@ -23,6 +28,7 @@ from index_builder.api.schemas import (
     CompositionResponse,
     PerformanceResponse,
 )
+from index_builder.point_in_time import format_as_of, result_key
 
 router = APIRouter(tags=["indices: read"])
 
@@ -47,23 +53,31 @@ async def index_performance(
             "total). Every row also carries all three variants' levels."
         ),
     ] = None,
+    as_of: AsOfQuery = None,
 ) -> Response:
     """Every trading day of the window with `level`, `daily_return` and
-    `cumulative_return` (since the window's first trading day), plus the summary."""
+    `cumulative_return` (since the window's first trading day), plus the summary.
+    With `as_of`: those of the build as of that moment."""
 
     def produce() -> dict[str, Any]:
-        perf = services.reader.performance(index, start_date, end_date, return_type)
+        perf = services.reader.performance(index, start_date, end_date, return_type, as_of)
         return {
             "index": index,
             "return_type": perf.return_type,
             "start_date": perf.window.start,
             "end_date": perf.window.end,
+            "as_of": _echo(as_of),
             "data": perf.rows,
             "summary": perf.summary.as_dict(),
         }
 
-    params = {"start_date": start_date, "end_date": end_date, "return_type": return_type}
-    return await cached_json(services, "performance", index, params, produce)
+    params = {
+        "start_date": start_date,
+        "end_date": end_date,
+        "return_type": return_type,
+        "as_of": as_of,
+    }
+    return await cached_json(services, "performance", result_key(index, as_of), params, produce)
 
 
 @router.get(
@@ -82,20 +96,23 @@ async def index_composition(
             "(default: the last built day)."
         ),
     ] = None,
+    as_of: AsOfQuery = None,
 ) -> Response:
     """The constituents in force after the close of `date` (those that earn the next
-    trading day's returns), by rank."""
+    trading day's returns), by rank. With `as_of`: in the build as of that moment."""
 
     def produce() -> dict[str, Any]:
-        comp = services.reader.composition(index, date)
+        comp = services.reader.composition(index, date, as_of)
         return {
             "index": index,
             "date": comp.requested_date,
             "effective_date": comp.effective_date,
+            "as_of": _echo(as_of),
             "constituents": [{k: row[k] for k in CONSTITUENT_FIELDS} for row in comp.rows()],
         }
 
-    return await cached_json(services, "composition", index, {"date": date}, produce)
+    params = {"date": date, "as_of": as_of}
+    return await cached_json(services, "composition", result_key(index, as_of), params, produce)
 
 
 @router.get(
@@ -139,21 +156,28 @@ async def composition_changes(
     index: IndexQuery = DEFAULT_INDEX,
     start_date: StartQuery = None,
     end_date: EndQuery = None,
+    as_of: AsOfQuery = None,
 ) -> Response:
     """For each rebalance in the window whose constituents changed: `entered` and
-    `exited` symbols, each sorted."""
+    `exited` symbols, each sorted. With `as_of`: in the build as of that moment."""
 
     def produce() -> dict[str, Any]:
-        window, changes = services.reader.changes(index, start_date, end_date)
+        window, changes = services.reader.changes(index, start_date, end_date, as_of)
         return {
             "index": index,
             "start_date": window.start,
             "end_date": window.end,
+            "as_of": _echo(as_of),
             "changes": [
                 {"date": c.date, "entered": list(c.entered), "exited": list(c.exited)}
                 for c in changes
             ],
         }
 
-    params = {"start_date": start_date, "end_date": end_date}
-    return await cached_json(services, "changes", index, params, produce)
+    params = {"start_date": start_date, "end_date": end_date, "as_of": as_of}
+    return await cached_json(services, "changes", result_key(index, as_of), params, produce)
+
+
+def _echo(as_of: dt.datetime | None) -> str | None:
+    """The as-of moment of a response, ISO 8601 UTC with a Z (null: current results)."""
+    return None if as_of is None else format_as_of(as_of)

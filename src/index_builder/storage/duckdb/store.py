@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +26,7 @@ from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.engine.kernel import Spell
 from index_builder.engine.panel import LongBars, MarketPanel, SecurityMaster
 from index_builder.errors import IndexBuilderError, StorageError, UnusableInputError
+from index_builder.point_in_time import as_of_prefix, utc_now
 from index_builder.storage.base import (
     AnnouncedConstituent,
     BuildState,
@@ -57,6 +58,7 @@ class DuckDBStore:
         threads: int | None = None,
         memory_limit: str | None = None,
         ingest_memory_limit: str | None = "1GB",
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -69,6 +71,7 @@ class DuckDBStore:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
         self._master: SecurityMaster | None = None
+        self._clock = clock  # naive UTC; an ingestion run's start is its default known_at
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> DuckDBStore:
@@ -88,10 +91,24 @@ class DuckDBStore:
             self._con = duckdb.connect(str(self.path), read_only=self.read_only, config=config)
         except duckdb.Error as exc:
             raise StorageError(f"cannot open database {self.path}: {exc}") from exc
+        self._pin_utc()
         if not self.read_only:
             self._migrate()
             self._sync_calendar()
         return self
+
+    def _pin_utc(self) -> None:
+        """Make timestamp casts UTC when DuckDB's ICU extension (time zones) is loaded.
+
+        Without ICU, DuckDB converts TIMESTAMPTZ values at UTC already; with it, at
+        the session's time zone. Stored timestamps are UTC either way.
+        """
+        assert self._con is not None
+        loaded = self._con.execute(
+            "SELECT count(*) FROM duckdb_extensions() WHERE extension_name = 'icu' AND loaded"
+        ).fetchall()[0][0]
+        if loaded:
+            self._con.execute("SET GLOBAL TimeZone = 'UTC'")
 
     def close(self) -> None:
         """Close every cursor and the connection."""
@@ -162,6 +179,12 @@ class DuckDBStore:
 
     # ------------------------------------------------------------------ schema
     def _migrate(self) -> None:
+        """Apply every migration not applied yet, in version order, one transaction each.
+
+        Applied versions are looked up one by one (not compared with the highest),
+        so a migration merged from a parallel branch with a lower number than one
+        already applied still runs.
+        """
         cur = self.cursor()
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -180,6 +203,11 @@ class DuckDBStore:
                 tx.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name]
                 )
+
+    def applied_migrations(self) -> list[int]:
+        """The versions of every applied migration, ascending."""
+        rows = self.cursor().execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+        return [int(r[0]) for r in rows]
 
     def schema_version(self) -> int:
         """The newest applied migration."""
@@ -212,28 +240,36 @@ class DuckDBStore:
         params: dict[str, Any],
         progress: ProgressCallback | None = None,
     ) -> IngestReport:
-        """Validate, de-duplicate and merge one input (see ``queries/ingest.sql``)."""
+        """Validate, de-duplicate and merge one input (see ``queries/ingest.sql``).
+
+        The run's start (the store's clock, UTC) is the ``known_at`` of every row
+        that does not give its own; a changed row's previous version moves to the
+        history tables in the same transaction.
+        """
         step = progress or (lambda _msg: None)
         cur = self.cursor()
         run_id = int(cur.execute("SELECT nextval('ingest_run_ids')").fetchall()[0][0])
+        known_at = self._clock()
         cur.execute(
-            "INSERT INTO ingest_runs (run_id, provider, params, status, started_at)"
-            " VALUES (?, ?, ?, 'running', now()::TIMESTAMP)",
-            [run_id, provider, json.dumps(params, default=str)],
+            "INSERT INTO ingest_runs (run_id, provider, params, status, started_at, known_at)"
+            " VALUES (?, ?, ?, 'running', ?, ?)",
+            [run_id, provider, json.dumps(params, default=str), known_at, known_at],
         )
-        report = IngestReport(run_id=run_id, provider=provider, status="running")
+        report = IngestReport(run_id=run_id, provider=provider, status="running", known_at=known_at)
         try:
             with self._memory_limited(self._ingest_memory_limit), self.transaction() as tx:
                 tx.register("raw_securities", securities)
                 tx.register("raw_prices", prices)
                 step("validating securities")
-                self._exec("stage_securities")
+                self._exec("stage_securities", {"known_at": known_at})
                 step("validating prices")
-                self._exec("stage_prices")
+                self._exec("stage_prices", {"known_at": known_at})
                 tx.unregister("raw_prices")
                 tx.unregister("raw_securities")
-                self._exec("quarantine_rejections", {"run_id": run_id})
                 step("comparing with stored data")
+                first, last = self._one("price_window") or (None, None)
+                self._exec("compare_prices", {"min_date": first, "max_date": last})
+                self._exec("quarantine_rejections", {"run_id": run_id})
                 self._fill_counts(report)
                 step("merging")
                 with self._lock:
@@ -293,12 +329,13 @@ class DuckDBStore:
 
     def _finish_run(self, report: IngestReport) -> None:
         self.cursor().execute(
-            "UPDATE ingest_runs SET status = ?, finished_at = now()::TIMESTAMP, rows_read = ?,"
+            "UPDATE ingest_runs SET status = ?, finished_at = ?, rows_read = ?,"
             " rows_accepted = ?, rows_rejected = ?, duplicates_collapsed = ?, rows_inserted = ?,"
             " rows_updated = ?, rows_unchanged = ?, securities_changed = ?, min_date = ?,"
             " max_date = ?, message = ? WHERE run_id = ?",
             [
                 report.status,
+                self._clock(),
                 report.rows_read,
                 report.rows_accepted,
                 report.rows_rejected,
@@ -332,9 +369,14 @@ class DuckDBStore:
         return _dicts(cur)
 
     # ------------------------------------------------------------------ engine reads
-    def trading_days(self) -> list[dt.date]:
-        """All trading days (dates with at least one valid bar), ascending."""
-        return [row[0] for row in self._rows("trading_days")]
+    def trading_days(self, as_of: dt.datetime | None = None) -> list[dt.date]:
+        """All trading days (dates with at least one valid bar), ascending.
+
+        ``as_of`` (naive UTC): the days with a bar known at that moment (of a
+        security known then too).
+        """
+        rows = self._rows(_as_of_query("trading_days", as_of), {"as_of": as_of})
+        return [row[0] for row in rows]
 
     def latest_run_id(self) -> int:
         """The newest successful ingestion run id (0 when none)."""
@@ -345,25 +387,19 @@ class DuckDBStore:
         row = self._one("first_changed_date", {"run_id": since_run_id})
         return row[0] if row else None
 
-    def security_master(self) -> SecurityMaster:
-        """Securities sorted by symbol (cached until an ingestion changes them).
+    def security_master(self, as_of: dt.datetime | None = None) -> SecurityMaster:
+        """Securities sorted by symbol; with ``as_of``, those known then, as they were.
 
-        This process is the only writer of the database file (DuckDB locks it),
-        so the cache is dropped exactly when :meth:`ingest` changes securities.
+        The current master is cached until an ingestion changes securities: this
+        process is the only writer of the database file (DuckDB locks it), so the
+        cache is dropped exactly when :meth:`ingest` changes securities.
         """
+        if as_of is not None:
+            return _master(self._arrow("panel_securities_as_of", {"as_of": as_of}))
         with self._lock:
             if self._master is not None:
                 return self._master
-        securities = self._arrow("panel_securities")
-        master = SecurityMaster(
-            symbols=_objects(securities, "symbol"),
-            names=_objects(securities, "name"),
-            sectors=_objects(securities, "sector"),
-            exchanges=_objects(securities, "exchange"),
-            types=_objects(securities, "type"),
-            has_actions=np.asarray(securities.column("has_actions").to_numpy(), dtype=bool),
-            company_ids=_objects(securities, "company_id"),
-        )
+        master = _master(self._arrow("panel_securities"))
         with self._lock:
             self._master = master
         return master
@@ -373,12 +409,19 @@ class DuckDBStore:
         row = self._one("last_built_day_on_or_before", {"index_id": index_id, "day": day})
         return row[0] if row else None
 
-    def load_panel(self, start: dt.date, end: dt.date) -> MarketPanel:
-        """Every security's bars on every trading day in [start, end], as dense matrices."""
+    def load_panel(
+        self, start: dt.date, end: dt.date, as_of: dt.datetime | None = None
+    ) -> MarketPanel:
+        """Every security's bars on every trading day in [start, end], as dense matrices.
+
+        ``as_of`` (naive UTC): the values known at that moment (the current
+        versions otherwise).
+        """
         cur = self.cursor()
-        master = self.security_master()
+        master = self.security_master(as_of)
+        window = {"start": start, "end": end, "n_columns": len(master), "as_of": as_of}
         days = np.array(
-            [r[0] for r in self._rows("trading_days_between", {"start": start, "end": end})],
+            [r[0] for r in self._rows(_as_of_query("trading_days_between", as_of), window)],
             dtype="datetime64[D]",
         )
         cur.register(
@@ -400,12 +443,12 @@ class DuckDBStore:
             ),
         )
         try:
-            sql = query("panel_bars")
-            params = _used_params(sql, {"start": start, "end": end, "n_columns": len(master)})
-            window = {"start": start, "end": end, "n_columns": len(master)}
-            actions = self._arrow("panel_actions", window)
-            volumes = self._arrow("panel_volumes", window)
-            reader = cur.sql(sql, params=params).to_arrow_reader(batch_size=_PANEL_BATCH_ROWS)
+            sql = query(_as_of_query("panel_bars", as_of))
+            actions = self._arrow(_as_of_query("panel_actions", as_of), window)
+            volumes = self._arrow(_as_of_query("panel_volumes", as_of), window)
+            reader = cur.sql(sql, params=_used_params(sql, window)).to_arrow_reader(
+                batch_size=_PANEL_BATCH_ROWS
+            )
             # scattered batch by batch: the long form is never held whole
             return MarketPanel.from_batches(
                 days,
@@ -425,6 +468,15 @@ class DuckDBStore:
             cur.unregister("panel_days")
             cur.unregister("panel_columns")
 
+    def price_versions(self, symbol: str, day: dt.date) -> list[dict[str, Any]]:
+        """Every version of one bar, oldest first: the superseded ones, then the current.
+
+        Each has its values, ``known_at``, ``superseded_at`` (None for the current
+        one) and the run ids that wrote and replaced it.
+        """
+        cur = self.cursor().execute(query("price_versions"), {"symbol": symbol, "day": day})
+        return _dicts(cur)
+
     # ------------------------------------------------------------------ definitions
     def list_definitions(self) -> list[tuple[IndexDefinition, bool]]:
         """All definitions with their built-in flag (built-ins first)."""
@@ -439,35 +491,38 @@ class DuckDBStore:
         return parse_definition(json.loads(row[0]), source=index_id), bool(row[1])
 
     def put_definition(self, definition: IndexDefinition, *, builtin: bool) -> None:
-        """Create or replace a definition."""
-        self._exec(
-            "upsert_definition",
-            {"index_id": definition.id, "definition": definition.to_json(), "builtin": builtin},
-        )
+        """Create or replace a definition.
+
+        Replacing its rules (any field but name and description) deletes the
+        index's as-of results: they were computed with rules that no longer exist.
+        The current results stay until the next build recomputes them in full.
+        """
+        with self.transaction():
+            previous = self.get_definition(definition.id)
+            if previous is not None and previous[0].fingerprint() != definition.fingerprint():
+                self._exec("delete_as_of_results", {"prefix": as_of_prefix(definition.id)})
+            self._exec(
+                "upsert_definition",
+                {"index_id": definition.id, "definition": definition.to_json(), "builtin": builtin},
+            )
 
     def delete_definition(self, index_id: str) -> None:
-        """Remove a definition and its results."""
+        """Remove a definition, its results and its as-of results."""
         with self.transaction():
             self._exec("delete_results", {"index_id": index_id})
+            self._exec("delete_as_of_results", {"prefix": as_of_prefix(index_id)})
             self._exec("delete_definition", {"index_id": index_id})
 
     # ------------------------------------------------------------------ results
     def build_state(self, index_id: str) -> BuildState | None:
-        """The last successful build of an index, or None."""
+        """The last successful build stored under a result key, or None."""
         row = self._one("build_state", {"index_id": index_id})
-        if row is None:
-            return None
-        return BuildState(
-            index_id=row[0],
-            version=int(row[1]),
-            definition_hash=row[2],
-            base_date=row[3],
-            built_through=row[4],
-            data_run_id=int(row[5]),
-            built_at=row[6],
-            duration_ms=row[7],
-            warnings=json.loads(row[8]) if row[8] else [],
-        )
+        return None if row is None else _build_state(row)
+
+    def as_of_builds(self, index_id: str) -> list[BuildState]:
+        """The stored as-of builds of an index, by as-of moment."""
+        rows = self._rows("as_of_build_states", {"prefix": as_of_prefix(index_id)})
+        return [_build_state(row) for row in rows]
 
     def next_build_version(self) -> int:
         """A build version never handed out before (cache keys include it)."""
@@ -576,6 +631,7 @@ class DuckDBStore:
                     "data_run_id": state.data_run_id,
                     "duration_ms": state.duration_ms,
                     "warnings": json.dumps(state.warnings),
+                    "as_of": state.as_of,
                 },
             )
 
@@ -607,10 +663,20 @@ _MIGRATION = re.compile(r"^v(\d+)_")
 
 def migrations() -> list[tuple[int, str]]:
     """(version, query name) of every migration (``-- name: v<N>_...``), in order."""
-    found = sorted((int(m.group(1)), name) for name in names() if (m := _MIGRATION.match(name)))
+    return ordered_migrations(names())
+
+
+def ordered_migrations(query_names: Sequence[str]) -> list[tuple[int, str]]:
+    """The migrations among ``query_names``, by version; a version given twice is an error.
+
+    Versions may have gaps: branches developed side by side each take their own
+    number, and the runner applies every version missing from a database, in
+    order, whatever the highest applied one is.
+    """
+    found = sorted((int(m.group(1)), name) for name in query_names if (m := _MIGRATION.match(name)))
     versions = [v for v, _ in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1..n without gaps, got {versions}")
+    if len(set(versions)) != len(versions) or any(v < 1 for v in versions):
+        raise RuntimeError(f"migration versions must be unique and >= 1, got {versions}")
     return found
 
 
@@ -651,6 +717,40 @@ def _batches(reader: pa.RecordBatchReader) -> Iterator[LongBars]:
 def _numpy(batch: pa.RecordBatch, column: str, dtype: type[np.generic]) -> np.ndarray[Any, Any]:
     """A non-null column of a batch as a NumPy array (zero-copy when possible)."""
     return np.asarray(batch.column(column).to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _build_state(row: tuple[Any, ...]) -> BuildState:
+    """A build state from a ``build_state`` query row."""
+    return BuildState(
+        index_id=row[0],
+        version=int(row[1]),
+        definition_hash=row[2],
+        base_date=row[3],
+        built_through=row[4],
+        data_run_id=int(row[5]),
+        built_at=row[6],
+        duration_ms=row[7],
+        warnings=json.loads(row[8]) if row[8] else [],
+        as_of=row[9],
+    )
+
+
+def _as_of_query(name: str, as_of: dt.datetime | None) -> str:
+    """The named query that reads the current versions, or the one as of a moment."""
+    return name if as_of is None else f"{name}_as_of"
+
+
+def _master(securities: pa.Table) -> SecurityMaster:
+    """A security master from a ``panel_securities`` query result."""
+    return SecurityMaster(
+        symbols=_objects(securities, "symbol"),
+        names=_objects(securities, "name"),
+        sectors=_objects(securities, "sector"),
+        exchanges=_objects(securities, "exchange"),
+        types=_objects(securities, "type"),
+        has_actions=np.asarray(securities.column("has_actions").to_numpy(), dtype=bool),
+        company_ids=_objects(securities, "company_id"),
+    )
 
 
 def _objects(table: pa.Table, column: str) -> np.ndarray[Any, np.dtype[np.object_]]:

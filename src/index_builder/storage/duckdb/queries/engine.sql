@@ -74,7 +74,7 @@ SELECT min(date) FROM (
 
 -- name: build_state
 SELECT index_id, version, definition_hash, base_date, built_through, data_run_id,
-       built_at, duration_ms, warnings
+       built_at, duration_ms, warnings, as_of
 FROM index_builds WHERE index_id = $index_id;
 
 -- name: last_rebalance_before
@@ -123,6 +123,7 @@ DELETE FROM index_spells
 WHERE index_id = $index_id AND (valid_to IS NULL OR valid_to >= $day OR valid_from >= $day);
 
 -- name: delete_results
+-- The results stored under one key (an index id, or one '<index id>@<as of>').
 DELETE FROM index_levels WHERE index_id = $index_id;
 DELETE FROM index_spells WHERE index_id = $index_id;
 DELETE FROM index_announcements WHERE index_id = $index_id;
@@ -149,8 +150,10 @@ UPDATE build_version_counter SET value = value + 1 RETURNING value;
 
 -- name: upsert_build_state
 INSERT OR REPLACE INTO index_builds
+    (index_id, version, definition_hash, base_date, built_through, data_run_id, built_at,
+     duration_ms, warnings, as_of)
 VALUES ($index_id, $version, $definition_hash, $base_date, $built_through, $data_run_id,
-        now()::TIMESTAMP, $duration_ms, $warnings);
+        now()::TIMESTAMP, $duration_ms, $warnings, $as_of);
 
 -- name: read_levels
 SELECT date, level, daily_return, is_rebalance, turnover, n_constituents,

@@ -1,45 +1,62 @@
 -- Ingestion: parse, validate, de-duplicate and merge one input into the store.
 -- Inputs registered by the caller: raw_prices, raw_securities (all columns of the
--- interchange format present, values raw: text or typed, plus _row).
+-- interchange format present, values raw: text or typed, plus _row and the
+-- optional known_at). $known_at is the run's start time (UTC): the moment a row
+-- became known unless it gives its own (point in time, methodology section 9).
 
 -- name: stage_securities
 CREATE OR REPLACE TEMP TABLE stg_securities_parsed AS
-SELECT
-    _row,
-    upper(NULLIF(trim(CAST(symbol AS VARCHAR)), '')) AS symbol,
-    NULLIF(trim(CAST(name AS VARCHAR)), '')          AS name,
-    NULLIF(trim(CAST(exchange AS VARCHAR)), '')      AS exchange,
-    NULLIF(trim(CAST(sector AS VARCHAR)), '')        AS sector,
-    NULLIF(trim(CAST(industry AS VARCHAR)), '')      AS industry,
-    NULLIF(trim(CAST(currency AS VARCHAR)), '')      AS currency,
-    NULLIF(trim(CAST(type AS VARCHAR)), '')          AS type,
-    NULLIF(trim(CAST(company_id AS VARCHAR)), '')    AS company_id
-FROM raw_securities;
+SELECT *,
+       CASE WHEN symbol IS NULL THEN 'missing_symbol'
+            WHEN raw_known_at IS NOT NULL AND given_known_at IS NULL THEN 'unparseable_known_at'
+            WHEN given_known_at > $known_at THEN 'future_known_at'
+       END AS reason
+FROM (
+    SELECT
+        _row,
+        upper(NULLIF(trim(CAST(symbol AS VARCHAR)), '')) AS symbol,
+        NULLIF(trim(CAST(name AS VARCHAR)), '')          AS name,
+        NULLIF(trim(CAST(exchange AS VARCHAR)), '')      AS exchange,
+        NULLIF(trim(CAST(sector AS VARCHAR)), '')        AS sector,
+        NULLIF(trim(CAST(industry AS VARCHAR)), '')      AS industry,
+        NULLIF(trim(CAST(currency AS VARCHAR)), '')      AS currency,
+        NULLIF(trim(CAST(type AS VARCHAR)), '')          AS type,
+        NULLIF(trim(CAST(company_id AS VARCHAR)), '')    AS company_id,
+        NULLIF(trim(CAST(known_at AS VARCHAR)), '')      AS raw_known_at,
+        CAST(TRY_CAST(NULLIF(trim(CAST(known_at AS VARCHAR)), '') AS TIMESTAMPTZ)
+             AS TIMESTAMP)                               AS given_known_at
+    FROM raw_securities
+);
 
+-- One version per symbol: exact copies collapse (known since the earliest copy).
 CREATE OR REPLACE TEMP TABLE stg_securities_distinct AS
 SELECT symbol, name, exchange, sector, industry, currency, type, company_id,
+       min(coalesce(given_known_at, $known_at)) AS known_at,
        min(_row) AS _row, count(*) AS copies
 FROM stg_securities_parsed
-WHERE symbol IS NOT NULL
+WHERE reason IS NULL
 GROUP BY ALL;
 
 CREATE OR REPLACE TEMP TABLE stg_securities_conflicts AS
 SELECT symbol FROM stg_securities_distinct GROUP BY symbol HAVING count(*) > 1;
 
 CREATE OR REPLACE TEMP TABLE stg_securities_rejected AS
-SELECT p._row, p.symbol,
-       CASE WHEN p.symbol IS NULL THEN 'missing_symbol' ELSE 'conflicting_duplicate' END AS reason
+SELECT p._row, p.symbol, coalesce(p.reason, 'conflicting_duplicate') AS reason
 FROM stg_securities_parsed p
-WHERE p.symbol IS NULL OR p.symbol IN (SELECT symbol FROM stg_securities_conflicts);
+WHERE p.reason IS NOT NULL OR p.symbol IN (SELECT symbol FROM stg_securities_conflicts);
 
+-- action: insert | update | same | stale. A new version must be known later than
+-- the stored one; one known at or before it ('stale') is quarantined, so history
+-- is never rewritten and every as-of answer stays reproducible.
 CREATE OR REPLACE TEMP TABLE stg_securities AS
-SELECT d.* EXCLUDE (copies), d.copies - 1 AS collapsed,
+SELECT d.* EXCLUDE (copies), d.copies - 1 AS collapsed, s.known_at AS stored_known_at,
        CASE WHEN s.symbol IS NULL THEN 'insert'
             WHEN (d.name, d.exchange, d.sector, d.industry, d.currency, d.type, d.company_id)
-                 IS DISTINCT FROM
+                 IS NOT DISTINCT FROM
                  (s.name, s.exchange, s.sector, s.industry, s.currency, s.type, s.company_id)
-            THEN 'update'
-            ELSE 'same' END AS action
+            THEN 'same'
+            WHEN s.known_at >= d.known_at THEN 'stale'
+            ELSE 'update' END AS action
 FROM stg_securities_distinct d
 LEFT JOIN securities s USING (symbol)
 WHERE d.symbol NOT IN (SELECT symbol FROM stg_securities_conflicts);
@@ -51,12 +68,14 @@ CREATE OR REPLACE TEMP TABLE stg_prices_raw AS SELECT * FROM raw_prices;
 
 -- One pass: cast every field (a value that is present but does not parse names
 -- the field), then check validity (METHODOLOGY "Inputs"): known symbol, exchange
--- session, close and market cap finite and > 0. The first failing rule is the
--- reason. Only this table is materialised; later steps read it.
+-- session, close and market cap finite and > 0, a known_at not after the run's
+-- start. The first failing rule is the reason. Only this table is materialised;
+-- later steps read it.
 CREATE OR REPLACE TEMP TABLE stg_prices_checked AS
 SELECT
-    p.* EXCLUDE (given_market_cap, parse_error),
+    p.* EXCLUDE (given_market_cap, given_known_at, parse_error),
     coalesce(p.given_market_cap, p.close * p.shares_outstanding) AS market_cap,
+    coalesce(p.given_known_at, $known_at) AS known_at,
     CASE
         WHEN p.parse_error IS NOT NULL THEN p.parse_error
         WHEN k.symbol IS NULL THEN 'unknown_symbol'
@@ -71,11 +90,12 @@ SELECT
             THEN 'invalid_split_ratio'
         WHEN p.dividend IS NOT NULL AND (NOT isfinite(p.dividend) OR p.dividend < 0)
             THEN 'invalid_dividend'
+        WHEN p.given_known_at > $known_at THEN 'future_known_at'
     END AS reason
 FROM (
     SELECT
         _row, date, symbol, close, adj_close, volume, shares_outstanding, given_market_cap,
-        dividend, split_ratio, parse_error,
+        dividend, split_ratio, given_known_at, parse_error,
         -- the raw text is kept only for rows that do not parse (quarantine evidence)
         CASE WHEN parse_error IS NOT NULL THEN to_json(struct_pack(
                 date := CAST(raw_date AS VARCHAR),
@@ -86,7 +106,8 @@ FROM (
                 shares_outstanding := CAST(raw_shares_outstanding AS VARCHAR),
                 market_cap := CAST(raw_market_cap AS VARCHAR),
                 dividend := CAST(raw_dividend AS VARCHAR),
-                split_ratio := CAST(raw_split_ratio AS VARCHAR)
+                split_ratio := CAST(raw_split_ratio AS VARCHAR),
+                known_at := raw_known_at
         )) END AS raw_record
     FROM (
         SELECT
@@ -101,6 +122,9 @@ FROM (
             TRY_CAST(market_cap AS DOUBLE)                          AS given_market_cap,
             TRY_CAST(dividend AS DOUBLE)                            AS dividend,
             TRY_CAST(split_ratio AS DOUBLE)                         AS split_ratio,
+            -- a publication time: ISO 8601, naive = UTC, an offset is converted
+            CAST(TRY_CAST(NULLIF(trim(CAST(known_at AS VARCHAR)), '') AS TIMESTAMPTZ)
+                 AS TIMESTAMP)                                      AS given_known_at,
             CASE
                 WHEN coalesce(TRY_CAST(date AS DATE),
                               TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE)) IS NULL
@@ -120,6 +144,9 @@ FROM (
                      AND trim(CAST(dividend AS VARCHAR)) <> '' THEN 'unparseable_dividend'
                 WHEN TRY_CAST(split_ratio AS DOUBLE) IS NULL AND split_ratio IS NOT NULL
                      AND trim(CAST(split_ratio AS VARCHAR)) <> '' THEN 'unparseable_split_ratio'
+                WHEN NULLIF(trim(CAST(known_at AS VARCHAR)), '') IS NOT NULL
+                     AND TRY_CAST(trim(CAST(known_at AS VARCHAR)) AS TIMESTAMPTZ) IS NULL
+                    THEN 'unparseable_known_at'
             END AS parse_error,
             date AS raw_date,
             symbol AS raw_symbol,
@@ -129,7 +156,8 @@ FROM (
             shares_outstanding AS raw_shares_outstanding,
             market_cap AS raw_market_cap,
             dividend AS raw_dividend,
-            split_ratio AS raw_split_ratio
+            split_ratio AS raw_split_ratio,
+            CAST(known_at AS VARCHAR) AS raw_known_at
         FROM stg_prices_raw
     )
 ) p
@@ -144,31 +172,55 @@ LEFT JOIN calendar_sessions c ON c.date = p.date;
 DROP TABLE stg_prices_raw;
 
 -- Keys given more than once among valid rows. Exact copies collapse into the
--- first row; different values for one (date, symbol) are a conflict and every
--- copy is quarantined.
+-- first row (known since the earliest copy); different values for one (date,
+-- symbol) are a conflict and every copy is quarantined.
 CREATE OR REPLACE TEMP TABLE stg_prices_repeated AS
 WITH repeated AS (
-    SELECT date, symbol, count(*) AS copies, min(_row) AS first_row
+    SELECT date, symbol, count(*) AS copies, min(_row) AS first_row, min(known_at) AS known_at
     FROM stg_prices_checked
     WHERE reason IS NULL
     GROUP BY date, symbol
     HAVING count(*) > 1
 )
 SELECT r.date, r.symbol, any_value(r.copies) AS copies, any_value(r.first_row) AS first_row,
+       any_value(r.known_at) AS known_at,
        count(DISTINCT (k.close, k.adj_close, k.volume, k.shares_outstanding, k.market_cap,
                        k.dividend, k.split_ratio)) > 1 AS conflicting
 FROM repeated r
 JOIN stg_prices_checked k ON k.date = r.date AND k.symbol = r.symbol AND k.reason IS NULL
 GROUP BY r.date, r.symbol;
 
--- Accepted rows: valid, not conflicting, one per key.
-CREATE OR REPLACE TEMP VIEW stg_prices_accepted AS
-SELECT k.date, k.symbol, k.close, k.adj_close, k.volume, k.shares_outstanding, k.market_cap,
-       k.dividend, k.split_ratio
+-- Valid rows: not conflicting, one per key (before the comparison with the store).
+CREATE OR REPLACE TEMP VIEW stg_prices_valid AS
+SELECT k._row, k.date, k.symbol, k.close, k.adj_close, k.volume, k.shares_outstanding,
+       k.market_cap, k.dividend, k.split_ratio, coalesce(r.known_at, k.known_at) AS known_at
 FROM stg_prices_checked k
-ANTI JOIN stg_prices_repeated r
-    ON r.date = k.date AND r.symbol = k.symbol AND (r.conflicting OR k._row <> r.first_row)
-WHERE k.reason IS NULL;
+LEFT JOIN stg_prices_repeated r ON r.date = k.date AND r.symbol = k.symbol
+WHERE k.reason IS NULL AND (r.date IS NULL OR (NOT r.conflicting AND k._row = r.first_row));
+
+-- name: price_window
+-- Dates of the valid rows: bounds the scans of stored prices.
+SELECT min(date), max(date) FROM stg_prices_checked WHERE reason IS NULL;
+
+-- name: compare_prices
+-- Valid rows whose values differ from the stored ones (usually few). A new
+-- version must be known later than the stored one; one known at or before it is
+-- 'stale' and quarantined, so history is never rewritten (methodology 9.2).
+CREATE OR REPLACE TEMP TABLE stg_prices_changed AS
+SELECT a._row, a.date, a.symbol, a.known_at, p.known_at AS stored_known_at,
+       coalesce(p.known_at >= a.known_at, false) AS stale
+FROM stg_prices_valid a
+JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
+    AND p.date BETWEEN $min_date AND $max_date
+WHERE (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
+       a.split_ratio) IS DISTINCT FROM
+      (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
+       p.split_ratio);
+
+-- Accepted rows: valid and not stale.
+CREATE OR REPLACE TEMP VIEW stg_prices_accepted AS
+SELECT v.* FROM stg_prices_valid v
+ANTI JOIN (SELECT _row FROM stg_prices_changed WHERE stale) s ON s._row = v._row;
 
 -- name: quarantine_rejections
 INSERT INTO quarantine
@@ -177,7 +229,8 @@ SELECT $run_id, 'prices', _row, coalesce(CAST(date AS VARCHAR), raw_record->>'da
        coalesce(raw_record, to_json(struct_pack(
            date := date, symbol := symbol, close := close, adj_close := adj_close,
            volume := volume, shares_outstanding := shares_outstanding,
-           market_cap := market_cap, dividend := dividend, split_ratio := split_ratio)))
+           market_cap := market_cap, dividend := dividend, split_ratio := split_ratio,
+           known_at := known_at)))
 FROM stg_prices_checked
 WHERE reason IS NOT NULL
 UNION ALL
@@ -185,16 +238,30 @@ SELECT $run_id, 'prices', k._row, CAST(k.date AS VARCHAR), k.symbol, 'conflictin
        to_json(struct_pack(
            date := k.date, symbol := k.symbol, close := k.close, adj_close := k.adj_close,
            volume := k.volume, shares_outstanding := k.shares_outstanding,
-           market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio))
+           market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio,
+           known_at := k.known_at))
 FROM stg_prices_checked k
 SEMI JOIN stg_prices_repeated r ON r.date = k.date AND r.symbol = k.symbol AND r.conflicting
 WHERE k.reason IS NULL
 UNION ALL
+SELECT $run_id, 'prices', k._row, CAST(k.date AS VARCHAR), k.symbol, 'stale_version',
+       to_json(struct_pack(
+           date := k.date, symbol := k.symbol, close := k.close, adj_close := k.adj_close,
+           volume := k.volume, shares_outstanding := k.shares_outstanding,
+           market_cap := k.market_cap, dividend := k.dividend, split_ratio := k.split_ratio,
+           known_at := c.known_at, stored_known_at := c.stored_known_at))
+FROM stg_prices_checked k
+JOIN stg_prices_changed c ON c._row = k._row AND c.stale
+UNION ALL
 SELECT $run_id, 'securities', _row, NULL, symbol, reason, NULL
-FROM stg_securities_rejected;
+FROM stg_securities_rejected
+UNION ALL
+SELECT $run_id, 'securities', _row, NULL, symbol, 'stale_version',
+       to_json(struct_pack(known_at := known_at, stored_known_at := stored_known_at))
+FROM stg_securities WHERE action = 'stale';
 
 -- name: securities_changed
-SELECT count(*) FROM stg_securities WHERE action <> 'same';
+SELECT count(*) FROM stg_securities WHERE action IN ('insert', 'update');
 
 -- name: rejection_counts
 SELECT source, reason, count(*) AS n
@@ -207,8 +274,8 @@ SELECT
     (SELECT count(*) FROM stg_prices_accepted)                               AS rows_accepted,
     (SELECT coalesce(sum(copies - 1), 0) FROM stg_prices_repeated
      WHERE NOT conflicting)                                                  AS duplicates_collapsed,
-    (SELECT min(date) FROM stg_prices_checked WHERE reason IS NULL)          AS min_date,
-    (SELECT max(date) FROM stg_prices_checked WHERE reason IS NULL)          AS max_date;
+    (SELECT min(date) FROM stg_prices_accepted)                              AS min_date,
+    (SELECT max(date) FROM stg_prices_accepted)                              AS max_date;
 
 -- name: price_action_counts
 -- Compare with what is stored; only the window of the input is scanned.
@@ -229,30 +296,51 @@ LEFT JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
     AND p.date BETWEEN $min_date AND $max_date;
 
 -- name: merge_securities
+-- A changed security's current version moves to the history first (same
+-- transaction), superseded at the new version's known_at.
+INSERT INTO security_versions
+    (symbol, name, exchange, sector, industry, currency, type, company_id, run_id, known_at,
+     superseded_at, superseded_by_run_id)
+SELECT s.symbol, s.name, s.exchange, s.sector, s.industry, s.currency, s.type, s.company_id,
+       s.run_id, s.known_at, d.known_at, $run_id
+FROM securities s
+JOIN stg_securities d ON d.symbol = s.symbol AND d.action = 'update';
+
 UPDATE securities AS s
 SET name = d.name, exchange = d.exchange, sector = d.sector, industry = d.industry,
-    currency = d.currency, type = d.type, company_id = d.company_id, run_id = $run_id
+    currency = d.currency, type = d.type, company_id = d.company_id, run_id = $run_id,
+    known_at = d.known_at
 FROM stg_securities d
 WHERE d.action = 'update' AND s.symbol = d.symbol;
 
 INSERT INTO securities
-SELECT symbol, name, exchange, sector, industry, currency, type, company_id, $run_id
+    (symbol, name, exchange, sector, industry, currency, type, company_id, run_id, known_at)
+SELECT symbol, name, exchange, sector, industry, currency, type, company_id, $run_id, known_at
 FROM stg_securities WHERE action = 'insert';
 
 -- name: merge_prices
--- Changed rows are replaced, new rows appended; identical rows are left alone
--- (run_id keeps pointing at the run that last changed them).
+-- A changed row's current version moves to price_versions (superseded at the new
+-- version's known_at), then is replaced; new rows are appended; identical rows
+-- are left alone (run_id and known_at keep pointing at the version in force).
+INSERT INTO price_versions
+    (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+     split_ratio, run_id, known_at, superseded_at, superseded_by_run_id)
+SELECT p.date, p.symbol, p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap,
+       p.dividend, p.split_ratio, p.run_id, p.known_at, c.known_at, $run_id
+FROM prices p
+JOIN stg_prices_changed c ON c.date = p.date AND c.symbol = p.symbol AND NOT c.stale
+WHERE p.date BETWEEN $min_date AND $max_date;
+
 DELETE FROM prices AS p
-USING stg_prices_accepted a
-WHERE p.date = a.date AND p.symbol = a.symbol
-  AND p.date BETWEEN $min_date AND $max_date
-  AND (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-       a.split_ratio) IS DISTINCT FROM
-      (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-       p.split_ratio);
+USING stg_prices_changed c
+WHERE p.date = c.date AND p.symbol = c.symbol AND NOT c.stale
+  AND p.date BETWEEN $min_date AND $max_date;
 
 INSERT INTO prices
-SELECT a.*, $run_id
+    (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+     split_ratio, run_id, known_at)
+SELECT a.date, a.symbol, a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap,
+       a.dividend, a.split_ratio, $run_id, a.known_at
 FROM stg_prices_accepted a
 ANTI JOIN (SELECT date, symbol FROM prices WHERE date BETWEEN $min_date AND $max_date) p
     ON p.date = a.date AND p.symbol = a.symbol;
@@ -264,6 +352,8 @@ DROP TABLE IF EXISTS stg_securities_conflicts;
 DROP TABLE IF EXISTS stg_securities_rejected;
 DROP TABLE IF EXISTS stg_securities;
 DROP VIEW IF EXISTS stg_prices_accepted;
+DROP VIEW IF EXISTS stg_prices_valid;
+DROP TABLE IF EXISTS stg_prices_changed;
 DROP TABLE IF EXISTS stg_prices_repeated;
 DROP TABLE IF EXISTS stg_prices_checked;
 DROP TABLE IF EXISTS stg_prices_raw;

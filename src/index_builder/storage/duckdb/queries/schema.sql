@@ -134,3 +134,81 @@ CREATE TABLE index_announcements (
     weight          DOUBLE  NOT NULL,   -- target weight
     market_cap      DOUBLE  NOT NULL    -- the security's own, on the reference date
 );
+
+-- name: v5_point_in_time
+-- Point in time (docs/methodology.md, section 9): every stored value records when
+-- it became known (known_at, UTC); a corrected value is a new version and the one
+-- it replaces moves to a history table. prices and securities keep the current
+-- versions, so reads without an as-of moment are unchanged. Rows stored before
+-- this migration became known when the run that wrote them started (a row
+-- without a recorded run: when this migration ran, the conservative choice).
+-- known_at stays nullable only because DuckDB cannot add a NOT NULL column to a
+-- filled table in one transaction; every merge writes it.
+-- the run's default known_at (its start time)
+ALTER TABLE ingest_runs ADD COLUMN known_at TIMESTAMP;
+UPDATE ingest_runs SET known_at = started_at;
+
+ALTER TABLE prices ADD COLUMN known_at TIMESTAMP;
+UPDATE prices SET known_at = r.started_at FROM ingest_runs r WHERE r.run_id = prices.run_id;
+UPDATE prices SET known_at = now()::TIMESTAMP WHERE known_at IS NULL;
+
+ALTER TABLE securities ADD COLUMN known_at TIMESTAMP;
+UPDATE securities SET known_at = r.started_at FROM ingest_runs r
+WHERE r.run_id = securities.run_id;
+UPDATE securities SET known_at = now()::TIMESTAMP WHERE known_at IS NULL;
+
+-- Superseded versions: valid (known) from known_at until superseded_at, the
+-- known_at of the version that replaced them. Versions of one key never overlap.
+CREATE TABLE price_versions (
+    date                  DATE      NOT NULL,
+    symbol                VARCHAR   NOT NULL,
+    close                 DOUBLE    NOT NULL,
+    adj_close             DOUBLE,
+    volume                DOUBLE,
+    shares_outstanding    DOUBLE,
+    market_cap            DOUBLE    NOT NULL,
+    dividend              DOUBLE,
+    split_ratio           DOUBLE,
+    run_id                BIGINT    NOT NULL,   -- ingestion run that wrote this version
+    known_at              TIMESTAMP NOT NULL,
+    superseded_at         TIMESTAMP NOT NULL,
+    superseded_by_run_id  BIGINT    NOT NULL    -- ingestion run that replaced it
+);
+
+CREATE TABLE security_versions (
+    symbol                VARCHAR   NOT NULL,
+    name                  VARCHAR,
+    exchange              VARCHAR,
+    sector                VARCHAR,
+    industry              VARCHAR,
+    currency              VARCHAR,
+    type                  VARCHAR,
+    company_id            VARCHAR,
+    run_id                BIGINT    NOT NULL,
+    known_at              TIMESTAMP NOT NULL,
+    superseded_at         TIMESTAMP NOT NULL,
+    superseded_by_run_id  BIGINT    NOT NULL
+);
+
+-- Results of a build as of K are stored under the key '<index id>@<K>'; the
+-- build state records K (NULL: the current results).
+ALTER TABLE index_builds ADD COLUMN as_of TIMESTAMP;
+
+-- The values known at moment k: the current version if it was known by then,
+-- else the superseded version that was in force at k. Rows first known after k
+-- do not exist at k.
+CREATE MACRO prices_as_of(k) AS TABLE
+    SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+           split_ratio
+    FROM prices WHERE known_at <= k
+    UNION ALL
+    SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+           split_ratio
+    FROM price_versions WHERE known_at <= k AND superseded_at > k;
+
+CREATE MACRO securities_as_of(k) AS TABLE
+    SELECT symbol, name, exchange, sector, industry, currency, type, company_id
+    FROM securities WHERE known_at <= k
+    UNION ALL
+    SELECT symbol, name, exchange, sector, industry, currency, type, company_id
+    FROM security_versions WHERE known_at <= k AND superseded_at > k;

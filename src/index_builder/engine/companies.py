@@ -34,24 +34,36 @@ class CompanyKeys:
 def company_keys(
     keys: FloatMatrix, candidates: IntArray, panel: MarketPanel, rows: IntArray
 ) -> CompanyKeys:
-    """Aggregate security keys (over ``candidates``) into company keys."""
+    """Aggregate security keys (over ``candidates``) into company keys.
+
+    Most companies have one class: their column is copied as is; only the few
+    with several classes are summed and need volumes (read once for all of them).
+    """
     labels = panel.securities.company_keys()[candidates].astype(str)
     companies, company_of = np.unique(labels, return_inverse=True)  # sorted: ties by key
     company_of = company_of.astype(np.int64)
-    order = np.argsort(company_of, kind="stable")  # classes of a company, by symbol
-    starts = np.searchsorted(company_of[order], np.arange(len(companies)))
-    eligible = keys > NOT_ELIGIBLE
-    caps = np.where(eligible, keys, 0.0)[:, order]
-    totals = np.add.reduceat(caps, starts, axis=1)
-    any_eligible = np.logical_or.reduceat(eligible[:, order], starts, axis=1)
-    company_keys_ = np.where(any_eligible, totals, NOT_ELIGIBLE)
-
-    sizes = np.diff(np.append(starts, len(order)))
-    representative = np.where(any_eligible, order[starts][None, :], -1)
-    for company in np.flatnonzero(sizes > 1):
-        classes = order[starts[company] : starts[company] + sizes[company]]
-        volume = panel.volume_at(rows, candidates[classes])
-        volume = np.where(eligible[:, classes], volume, -np.inf)
-        best = np.argmax(volume, axis=1)  # first maximum: the lowest symbol on ties
-        representative[:, company] = np.where(any_eligible[:, company], classes[best], -1)
-    return CompanyKeys(company_keys_, representative.astype(np.int64), company_of)
+    sizes = np.bincount(company_of, minlength=len(companies))
+    single = sizes[company_of] == 1
+    out = np.full((keys.shape[0], len(companies)), NOT_ELIGIBLE)
+    out[:, company_of[single]] = keys[:, single]
+    representative = np.full(out.shape, -1, dtype=np.int64)
+    single_positions = np.flatnonzero(single)
+    representative[:, company_of[single]] = np.where(
+        keys[:, single] > NOT_ELIGIBLE, single_positions[None, :], -1
+    )
+    multi = np.flatnonzero(~single)  # candidate positions, by symbol
+    if len(multi):
+        order = multi[np.argsort(company_of[multi], kind="stable")]  # by company, then symbol
+        owners = company_of[order]
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        sub = keys[:, order]
+        eligible = sub > NOT_ELIGIBLE
+        totals = np.add.reduceat(np.where(eligible, sub, 0.0), starts, axis=1)
+        any_eligible = np.logical_or.reduceat(eligible, starts, axis=1)
+        out[:, owners[starts]] = np.where(any_eligible, totals, NOT_ELIGIBLE)
+        volume = np.where(eligible, panel.volume_at(rows, candidates[order]), -np.inf)
+        ends = np.r_[starts[1:], len(order)]
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            best = a + np.argmax(volume[:, a:b], axis=1)  # first maximum: lowest symbol
+            representative[:, owners[a]] = np.where(any_eligible[:, i], order[best], -1)
+    return CompanyKeys(out, representative, company_of)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse as parse_rate_limit
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +71,90 @@ class Settings(BaseSettings):
         "days than this to compute.",
     )
     build_workers: int = Field(default=1, ge=1, le=8, description="Concurrent index builds.")
+
+    # Protection: rate limits, API keys, request limits (index_builder.ops)
+    rate_limit_enabled: bool = Field(default=True, description="Apply the rate limits below.")
+    rate_limit_reads: str = Field(
+        default="600/minute",
+        description="Budget of the GET endpoints per API key (or client address), shared by "
+        "every worker through Redis, e.g. '600/minute', '10/second', '1000/hour'.",
+    )
+    rate_limit_builds: str = Field(
+        default="30/minute",
+        description="Budget of POST /build-index and the definition changes (POST/DELETE "
+        "/indices) per API key or client address.",
+    )
+    rate_limit_exports: str = Field(
+        default="60/minute", description="Budget of POST /export-data per API key or address."
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (CIDR) of proxies whose "
+        "X-Forwarded-For names the client for rate limiting (default: none; the peer "
+        "address is the client).",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="API keys, comma-separated entries 'name:scope+scope:key' (scopes: "
+        "read, build, export, admin; admin implies all).",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A secrets file of API keys: one 'name:scope+scope:key' entry per line, "
+        "'#' starts a comment.",
+    )
+    auth_enabled: bool | None = Field(
+        default=None,
+        description="Require API keys on protected routes (default: true when any key is "
+        "configured, false otherwise).",
+    )
+    reads_require_key: bool = Field(
+        default=False, description="Require a key with the 'read' scope on the GET endpoints."
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=0, description="Largest request body (413 beyond it)."
+    )
+    max_window_days: int = Field(
+        default=7305,
+        ge=1,
+        description="Longest window (calendar days, both ends included) a request that names "
+        "its start_date may ask for (default: 20 years).",
+    )
+    max_page_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Default and largest 'limit' of GET /index-composition.",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A GET request not answered within this time gets 504 problem+json (the "
+        "work finishes in the background and is cached).",
+    )
+
+    @field_validator("rate_limit_reads", "rate_limit_builds", "rate_limit_exports")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        """Refuse a rate limit string the ``limits`` library cannot parse."""
+        try:
+            parse_rate_limit(value)
+        except ValueError:
+            raise ValueError(
+                f"not a rate limit: {value!r} (use e.g. '600/minute' or '10 per second')"
+            ) from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        """Refuse entries that are not IP addresses or networks."""
+        for entry in (e.strip() for e in value.split(",")):
+            if entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"not an IP address or network: {entry!r}") from None
+        return value
 
 
 @lru_cache(maxsize=1)

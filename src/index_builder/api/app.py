@@ -19,6 +19,7 @@ from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
 from index_builder.api.routers import builds, exports, indices, reads
 from index_builder.calendar import get_calendar
+from index_builder.ops.protection import attach_protection, close_protection, install_protection
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.catalog import ensure_builtins
 from index_builder.services.queries import IndexReader
@@ -41,6 +42,11 @@ compositions and composition changes, and export them.
   POST /build-index builds the index from the market data known at that moment,
   next to the current results; the same `as_of` on the reads and the export reads
   that build.
+* Protection: rate limits per API key or client address (`RateLimit-*` headers,
+  `429` with `Retry-After`); API keys in `X-API-Key` for builds, definition
+  changes, exports and admin endpoints (`401` missing or unknown, `403` without
+  the scope); request bodies, windows and page sizes are bounded; a read not
+  answered in time is `504`.
 * The methodology: docs/methodology.md in the repository.
 """
 
@@ -75,6 +81,7 @@ def build_services(settings: Settings) -> Services:
         versions=BuildVersions(store),
     )
     services.jobs = JobManager(services.run_build, workers=settings.build_workers)
+    attach_protection(services)
     return services
 
 
@@ -92,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             services.jobs.shutdown()
             await services.cache.close()
+            await close_protection(services)
             services.store.close()
 
     app = FastAPI(
@@ -101,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_protection(app, settings)
     for router in (builds.router, reads.router, indices.router, exports.router):
         app.include_router(router)
     return app

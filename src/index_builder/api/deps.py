@@ -10,6 +10,8 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.ops.auth import ApiKeyAuth
+from index_builder.ops.ratelimit import RateLimiter
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
@@ -72,6 +74,8 @@ class Services:
     cache: ResponseCache
     jobs: JobManager
     versions: BuildVersions
+    auth: ApiKeyAuth | None = None
+    rate_limiter: RateLimiter | None = None
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""

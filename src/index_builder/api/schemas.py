@@ -197,7 +197,10 @@ class CompositionResponse(BaseModel):
         description="The trading day used: the requested date or the previous trading day."
     )
     as_of: dt.datetime | None = AsOfEcho
-    constituents: list[Constituent] = Field(description="Constituents by rank.")
+    total: int = Field(description="Constituents in the composition (all pages).")
+    limit: int = Field(description="Page size used.")
+    offset: int = Field(description="Constituents skipped before this page.")
+    constituents: list[Constituent] = Field(description="Constituents of the page, by rank.")
 
 
 class AnnouncedConstituent(BaseModel):

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from index_builder.api.deps import ServicesDep
 from index_builder.api.jobs import BuildRequest, Job
 from index_builder.api.responses import json_response
-from index_builder.api.routers.common import problems
+from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
 from index_builder.api.schemas import (
     BuildIndexRequest,
     BuildResponse,
@@ -20,6 +20,7 @@ from index_builder.api.schemas import (
     JobStatusResponse,
 )
 from index_builder.errors import NotFoundError
+from index_builder.ops.protection import protect
 
 router = APIRouter(tags=["indices: build"])
 
@@ -29,8 +30,9 @@ router = APIRouter(tags=["indices: build"])
     response_model=BuildResponse,
     responses={
         202: {"model": JobAccepted, "description": "Accepted: poll `status_url`."},
-        **problems(404, 422),
+        **problems(404, 422, *WRITE_PROBLEMS),
     },
+    dependencies=protect("build"),
     summary="Build an index (incrementally) at request time",
 )
 async def build_index(body: BuildIndexRequest, services: ServicesDep, request: Request) -> Response:
@@ -63,7 +65,8 @@ async def build_index(body: BuildIndexRequest, services: ServicesDep, request: R
     "/jobs/{job_id}",
     name="get_job",
     response_model=JobStatusResponse,
-    responses=problems(404),
+    responses=problems(404, *READ_PROBLEMS),
+    dependencies=protect("read"),
     summary="Status, progress and outcome of a build job",
 )
 async def get_job(job_id: str, services: ServicesDep) -> Response:

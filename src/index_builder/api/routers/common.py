@@ -15,11 +15,20 @@ from index_builder.engine.definitions import DEFAULT_INDEX_ID
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for problem+json error responses."""
     descriptions = {
+        401: "No API key, or an unknown one, in `X-API-Key` (`WWW-Authenticate: ApiKey`). "
+        "Reads need a key only with INDEX_BUILDER_READS_REQUIRE_KEY.",
+        403: "The API key lacks the scope this route needs.",
         404: "Unknown index, or no built data in the window (the detail says what is built "
         "and how to build it).",
         409: "Conflicts with the current state (e.g. a built-in index).",
         422: "Invalid input: bad date or timestamp, end before start, a window before the "
-        "base date, an `as_of` in the future, malformed body. `field` names the input.",
+        "base date, an `as_of` in the future, malformed body, a window longer than "
+        "INDEX_BUILDER_MAX_WINDOW_DAYS. `field` names the input.",
+        413: "The request body is larger than INDEX_BUILDER_MAX_BODY_BYTES.",
+        429: "The caller's budget for this kind of request is spent: retry after "
+        "`Retry-After` seconds (`RateLimit-*` headers describe the budget).",
+        504: "No answer within INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS; the work finishes in "
+        "the background and its answer is cached: retry shortly.",
     }
     return {
         status: {
@@ -30,6 +39,11 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         for status in statuses
     }
 
+
+READ_PROBLEMS = (401, 403, 429, 504)
+"""Problems every read can answer (keys only with INDEX_BUILDER_READS_REQUIRE_KEY)."""
+WRITE_PROBLEMS = (401, 403, 413, 429)
+"""Problems every build, definition change and export can answer."""
 
 IndexQuery = Annotated[str, Query(description="Index id (see GET /indices).", examples=["ew100"])]
 StartQuery = Annotated[

@@ -12,9 +12,11 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from index_builder.api.deps import ServicesDep
-from index_builder.api.routers.common import problems
+from index_builder.api.routers.common import WRITE_PROBLEMS, problems
 from index_builder.api.schemas import ExportRequest
 from index_builder.export import export_index
+from index_builder.ops.protection import protect
+from index_builder.ops.request_limits import check_window
 
 router = APIRouter(tags=["indices: export"])
 
@@ -30,8 +32,9 @@ router = APIRouter(tags=["indices: export"])
                 "application/zip": {},
             },
         },
-        **problems(404, 422),
+        **problems(404, 422, *WRITE_PROBLEMS),
     },
+    dependencies=protect("export"),
     summary="Download summary, performance, compositions and changes",
 )
 async def export_data(body: ExportRequest, services: ServicesDep) -> FileResponse:
@@ -40,6 +43,7 @@ async def export_data(body: ExportRequest, services: ServicesDep) -> FileRespons
     With `as_of`: the build as of that moment (named in the file name and the
     summary). The file is written to a temporary folder one table at a time, then
     streamed."""
+    check_window(body.start_date, body.end_date, services.settings.max_window_days)
     folder = Path(tempfile.mkdtemp(prefix="index-builder-export-"))
     try:
         exported = await run_in_threadpool(

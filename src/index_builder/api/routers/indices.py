@@ -10,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 
 from index_builder.api.deps import ServicesDep
 from index_builder.api.responses import json_response
-from index_builder.api.routers.common import problems
+from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
 from index_builder.api.schemas import IndexInfo
 from index_builder.engine.definitions import IndexDefinition, parse_definition
+from index_builder.ops.protection import protect
 from index_builder.point_in_time import format_as_of
 from index_builder.services.catalog import add_definition, remove_definition
 from index_builder.storage.base import BuildState, Storage
@@ -40,7 +41,13 @@ def _build(state: BuildState) -> dict[str, Any]:
     }
 
 
-@router.get("/indices", response_model=list[IndexInfo], summary="Every index definition")
+@router.get(
+    "/indices",
+    response_model=list[IndexInfo],
+    responses=problems(*READ_PROBLEMS),
+    dependencies=protect("read"),
+    summary="Every index definition",
+)
 async def list_indices(services: ServicesDep) -> Response:
     """Built-in and user-defined indices with their build state."""
 
@@ -54,7 +61,8 @@ async def list_indices(services: ServicesDep) -> Response:
 @router.get(
     "/indices/{index_id}",
     response_model=IndexInfo,
-    responses=problems(404),
+    responses=problems(404, *READ_PROBLEMS),
+    dependencies=protect("read"),
     summary="One index definition",
 )
 async def get_index(index_id: str, services: ServicesDep) -> Response:
@@ -72,7 +80,8 @@ async def get_index(index_id: str, services: ServicesDep) -> Response:
     "/indices",
     response_model=IndexInfo,
     status_code=201,
-    responses=problems(409, 422),
+    responses=problems(409, 422, *WRITE_PROBLEMS),
+    dependencies=protect("build"),
     summary="Add a user-defined index",
 )
 async def create_index(
@@ -112,7 +121,8 @@ async def create_index(
 @router.delete(
     "/indices/{index_id}",
     status_code=204,
-    responses=problems(404, 409),
+    responses=problems(404, 409, *WRITE_PROBLEMS),
+    dependencies=protect("build"),
     summary="Remove a user-defined index and its results",
 )
 async def delete_index(index_id: str, services: ServicesDep) -> Response:

@@ -16,6 +16,7 @@ from index_builder.api.deps import ServicesDep
 from index_builder.api.responses import cached_json
 from index_builder.api.routers.common import (
     DEFAULT_INDEX,
+    READ_PROBLEMS,
     AsOfQuery,
     EndQuery,
     IndexQuery,
@@ -28,6 +29,8 @@ from index_builder.api.schemas import (
     CompositionResponse,
     PerformanceResponse,
 )
+from index_builder.ops.protection import protect
+from index_builder.ops.request_limits import check_window, page_limit
 from index_builder.point_in_time import format_as_of, result_key
 
 router = APIRouter(tags=["indices: read"])
@@ -38,7 +41,8 @@ CONSTITUENT_FIELDS = ("rank", "symbol", "name", "sector", "weight", "market_cap"
 @router.get(
     "/index-performance",
     response_model=PerformanceResponse,
-    responses=problems(404, 422),
+    responses=problems(404, 422, *READ_PROBLEMS),
+    dependencies=protect("read"),
     summary="Levels, daily and cumulative returns, and summary statistics",
 )
 async def index_performance(
@@ -58,6 +62,7 @@ async def index_performance(
     """Every trading day of the window with `level`, `daily_return` and
     `cumulative_return` (since the window's first trading day), plus the summary.
     With `as_of`: those of the build as of that moment."""
+    check_window(start_date, end_date, services.settings.max_window_days)
 
     def produce() -> dict[str, Any]:
         perf = services.reader.performance(index, start_date, end_date, return_type, as_of)
@@ -83,7 +88,8 @@ async def index_performance(
 @router.get(
     "/index-composition",
     response_model=CompositionResponse,
-    responses=problems(404, 422),
+    responses=problems(404, 422, *READ_PROBLEMS),
+    dependencies=protect("read"),
     summary="Constituents after the close of a date",
 )
 async def index_composition(
@@ -97,28 +103,48 @@ async def index_composition(
         ),
     ] = None,
     as_of: AsOfQuery = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="Constituents per page (default and largest: "
+            "INDEX_BUILDER_MAX_PAGE_SIZE, 1000 unless configured).",
+        ),
+    ] = None,
+    offset: Annotated[
+        int, Query(ge=0, description="Constituents to skip (by rank) before the page.")
+    ] = 0,
 ) -> Response:
     """The constituents in force after the close of `date` (those that earn the next
-    trading day's returns), by rank. With `as_of`: in the build as of that moment."""
+    trading day's returns), by rank. With `as_of`: in the build as of that moment.
+    Paged with `limit` and `offset`; `total` counts every constituent."""
+    size = page_limit(limit, services.settings.max_page_size)
 
     def produce() -> dict[str, Any]:
         comp = services.reader.composition(index, date, as_of)
+        rows = comp.rows()
         return {
             "index": index,
             "date": comp.requested_date,
             "effective_date": comp.effective_date,
             "as_of": _echo(as_of),
-            "constituents": [{k: row[k] for k in CONSTITUENT_FIELDS} for row in comp.rows()],
+            "total": len(rows),
+            "limit": size,
+            "offset": offset,
+            "constituents": [
+                {k: row[k] for k in CONSTITUENT_FIELDS} for row in rows[offset : offset + size]
+            ],
         }
 
-    params = {"date": date, "as_of": as_of}
+    params = {"date": date, "as_of": as_of, "limit": size, "offset": offset}
     return await cached_json(services, "composition", result_key(index, as_of), params, produce)
 
 
 @router.get(
     "/index-composition/next",
     response_model=AnnouncementResponse,
-    responses=problems(404, 422),
+    responses=problems(404, 422, *READ_PROBLEMS),
+    dependencies=protect("read"),
     summary="The next composition: announced, not yet in force (pro-forma)",
 )
 async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_INDEX) -> Response:
@@ -148,7 +174,8 @@ async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_IN
 @router.get(
     "/composition-changes",
     response_model=ChangesResponse,
-    responses=problems(404, 422),
+    responses=problems(404, 422, *READ_PROBLEMS),
+    dependencies=protect("read"),
     summary="Constituents entered and exited at each rebalance",
 )
 async def composition_changes(
@@ -160,6 +187,7 @@ async def composition_changes(
 ) -> Response:
     """For each rebalance in the window whose constituents changed: `entered` and
     `exited` symbols, each sorted. With `as_of`: in the build as of that moment."""
+    check_window(start_date, end_date, services.settings.max_window_days)
 
     def produce() -> dict[str, Any]:
         window, changes = services.reader.changes(index, start_date, end_date, as_of)

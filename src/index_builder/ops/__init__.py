@@ -1,0 +1,1 @@
+"""Operations: protection, observability and runtime health of the API service."""

@@ -1,0 +1,321 @@
+"""Rate limits shared by every worker through Redis, per API key or client address.
+
+Three budgets (``INDEX_BUILDER_RATE_LIMIT_READS``, ``..._BUILDS``,
+``..._EXPORTS``; ``600/minute``-style strings parsed by the ``limits``
+library) are counted per caller: the name of a valid API key, else the client
+address (``request.client.host``; ``X-Forwarded-For`` only when the peer is one
+of ``INDEX_BUILDER_TRUSTED_PROXIES``).
+
+Strategy: **fixed windows aligned to the clock**, counted with the ``limits``
+library's storages (``RedisStorage`` over ``redis.asyncio``, ``MemoryStorage``
+in process). Why not the library's moving window or sliding-window counter:
+they need a second round trip per request for the ``RateLimit-Remaining`` and
+``RateLimit-Reset`` headers (acquire, then read the window), and the moving
+window keeps one entry per request. Here the window number is part of the key,
+so one ``INCRBY`` + ``EXPIRE`` script call (one round trip) returns the count,
+and the reset time follows from the clock: every response gets exact headers
+for one Redis call and one small key per caller and window. The price of fixed
+windows is a possible burst of up to twice the limit across a window boundary;
+for protecting a service that is acceptable. Each caller's windows are shifted
+by a hash of the caller, so windows do not all reset at the same instant.
+
+Redis down (or slower than ``INDEX_BUILDER_REDIS_TIMEOUT_SECONDS``): each
+process counts in its own memory (so N processes allow up to N times the
+budget), ``index_builder_rate_limiter_degraded`` is 1, health says
+``degraded``, a warning is logged once per outage, and Redis is tried again
+after ``INDEX_BUILDER_REDIS_RETRY_SECONDS``; when it answers, limits are shared
+again (the local counts are dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import redis.asyncio as aioredis
+from fastapi import Request
+from limits import RateLimitItem
+from limits import parse as parse_rate_limit
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index_builder.ops.errors import ProblemError
+from index_builder.ops.metrics import RATE_LIMITED, RATE_LIMITER_DEGRADED
+from index_builder.settings import Settings
+
+log = logging.getLogger("index_builder.ops.ratelimit")
+
+Category = Literal["reads", "builds", "exports"]
+KEY_PREFIX = "ib:rl"
+STATE_KEY = "rate_limit"
+"""Where a request's :class:`Quota` is kept (``scope["state"]``) for the headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """The outcome of one hit: the budget, what is left, and when the window resets."""
+
+    category: str
+    limit: int
+    window_seconds: int
+    remaining: int
+    reset_seconds: int
+    allowed: bool
+
+    def header_items(self) -> list[tuple[bytes, bytes]]:
+        """``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (seconds) and ``-Policy``."""
+        return [
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(self.remaining).encode()),
+            (b"ratelimit-reset", str(self.reset_seconds).encode()),
+            (b"ratelimit-policy", f"{self.limit};w={self.window_seconds}".encode()),
+        ]
+
+
+def _redis_uri(url: str) -> str:
+    """The ``limits`` storage URI of a redis-py URL (``async+redis://...``)."""
+    if url.startswith("unix://"):
+        return "async+redis+unix://" + url.removeprefix("unix://")
+    return "async+" + url
+
+
+class RateLimiter:
+    """Counts hits per category and caller in Redis, or in memory while Redis is down."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, RateLimitItem],
+        redis_url: str | None,
+        *,
+        enabled: bool = True,
+        trusted_proxies: str = "",
+        timeout_seconds: float = 0.25,
+        retry_seconds: float = 5.0,
+        connect_timeout_seconds: float = 0.5,
+        max_connections: int = 16,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = dict(limits)
+        self.enabled = enabled
+        self.redis_url = redis_url
+        self.retry_seconds = retry_seconds
+        self._backstop = timeout_seconds + connect_timeout_seconds + 0.05
+        self._clock = clock
+        self._monotonic = monotonic
+        self._proxies = [
+            ipaddress.ip_network(p.strip(), strict=False)
+            for p in trusted_proxies.split(",")
+            if p.strip()
+        ]
+        self._memory = MemoryStorage()
+        self._redis: RedisStorage | None = None
+        self._pool: aioredis.BlockingConnectionPool | None = None
+        self._down_until = 0.0
+        self._outage_since: float | None = None
+        self._outage_reason = ""
+        if enabled and redis_url:
+            # the same bounded pool and timeouts as the response cache
+            self._pool = pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=max_connections,
+                timeout=connect_timeout_seconds,
+                socket_timeout=timeout_seconds,
+                socket_connect_timeout=connect_timeout_seconds,
+                retry_on_timeout=False,
+                health_check_interval=0,
+            )
+            self._redis = RedisStorage(
+                _redis_uri(redis_url),
+                implementation="redispy",
+                key_prefix=KEY_PREFIX,
+                connection_pool=pool,  # type: ignore[arg-type]
+            )
+        RATE_LIMITER_DEGRADED.set(0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimiter:
+        """The limiter of ``settings`` (budgets, Redis, proxies, timeouts)."""
+        return cls(
+            {
+                "reads": parse_rate_limit(settings.rate_limit_reads),
+                "builds": parse_rate_limit(settings.rate_limit_builds),
+                "exports": parse_rate_limit(settings.rate_limit_exports),
+            },
+            settings.redis_url,
+            enabled=settings.rate_limit_enabled,
+            trusted_proxies=settings.trusted_proxies,
+            timeout_seconds=settings.redis_timeout_seconds,
+            retry_seconds=settings.redis_retry_seconds,
+        )
+
+    @property
+    def shared(self) -> bool:
+        """True while counts are shared through Redis."""
+        return self._redis is not None and self._outage_since is None
+
+    async def hit(self, category: str, caller: str) -> Quota:
+        """Count one request of ``caller`` against the ``category`` budget."""
+        item = self.limits[category]
+        period = item.get_expiry()
+        # shift each caller's windows by a stable hash so they do not all reset at once
+        shifted = self._clock() + zlib.crc32(caller.encode()) % period
+        window = int(shifted // period)
+        reset = max(1, math.ceil((window + 1) * period - shifted))
+        count = await self._incr(f"{category}:{caller}:{window}", period)
+        return Quota(
+            category,
+            item.amount,
+            period,
+            max(0, item.amount - count),
+            reset,
+            count <= item.amount,
+        )
+
+    async def _incr(self, key: str, expiry: int) -> int:
+        if self._redis is not None and self._monotonic() >= self._down_until:
+            try:
+                async with asyncio.timeout(self._backstop):
+                    count = await self._redis.incr(key, expiry)
+            except (RedisError, StorageError, OSError, TimeoutError) as exc:
+                self._failed(exc)
+            else:
+                self._succeeded()
+                return count
+        return await self._memory.incr(key, expiry)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._down_until = self._monotonic() + self.retry_seconds
+        if self._outage_since is None:
+            self._outage_since = self._clock()
+            self._outage_reason = f"{type(exc).__name__}: {exc}"
+            RATE_LIMITER_DEGRADED.set(1)
+            log.warning(
+                "rate limiter: Redis is down (%s); limiting per process in memory "
+                "(not shared by the workers), retrying every %.0f s",
+                self._outage_reason,
+                self.retry_seconds,
+            )
+
+    def _succeeded(self) -> None:
+        if self._outage_since is not None:
+            self._outage_since = None
+            self._outage_reason = ""
+            RATE_LIMITER_DEGRADED.set(0)
+            log.warning("rate limiter: Redis is back; limits are shared again")
+            asyncio.get_running_loop().create_task(self._memory.reset())
+
+    def client_address(self, request: Request) -> str:
+        """The peer address, or the client named by ``X-Forwarded-For`` when the peer
+        (and each proxy before it) is a trusted proxy: the right-most untrusted entry."""
+        host = request.client.host if request.client else "unknown"
+        if not self._proxies or not self._trusted(host):
+            return host
+        forwarded = request.headers.get("x-forwarded-for", "")
+        for entry in reversed(forwarded.split(",")):
+            address = entry.strip()
+            if not address:
+                continue
+            if not self._trusted(address):
+                return address
+            host = address
+        return host
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._proxies)
+
+    def health(self) -> dict[str, object]:
+        """``ok`` (shared through Redis, or no Redis configured), ``degraded`` while
+        limiting per process because Redis is down."""
+        if not self.enabled:
+            return {"status": "ok", "enabled": False}
+        details: dict[str, object] = {
+            "enabled": True,
+            "limits": {c: f"{i.amount}/{i.get_expiry()}s" for c, i in self.limits.items()},
+            "backend": "redis" if self.shared else "memory",
+            "shared": self.shared,
+        }
+        if self._redis is None:
+            return {"status": "ok", **details, "detail": "no Redis configured: per process"}
+        if self._outage_since is not None:
+            return {
+                "status": "degraded",
+                **details,
+                "detail": f"Redis unavailable ({self._outage_reason}); limiting per process",
+                "since": self._outage_since,
+            }
+        return {"status": "ok", **details}
+
+    async def close(self) -> None:
+        """Close the Redis connections."""
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+
+def rate_limit(category: Category) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency: count the request against ``category``; 429 when spent.
+
+    The caller is the valid API key's name (``key:<name>``) or the client
+    address (``ip:<address>``). The :class:`Quota` is kept on the request for
+    :class:`RateLimitHeaders`.
+    """
+
+    async def dependency(request: Request) -> None:
+        services = request.app.state.services
+        limiter: RateLimiter | None = getattr(services, "rate_limiter", None)
+        if limiter is None or not limiter.enabled:
+            return
+        auth = getattr(services, "auth", None)
+        key = auth.identify(request).key if auth is not None else None
+        caller = f"key:{key.name}" if key is not None else f"ip:{limiter.client_address(request)}"
+        quota = await limiter.hit(category, caller)
+        request.state.rate_limit = quota
+        if not quota.allowed:
+            RATE_LIMITED.labels(category).inc()
+            log.debug("rate limited: %s %s (%s)", request.method, request.url.path, caller)
+            raise ProblemError(
+                429,
+                "rate-limited",
+                f"the {category} budget of {quota.limit} requests per {quota.window_seconds} s "
+                f"is spent; retry in {quota.reset_seconds} s",
+                headers={"Retry-After": str(quota.reset_seconds)},
+            )
+
+    dependency.__name__ = f"rate_limit_{category}"
+    return dependency
+
+
+class RateLimitHeaders:
+    """ASGI middleware: adds the request's ``RateLimit-*`` headers to its response
+    (successes and errors alike; nothing for routes without a budget)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, object] = scope.setdefault("state", {})
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                quota = state.get(STATE_KEY)
+                if isinstance(quota, Quota):
+                    message["headers"] = [*message.get("headers", ()), *quota.header_items()]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

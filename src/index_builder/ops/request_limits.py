@@ -1,0 +1,161 @@
+"""Request limits: body size, window length, page size and a time limit on reads.
+
+* ``INDEX_BUILDER_MAX_BODY_BYTES``: a larger ``Content-Length`` is answered
+  ``413`` before the body is read; a body without one (chunked) is counted
+  while it streams and refused with ``413`` once it passes the limit.
+* ``INDEX_BUILDER_MAX_WINDOW_DAYS``: a window that names its ``start_date``
+  spans at most this many calendar days (to ``end_date``, or to today without
+  one); ``422`` with the field. The default window (from the base date) is
+  bounded by the data and not limited.
+* ``INDEX_BUILDER_MAX_PAGE_SIZE``: the default and largest ``limit`` of
+  GET /index-composition; larger is ``422`` (field ``limit``).
+* ``INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS``: a GET whose response has not
+  started within this time is answered ``504`` problem+json (code
+  ``timeout``). The work is not abandoned (a database query in a worker thread
+  cannot be interrupted): it finishes in the background and a cached read
+  stores its answer, so a retry is fast. Builds and exports (POST) are not
+  limited; large builds answer ``202`` with a job anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index_builder.api.problems import problem_response
+from index_builder.errors import InvalidInputError
+
+log = logging.getLogger("index_builder.ops.limits")
+
+TIMED_METHODS = frozenset({"GET", "HEAD"})
+
+
+def check_window(start: dt.date | None, end: dt.date | None, max_days: int) -> None:
+    """Refuse a window longer than ``max_days`` calendar days (when it names its start)."""
+    if start is None:
+        return
+    last = end if end is not None else dt.datetime.now(dt.UTC).date()
+    days = (last - start).days + 1
+    if days > max_days:
+        raise InvalidInputError(
+            f"the window {start} to {last} spans {days} calendar days; at most {max_days} "
+            "are allowed (INDEX_BUILDER_MAX_WINDOW_DAYS): ask for it in parts",
+            field="end_date" if end is not None else "start_date",
+        )
+
+
+def page_limit(limit: int | None, max_page_size: int) -> int:
+    """The page size to use: ``limit``, or the largest when not given (422 above it)."""
+    if limit is None:
+        return max_page_size
+    if limit > max_page_size:
+        raise InvalidInputError(
+            f"limit {limit} is above the largest page size, {max_page_size} "
+            "(INDEX_BUILDER_MAX_PAGE_SIZE): page with offset",
+            field="limit",
+        )
+    return limit
+
+
+class BodySizeLimit:
+    """ASGI middleware: ``413`` for request bodies above ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _detail(self) -> str:
+        return (
+            f"the request body is larger than {self.max_bytes} bytes (INDEX_BUILDER_MAX_BODY_BYTES)"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    response = problem_response(
+                        413, "content-too-large", self._detail(), instance=scope["path"]
+                    )
+                    await response(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # raised inside the route: FastAPI re-raises HTTPException, and the
+                    # problem handler answers 413 (code content-too-large)
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+class RequestTimeout:
+    """ASGI middleware: ``504`` problem+json when a GET has no response after ``seconds``.
+
+    The route runs in its own task; at the deadline, unless the response has
+    started, the client gets the 504 and the task finishes in the background
+    with its output dropped (a response that has started is never cut).
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in TIMED_METHODS:
+            await self.app(scope, receive, send)
+            return
+        started = False
+        timed_out = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if timed_out:
+                return  # the client already has its 504
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
+        done, _ = await asyncio.wait({task}, timeout=self.seconds)
+        if done or started:
+            await task  # re-raises what the route raised; a started response finishes
+            return
+        timed_out = True
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+        log.warning(
+            "request timeout: %s %s not answered within %.3g s; answering 504, the work "
+            "finishes in the background",
+            scope["method"],
+            scope["path"],
+            self.seconds,
+        )
+        response = problem_response(
+            504,
+            "timeout",
+            f"no answer within {self.seconds:g} s (INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS); "
+            "the work goes on in the background and cached reads keep its answer: retry "
+            "shortly",
+            instance=scope["path"],
+        )
+        await response(scope, receive, send)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("timed-out request failed in the background", exc_info=exc)

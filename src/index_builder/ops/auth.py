@@ -230,7 +230,7 @@ class ApiKeyAuth:
 
     def _refuse(self, request: Request, reason: str, scope: str, key: ApiKey | None = None) -> None:
         AUTH_FAILURES.labels(reason).inc()
-        log.info(
+        log.warning(
             "auth %s: %s %s needs scope %r (%s)",
             reason,
             request.method,

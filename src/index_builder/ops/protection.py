@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import Depends, FastAPI
@@ -22,7 +23,7 @@ from fastapi.params import Depends as DependsParam
 from index_builder.ops.auth import ApiKeyAuth, Scope, require_scope
 from index_builder.ops.errors import install_problem_error_handler
 from index_builder.ops.ratelimit import Category, RateLimiter, RateLimitHeaders, rate_limit
-from index_builder.ops.request_limits import BodySizeLimit, RequestTimeout
+from index_builder.ops.request_limits import BodySizeLimit, RequestTimeout, drain
 from index_builder.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,8 +53,12 @@ def protect(kind: RouteKind) -> list[DependsParam]:
 def install_protection(app: FastAPI, settings: Settings) -> None:
     """Add the protection middleware and error handler to ``app``."""
     install_problem_error_handler(app)
+    background: set[asyncio.Task[None]] = set()
+    app.state.timed_out_requests = background  # drained by close_protection
     # added innermost first: the headers wrap the others, so a 504 carries them too
-    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_seconds)
+    app.add_middleware(
+        RequestTimeout, seconds=settings.request_timeout_seconds, background=background
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitHeaders)
 
@@ -64,7 +69,9 @@ def attach_protection(services: Services) -> None:
     services.rate_limiter = RateLimiter.from_settings(services.settings)
 
 
-async def close_protection(services: Services) -> None:
-    """Release the rate limiter's Redis connections."""
+async def close_protection(app: FastAPI, services: Services) -> None:
+    """At shutdown, before the store closes: let timed-out reads still running in the
+    background finish (at most 10 s), then release the rate limiter's connections."""
+    await drain(getattr(app.state, "timed_out_requests", set()), timeout=10)
     if services.rate_limiter is not None:
         await services.rate_limiter.close()

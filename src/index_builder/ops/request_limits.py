@@ -110,10 +110,12 @@ class RequestTimeout:
     with its output dropped (a response that has started is never cut).
     """
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
+    def __init__(
+        self, app: ASGIApp, seconds: float, background: set[asyncio.Task[None]] | None = None
+    ) -> None:
         self.app = app
         self.seconds = seconds
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = background if background is not None else set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in TIMED_METHODS:
@@ -156,6 +158,14 @@ class RequestTimeout:
         await response(scope, receive, send)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        """Forget a background request; log what it raised."""
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("timed-out request failed in the background", exc_info=exc)
+
+
+async def drain(background: set[asyncio.Task[None]], timeout: float) -> None:
+    """Wait (at most ``timeout`` s) for timed-out requests still running in the background,
+    so shutting down does not close the database under them."""
+    if background:
+        await asyncio.wait(set(background), timeout=timeout)

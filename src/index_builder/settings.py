@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="A GET request not answered within this time gets 504 problem+json (the "
-        "work finishes in the background and is cached).",
+        "work still finishes, and a cached read keeps its answer).",
     )
 
     @field_validator("rate_limit_reads", "rate_limit_builds", "rate_limit_exports")

@@ -97,9 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await close_protection(app, services)
             services.jobs.shutdown()
             await services.cache.close()
+            await close_protection(services)
             services.store.close()
 
     app = FastAPI(

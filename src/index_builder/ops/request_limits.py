@@ -12,8 +12,8 @@
 * ``INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS``: a GET whose response has not
   started within this time is answered ``504`` problem+json (code
   ``timeout``). The work is not abandoned (a database query in a worker thread
-  cannot be interrupted): it finishes in the background and a cached read
-  stores its answer, so a retry is fast. Builds and exports (POST) are not
+  cannot be interrupted): it finishes after the 504 and a cached read stores
+  its answer, so a retry is fast. Builds and exports (POST) are not
   limited; large builds answer ``202`` with a job anyway.
 """
 
@@ -105,44 +105,54 @@ class BodySizeLimit:
 class RequestTimeout:
     """ASGI middleware: ``504`` problem+json when a GET has no response after ``seconds``.
 
-    The route runs in its own task; at the deadline, unless the response has
-    started, the client gets the 504 and the task finishes in the background
-    with its output dropped (a response that has started is never cut).
+    A timer, not a task per request (that would cost a tenth of a cached read):
+    at the deadline, unless the route has started its response, the 504 is sent
+    at once and whatever the route sends later is dropped. The route itself
+    cannot be interrupted (its database work runs in a worker thread): it
+    finishes, its answer is cached, and only then does this call return, so the
+    server still knows about the work when it shuts down gracefully.
     """
 
-    def __init__(
-        self, app: ASGIApp, seconds: float, background: set[asyncio.Task[None]] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
-        self._background = background if background is not None else set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in TIMED_METHODS:
             await self.app(scope, receive, send)
             return
         started = False
-        timed_out = False
+        answer: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if timed_out:
+            if answer is not None:
                 return  # the client already has its 504
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, guarded_send))
-        done, _ = await asyncio.wait({task}, timeout=self.seconds)
-        if done or started:
-            await task  # re-raises what the route raised; a started response finishes
-            return
-        timed_out = True
-        self._background.add(task)
-        task.add_done_callback(self._finished)
+        def expire() -> None:
+            nonlocal answer
+            if not started:
+                answer = loop.create_task(self._answer(scope, receive, send))
+
+        deadline = loop.call_later(self.seconds, expire)
+        try:
+            await self.app(scope, receive, guarded_send)
+        except Exception:
+            if answer is None:
+                raise
+            log.exception("a request answered 504 (timeout) failed afterwards")
+        finally:
+            deadline.cancel()
+            if answer is not None:
+                await answer
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         log.warning(
-            "request timeout: %s %s not answered within %.3g s; answering 504, the work "
-            "finishes in the background",
+            "request timeout: %s %s not answered within %.3g s; answered 504, the work goes on",
             scope["method"],
             scope["path"],
             self.seconds,
@@ -151,21 +161,7 @@ class RequestTimeout:
             504,
             "timeout",
             f"no answer within {self.seconds:g} s (INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS); "
-            "the work goes on in the background and cached reads keep its answer: retry "
-            "shortly",
+            "the work goes on and cached reads keep its answer: retry shortly",
             instance=scope["path"],
         )
         await response(scope, receive, send)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        """Forget a background request; log what it raised."""
-        self._background.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("timed-out request failed in the background", exc_info=exc)
-
-
-async def drain(background: set[asyncio.Task[None]], timeout: float) -> None:
-    """Wait (at most ``timeout`` s) for timed-out requests still running in the background,
-    so shutting down does not close the database under them."""
-    if background:
-        await asyncio.wait(set(background), timeout=timeout)

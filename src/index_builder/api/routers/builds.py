@@ -32,7 +32,7 @@ router = APIRouter(tags=["indices: build"])
         202: {"model": JobAccepted, "description": "Accepted: poll `status_url`."},
         **problems(404, 422, *WRITE_PROBLEMS),
     },
-    dependencies=protect("build"),
+    **protect("build"),
     summary="Build an index (incrementally) at request time",
 )
 async def build_index(body: BuildIndexRequest, services: ServicesDep, request: Request) -> Response:
@@ -66,7 +66,7 @@ async def build_index(body: BuildIndexRequest, services: ServicesDep, request: R
     name="get_job",
     response_model=JobStatusResponse,
     responses=problems(404, *READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="Status, progress and outcome of a build job",
 )
 async def get_job(job_id: str, services: ServicesDep) -> Response:

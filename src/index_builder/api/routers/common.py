@@ -27,8 +27,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "The request body is larger than INDEX_BUILDER_MAX_BODY_BYTES.",
         429: "The caller's budget for this kind of request is spent: retry after "
         "`Retry-After` seconds (`RateLimit-*` headers describe the budget).",
-        504: "No answer within INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS; the work finishes in "
-        "the background and its answer is cached: retry shortly.",
+        504: "No answer within INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS; the work still "
+        "finishes and a cached read keeps its answer: retry shortly.",
     }
     return {
         status: {

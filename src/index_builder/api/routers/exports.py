@@ -34,7 +34,7 @@ router = APIRouter(tags=["indices: export"])
         },
         **problems(404, 422, *WRITE_PROBLEMS),
     },
-    dependencies=protect("export"),
+    **protect("export"),
     summary="Download summary, performance, compositions and changes",
 )
 async def export_data(body: ExportRequest, services: ServicesDep) -> FileResponse:

@@ -45,7 +45,7 @@ def _build(state: BuildState) -> dict[str, Any]:
     "/indices",
     response_model=list[IndexInfo],
     responses=problems(*READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="Every index definition",
 )
 async def list_indices(services: ServicesDep) -> Response:
@@ -62,7 +62,7 @@ async def list_indices(services: ServicesDep) -> Response:
     "/indices/{index_id}",
     response_model=IndexInfo,
     responses=problems(404, *READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="One index definition",
 )
 async def get_index(index_id: str, services: ServicesDep) -> Response:
@@ -81,7 +81,7 @@ async def get_index(index_id: str, services: ServicesDep) -> Response:
     response_model=IndexInfo,
     status_code=201,
     responses=problems(409, 422, *WRITE_PROBLEMS),
-    dependencies=protect("build"),
+    **protect("build"),
     summary="Add a user-defined index",
 )
 async def create_index(
@@ -122,7 +122,7 @@ async def create_index(
     "/indices/{index_id}",
     status_code=204,
     responses=problems(404, 409, *WRITE_PROBLEMS),
-    dependencies=protect("build"),
+    **protect("build"),
     summary="Remove a user-defined index and its results",
 )
 async def delete_index(index_id: str, services: ServicesDep) -> Response:

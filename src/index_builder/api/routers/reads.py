@@ -42,7 +42,7 @@ CONSTITUENT_FIELDS = ("rank", "symbol", "name", "sector", "weight", "market_cap"
     "/index-performance",
     response_model=PerformanceResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="Levels, daily and cumulative returns, and summary statistics",
 )
 async def index_performance(
@@ -89,7 +89,7 @@ async def index_performance(
     "/index-composition",
     response_model=CompositionResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="Constituents after the close of a date",
 )
 async def index_composition(
@@ -144,7 +144,7 @@ async def index_composition(
     "/index-composition/next",
     response_model=AnnouncementResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="The next composition: announced, not yet in force (pro-forma)",
 )
 async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_INDEX) -> Response:
@@ -175,7 +175,7 @@ async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_IN
     "/composition-changes",
     response_model=ChangesResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    dependencies=protect("read"),
+    **protect("read"),
     summary="Constituents entered and exited at each rebalance",
 )
 async def composition_changes(

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.ops.flags import FlagStore
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
@@ -72,6 +73,7 @@ class Services:
     cache: ResponseCache
     jobs: JobManager
     versions: BuildVersions
+    flags: FlagStore | None = None
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""

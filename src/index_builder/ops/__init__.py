@@ -1,0 +1,1 @@
+"""Operations: feature flags, and (with the service hardening) health, metrics, logging, limits."""

@@ -98,6 +98,14 @@ def test_each_auth_outcome_on_builds_definitions_and_exports(keyed: TestClient) 
     assert _failures("forbidden") == before["forbidden"] + 4
 
 
+def test_admin_endpoints_need_the_admin_scope(keyed: TestClient) -> None:
+    _problem(keyed.get("/admin/flags"), 401, "unauthorized")
+    _problem(keyed.get("/admin/flags", headers=_key("builder")), 403, "forbidden")
+    _problem(keyed.post("/admin/flags/reload", headers=_key("exporter")), 403, "forbidden")
+    assert keyed.get("/admin/flags", headers=_key("root")).status_code == 200
+    assert keyed.post("/admin/flags/reload", headers=_key("root")).status_code == 200
+
+
 def test_reads_are_open_but_a_wrong_key_is_refused(keyed: TestClient) -> None:
     assert keyed.get("/index-performance").status_code == 200
     assert keyed.get("/jobs/nope").status_code == 404  # open, and then simply not found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -12,9 +13,11 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from limits import parse
 from prometheus_client import REGISTRY
 
 from index_builder.api.app import create_app
+from index_builder.ops.ratelimit import RateLimiter, batch_size
 
 from api_helpers import make_settings
 from redis_server import RedisServer
@@ -168,3 +171,51 @@ def test_without_redis_limits_are_per_process_and_can_be_disabled(database: Path
         answers = [c.get("/indices") for _ in range(3)]
         assert [r.status_code for r in answers] == [200] * 3
         assert "ratelimit-limit" not in answers[0].headers
+
+
+def test_large_budgets_are_reserved_in_batches_and_spent_windows_stay_local(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.flush()
+    store = redis.Redis.from_url(redis_server.url)
+    assert [batch_size(n) for n in (5, 199, 200, 1000, 10**9)] == [1, 1, 2, 10, 64]
+
+    def counted() -> int:
+        (key,) = store.keys("ib:rl:reads:*")
+        return int(store.get(key) or 0)
+
+    async def scenario() -> None:
+        budgets = {"reads": parse("1000/hour")}
+        first = RateLimiter(budgets, redis_server.url)
+        second = RateLimiter(budgets, redis_server.url)  # another worker
+        try:
+            quotas = [await first.hit("reads", "ip:a") for _ in range(10)]
+            assert [q.remaining for q in quotas] == list(range(999, 989, -1))
+            assert counted() == 10  # one reservation of 10 for ten requests
+            assert (await second.hit("reads", "ip:a")).remaining == 989  # after the first's
+            assert counted() == 20
+            # concurrent requests share one reservation at a time: nothing is wasted
+            await asyncio.gather(*(first.hit("reads", "ip:a") for _ in range(50)))
+            assert counted() == 70
+        finally:
+            await first.close()
+            await second.close()
+
+        small = RateLimiter({"reads": parse("3/hour")}, redis_server.url)
+        try:
+            store.flushall()
+            assert [(await small.hit("reads", "ip:b")).allowed for _ in range(4)] == [
+                True,
+                True,
+                True,
+                False,
+            ]
+            commands = store.info("stats")["total_commands_processed"]
+            refused = [await small.hit("reads", "ip:b") for _ in range(20)]
+            assert not any(q.allowed for q in refused)
+            # a spent window is refused from memory: no further Redis calls (INFO is one)
+            assert store.info("stats")["total_commands_processed"] == commands + 1
+        finally:
+            await small.close()
+
+    asyncio.run(scenario())

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
 from index_builder.ops.auth import ApiKeyAuth
+from index_builder.ops.flags import FlagStore
 from index_builder.ops.ratelimit import RateLimiter
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
@@ -74,6 +75,7 @@ class Services:
     cache: ResponseCache
     jobs: JobManager
     versions: BuildVersions
+    flags: FlagStore | None = None
     auth: ApiKeyAuth | None = None
     rate_limiter: RateLimiter | None = None
 

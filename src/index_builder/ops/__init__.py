@@ -1,1 +1,2 @@
-"""Operations: protection, observability and runtime health of the API service."""
+"""Operations: feature flags, protection (API keys, rate and request limits), and health,
+metrics and logging of the API service."""

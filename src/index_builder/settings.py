@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +70,41 @@ class Settings(BaseSettings):
         "days than this to compute.",
     )
     build_workers: int = Field(default=1, ge=1, le=8, description="Concurrent index builds.")
+
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="Log output: json (one object per line), console (readable), or auto "
+        "(console on a terminal, else json).",
+    )
+    log_level: str = Field(
+        default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR."
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Folder shared by the processes of one deployment for multiprocess "
+        "Prometheus metrics (PROMETHEUS_MULTIPROC_DIR is used when this is unset). Must be "
+        "in the environment before the server starts; clear it before starting the fleet.",
+    )
+    freshness_grace_minutes: int = Field(
+        default=120,
+        ge=0,
+        description="Data is stale when the last trading day stored is older than the latest "
+        "exchange session whose close was more than this long ago.",
+    )
+    health_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Timeout of the storage check of GET /health/ready."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @lru_cache(maxsize=1)

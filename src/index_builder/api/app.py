@@ -19,6 +19,7 @@ from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
 from index_builder.api.routers import builds, exports, indices, reads
 from index_builder.calendar import get_calendar
+from index_builder.ops.observability import install_observability
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.catalog import ensure_builtins
 from index_builder.services.queries import IndexReader
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_observability(app, settings)
     for router in (builds.router, reads.router, indices.router, exports.router):
         app.include_router(router)
     return app

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.ops.metrics import BUILD_DURATION, BUILD_FAILURES
+from index_builder.ops.state import BuildOutcome, BuildOutcomes, utc_now
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
@@ -72,6 +77,9 @@ class Services:
     cache: ResponseCache
     jobs: JobManager
     versions: BuildVersions
+    clock: Callable[[], dt.datetime] = utc_now
+    """Aware UTC now (readiness judges data freshness with it; tests set a fake one)."""
+    build_outcomes: BuildOutcomes = field(default_factory=BuildOutcomes)
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""
@@ -87,12 +95,17 @@ class Services:
     def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
         """Build (incrementally, or in full as of a moment) and describe the window."""
         key = result_key(request.index, request.as_of)
+        started = time.perf_counter()
         try:
             (result,) = self.builder.build(
                 [request.index], end=request.end_date, as_of=request.as_of, progress=progress
             )
+        except Exception as exc:
+            self._build_finished(request, started, exc)
+            raise
         finally:
             self.versions.forget(key)
+        self._build_finished(request, started, None)
         state = self.store.build_state(key)
         assert state is not None
         start = request.start_date or state.base_date
@@ -111,6 +124,25 @@ class Services:
             "version": state.version,
             "as_of": None if state.as_of is None else format_as_of(state.as_of),
         }
+
+    def _build_finished(
+        self, request: BuildRequest, started: float, error: Exception | None
+    ) -> None:
+        """Count the build in the metrics and remember the outcome of a current build."""
+        seconds = time.perf_counter() - started
+        BUILD_DURATION.labels(index=request.index).observe(seconds)
+        if error is not None:
+            BUILD_FAILURES.labels(index=request.index).inc()
+        if request.as_of is None:  # as-of builds reproduce the past: not the index's health
+            self.build_outcomes.record(
+                request.index,
+                BuildOutcome(
+                    status="ok" if error is None else "failed",
+                    finished_at=self.clock(),
+                    duration_seconds=seconds,
+                    error=None if error is None else str(error)[:500],
+                ),
+            )
 
 
 async def get_services(request: Request) -> Services:

@@ -1,0 +1,1 @@
+"""Operations: health, metrics, structured logs and the other service-hardening parts."""

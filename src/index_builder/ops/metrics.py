@@ -45,7 +45,8 @@ from prometheus_client import (  # noqa: E402
 )
 
 values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-disable_created_metrics()  # no *_created series: the same output in both modes
+# no *_created series: the same output in both modes
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PREFIX = "index_builder_"
 

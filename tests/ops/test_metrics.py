@@ -153,4 +153,3 @@ def test_metrics_answer_when_storage_is_down(client: TestClient) -> None:
     services_of(client).store.close()
     text = _metrics(client)
     assert REQUESTS in text and "index_builder_data_stale" not in text
-

@@ -111,16 +111,12 @@ def test_requests_are_counted_once_across_two_processes(
         # gauges read from the scraped process's database are there too
         assert sample(text, "index_builder_last_build_success", index="ew100") == 1
 
-    # JSON access lines, with the request id, in each process's log
-    logged = []
-    for server in (a, b):
-        for line in server.log.read_text().splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("logger") == "index_builder.access" and record["route"] == "/indices":
-                    assert record["status"] == 200 and record["duration_ms"] > 0
-                    logged.append(record["request_id"])
-    assert sorted(logged) == sorted(f"mp-{i}" for i in range(n))
+    # JSON access lines, with the request id, in each process's log (written in
+    # batches within 50 ms)
+    deadline = time.monotonic() + 5
+    while sorted(logged := _access_ids(a, b)) != sorted(f"mp-{i}" for i in range(n)):
+        assert time.monotonic() < deadline, logged
+        time.sleep(0.05)
 
     # a stopped process's live gauges leave the shared folder; its counts stay
     pid = a.proc.pid
@@ -131,3 +127,16 @@ def test_requests_are_counted_once_across_two_processes(
     )
     text = httpx.get(f"{b.base}/metrics", timeout=10).text
     assert sample(text, REQUESTS, route="/indices", method="GET", status="200") == n
+
+
+def _access_ids(*servers: Server) -> list[str]:
+    """Request ids of the JSON access lines for GET /indices in the servers' logs."""
+    ids = []
+    for server in servers:
+        for line in server.log.read_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("logger") == "index_builder.access" and record["route"] == "/indices":
+                    assert record["status"] == 200 and record["duration_ms"] > 0
+                    ids.append(record["request_id"])
+    return ids

@@ -9,16 +9,17 @@ values stay bounded whatever paths clients try).
 
 from __future__ import annotations
 
+import logging
+import random
 import re
-import secrets
 import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index_builder.ops.logging import get_logger
+from index_builder.ops.logging import log_access
 from index_builder.ops.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -38,16 +39,18 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
             if _VALID_REQUEST_ID.fullmatch(value):
                 return value.decode("ascii")
             break
-    return secrets.token_hex(16)
+    # a correlation id, not a secret: the fast generator is enough
+    return f"{random.getrandbits(128):032x}"
 
 
 def index_from_query(query_string: bytes) -> str | None:
     """The ``index`` query parameter, when there is one (cheap: no body is read)."""
     if b"index=" not in query_string:
         return None
-    for key, value in parse_qsl(query_string.decode("latin-1")):
-        if key == "index":
-            return value[:100]
+    for part in query_string.split(b"&"):
+        if part.startswith(b"index="):
+            value = part[6:106].decode("latin-1")
+            return unquote_plus(value) if "%" in value or "+" in value else value
     return None
 
 
@@ -56,7 +59,6 @@ class ObservabilityMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.log = get_logger("index_builder.access")
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def _metrics(self, route: str, method: str, status: int) -> tuple[Any, Any]:
@@ -120,8 +122,8 @@ class ObservabilityMiddleware:
         if index is not None:
             fields["index"] = index
         if status >= 500:
-            self.log.error("request", **fields)
+            log_access(logging.ERROR, fields)
         elif route in QUIET_ROUTES:
-            self.log.debug("request", **fields)
+            log_access(logging.DEBUG, fields)
         else:
-            self.log.info("request", **fields)
+            log_access(logging.INFO, fields)

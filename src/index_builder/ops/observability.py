@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from index_builder.ops import collectors, health
+from index_builder.ops.logging import flush_access_log
 from index_builder.ops.metrics import multiprocess_enabled
 from index_builder.ops.middleware import ObservabilityMiddleware
 from index_builder.settings import Settings
@@ -26,8 +28,22 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
             "INDEX_BUILDER_METRICS_DIR is set in the settings but was not in the "
             "environment when metrics were created: metrics are this process's only"
         )
-    app.include_router(health.router)
-    app.include_router(collectors.router)
+    # routes added to the app itself, not as included routers: this FastAPI walks
+    # every included router on each request, and these three would tax every read
+    for router in (health.router, collectors.router):
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            app.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=sorted(route.methods or ()),
+                summary=route.summary,
+                description=route.description,
+                responses=route.responses,
+                response_class=route.response_class,
+                tags=list(route.tags),
+                name=route.name,
+            )
     app.add_middleware(ObservabilityMiddleware)
 
     inner = app.router.lifespan_context
@@ -38,6 +54,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
             async with inner(application) as state:
                 yield state
         finally:
+            flush_access_log()
             collectors.mark_process_dead()
 
     app.router.lifespan_context = lifespan

@@ -131,7 +131,7 @@ import pandas as pd
 
 LEVEL_COLUMNS = ["date", "level", "daily_return", "is_rebalance", "turnover", "n_constituents"]
 COMPOSITION_COLUMNS = ["symbol", "rank", "weight", "market_cap", "price", "units", "sector"]
-WEIGHTINGS = ("equal", "market_cap", "capped_market_cap")
+WEIGHTINGS = ("equal", "market_cap", "capped_market_cap", "sqrt_market_cap")
 REBALANCES = ("daily", "weekly", "monthly", "quarterly")
 CAP_TOLERANCE = 1e-12
 RETURN_TYPES = ("price", "total", "net_total")
@@ -564,6 +564,10 @@ def target_weights(
     weights = {s: market_caps[s] / total for s in selected}
     if weighting == "market_cap":
         return weights
+    if weighting == "sqrt_market_cap":  # the project's feature-flagged scheme
+        roots = {s: math.sqrt(market_caps[s]) for s in selected}
+        root_total = sum(roots[s] for s in selected)
+        return {s: roots[s] / root_total for s in selected}
     if weighting != "capped_market_cap":
         raise ValueError(f"unknown weighting {weighting!r}")
     if cap is None or not cap > 0:

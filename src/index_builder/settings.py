@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index_builder.ops.flags import FlagStore
+
 
 class Settings(BaseSettings):
     """Process-wide configuration, read from the environment and ``.env``.
@@ -70,6 +72,23 @@ class Settings(BaseSettings):
         "days than this to compute.",
     )
     build_workers: int = Field(default=1, ge=1, le=8, description="Concurrent index builds.")
+    flags: str | None = Field(
+        default=None,
+        description="Feature flags as a JSON object, e.g. '{\"async_builds\": false}' "
+        "(see GET /admin/flags for the names).",
+    )
+    flags_file: Path | None = Field(
+        default=None,
+        description="YAML or JSON file of feature flags, over INDEX_BUILDER_FLAGS; re-read "
+        "without a restart when it changes.",
+    )
+    flags_reload_seconds: float = Field(
+        default=5.0, ge=0, description="How often the flags file is checked for changes."
+    )
+
+    def feature_flags(self) -> FlagStore:
+        """The feature flags these settings describe."""
+        return FlagStore(self.flags, self.flags_file, reload_seconds=self.flags_reload_seconds)
 
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",

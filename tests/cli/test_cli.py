@@ -192,3 +192,23 @@ def test_proforma_shows_the_announced_composition(built_db: Path, tmp_path: Path
         assert "no announced composition" in err
     finally:
         run(built_db, "indices", "remove", "cli-lag1")
+
+
+def test_feature_flags_switch_off_part_2_indices(
+    built_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INDEX_BUILDER_FLAGS", '{"methodology_part2": false}')
+    code, out, err = run(built_db, "build")
+    assert code == 0
+    skipped = [line for line in err.splitlines() if line.startswith("skipped:")]
+    assert len(skipped) == 2 and "ew100-buffer" in err and "mcap50-ucits" in err
+    assert "ew100-buffer" not in out and "ew-sector-energy" in out
+    code, _, err = run(built_db, "build", "-i", "ew100-buffer")
+    assert code == 2 and "switched off by the feature flag 'methodology_part2'" in err
+    lagged = tmp_path / "lagged.yaml"
+    lagged.write_text("id: cli-flagged\nname: Lagged\ntop_n: 12\neffective_lag: 1\n")
+    code, _, err = run(built_db, "indices", "add", str(lagged))
+    assert code == 2 and "methodology_part2" in err
+    monkeypatch.setenv("INDEX_BUILDER_FLAGS", "{broken")
+    code, _, err = run(built_db, "build", "-i", "ew100")
+    assert code == 2 and "INDEX_BUILDER_FLAGS" in err

@@ -48,6 +48,8 @@ def test_ready_is_ok_with_every_component(client: TestClient, last_day: dt.date)
     assert ew100["status"] == "ok" and ew100["up_to_date"] is True
     assert ew100["built_through"] == last_day.isoformat()
     assert components["circuit_breakers"] == {"status": "ok", "breakers": {}}
+    flags = components["feature_flags"]
+    assert flags["status"] == "ok" and flags["flags"]["async_builds"] is True
 
 
 def test_ready_is_503_when_storage_is_unreachable(client: TestClient) -> None:

@@ -153,3 +153,9 @@ def test_metrics_answer_when_storage_is_down(client: TestClient) -> None:
     services_of(client).store.close()
     text = _metrics(client)
     assert REQUESTS in text and "index_builder_data_stale" not in text
+
+
+def test_feature_flags_in_force_are_gauges(client: TestClient) -> None:
+    text = _metrics(client)
+    assert sample(text, "index_builder_feature_flag", flag="async_builds") == 1
+    assert sample(text, "index_builder_feature_flag", flag="weighting_sqrt_market_cap") == 0

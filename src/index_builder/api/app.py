@@ -17,7 +17,7 @@ from index_builder.api.cache import ResponseCache
 from index_builder.api.deps import BuildVersions, Services
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
-from index_builder.api.routers import builds, exports, indices, reads
+from index_builder.api.routers import admin, builds, exports, indices, reads
 from index_builder.calendar import get_calendar
 from index_builder.ops.observability import install_observability
 from index_builder.services.builds import IndexBuilder
@@ -64,7 +64,8 @@ def build_services(settings: Settings) -> Services:
         retry_seconds=settings.redis_retry_seconds,
         local_entries=settings.local_cache_entries if settings.redis_url else 0,
     )
-    builder = IndexBuilder(store, calendar)
+    flags = settings.feature_flags()
+    builder = IndexBuilder(store, calendar, flags)
     reader = IndexReader(store, calendar)
     services = Services(
         settings,
@@ -74,6 +75,7 @@ def build_services(settings: Settings) -> Services:
         cache,
         jobs=None,  # type: ignore[arg-type]  # needs services.run_build, set below
         versions=BuildVersions(store),
+        flags=flags,
     )
     services.jobs = JobManager(services.run_build, workers=settings.build_workers)
     return services
@@ -103,6 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     install_observability(app, settings)
-    for router in (builds.router, reads.router, indices.router, exports.router):
+    for router in (builds.router, reads.router, indices.router, exports.router, admin.router):
         app.include_router(router)
     return app

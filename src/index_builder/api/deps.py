@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.ops.flags import FlagStore
 from index_builder.ops.metrics import BUILD_DURATION, BUILD_FAILURES
 from index_builder.ops.state import BuildOutcome, BuildOutcomes, utc_now
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
@@ -77,6 +78,7 @@ class Services:
     cache: ResponseCache
     jobs: JobManager
     versions: BuildVersions
+    flags: FlagStore | None = None
     clock: Callable[[], dt.datetime] = utc_now
     """Aware UTC now (readiness judges data freshness with it; tests set a fake one)."""
     build_outcomes: BuildOutcomes = field(default_factory=BuildOutcomes)

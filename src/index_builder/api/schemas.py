@@ -294,3 +294,24 @@ class ExportRequest(BaseModel):
         default="xlsx", description="xlsx workbook, or a zip of csv / parquet tables."
     )
     as_of: AsOf | None = AsOfField
+
+
+class FlagInfo(BaseModel):
+    """One feature flag."""
+
+    name: str = Field(description="Flag name.", examples=["async_builds"])
+    value: bool | int | float | str = Field(description="Value in force.")
+    default: bool | int | float | str = Field(description="Default value.")
+    type: str = Field(description="Value type.", examples=["bool"])
+    source: str = Field(description="Where the value comes from: default, env or file.")
+    description: str | None = Field(default=None, description="What the flag switches.")
+
+
+class FlagsResponse(BaseModel):
+    """The feature flags in force in the answering process."""
+
+    status: str = Field(description="ok, or degraded while the flags file is invalid.")
+    file: str | None = Field(description="The flags file (INDEX_BUILDER_FLAGS_FILE), if any.")
+    loaded_at: str | None = Field(description="When the flags were last (re)loaded, UTC.")
+    error: str | None = Field(default=None, description="Why the flags file was not applied.")
+    flags: list[FlagInfo] = Field(description="Every flag.")

@@ -100,6 +100,18 @@ def _store() -> Iterator[DuckDBStore]:
         yield store
 
 
+def _builder(store: DuckDBStore) -> IndexBuilder:
+    return IndexBuilder(store, store.calendar, STATE.settings.feature_flags())
+
+
+def _buildable(builder: IndexBuilder, ids: list[str]) -> list[str]:
+    """``ids`` without those a feature flag switches off (each named on stderr)."""
+    off = builder.switched_off(ids)
+    for reason in off.values():
+        typer.echo(f"skipped: {reason}", err=True)
+    return [i for i in ids if i not in off]
+
+
 def _fail(exc: IndexBuilderError) -> None:
     err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
@@ -300,8 +312,8 @@ def build(
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
         as_of_k = _parse_as_of(as_of)
         with _store() as store:
-            ids = index or [d.id for d, _ in store.list_definitions()]
-            builder = IndexBuilder(store, store.calendar)
+            builder = _builder(store)
+            ids = index or _buildable(builder, [d.id for d, _ in store.list_definitions()])
             for i in ids:  # --start only checks the window: builds start at the base date
                 builder.check_window(i, start_d, end_d, as_of_k)
             with _progress("build") as step:
@@ -470,7 +482,7 @@ def indices_list() -> None:
 def indices_show(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> None:
     """One definition as JSON, with its build state."""
     with _errors(), _store() as store:
-        definition = IndexBuilder(store, store.calendar).definition(index_id)
+        definition = _builder(store).definition(index_id)
         state = store.build_state(index_id)
         as_of_builds = store.as_of_builds(index_id)
     payload: dict[str, Any] = {"definition": json.loads(definition.to_json())}
@@ -502,7 +514,9 @@ def indices_add(
     with _errors():
         definition = load_definition_file(file)
         with _store() as store:
-            replaced = add_definition(store, definition, replace=replace)
+            replaced = add_definition(
+                store, definition, replace=replace, flags=STATE.settings.feature_flags()
+            )
     out.print(
         f"{'replaced' if replaced else 'added'} index {definition.id}; build it with "
         f"'index-builder build --index {definition.id}'"
@@ -565,8 +579,8 @@ def quickstart(
                     progress=step,
                 )
             _print_ingest(report, STATE.settings.database)
-        builder = IndexBuilder(store, store.calendar)
-        ids = [d.id for d, _ in store.list_definitions()]
+        builder = _builder(store)
+        ids = _buildable(builder, [d.id for d, _ in store.list_definitions()])
         with _progress("build") as step:
             results = builder.build(ids, on_index=lambda r: step(f"{r.index_id} done"))
         reader = IndexReader(store, store.calendar)

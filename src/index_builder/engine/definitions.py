@@ -23,7 +23,7 @@ from index_builder.providers.schema import COMMON_STOCK, GICS_SECTORS
 INDEX_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 DEFAULT_INDEX_ID = "ew100"
 
-Weighting = Literal["equal", "market_cap", "capped_market_cap"]
+Weighting = Literal["equal", "market_cap", "capped_market_cap", "sqrt_market_cap"]
 ReturnType = Literal["price", "total", "net_total"]
 Rebalance = Literal["daily", "weekly", "monthly", "quarterly"]
 

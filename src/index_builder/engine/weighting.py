@@ -59,6 +59,19 @@ class MarketCapWeight:
         return _proportional(caps, present)
 
 
+@WEIGHTINGS.register("sqrt_market_cap")
+class SqrtMarketCapWeight:
+    """w_i = sqrt(cap_i) / sum of sqrt(caps): between equal and market-cap weights.
+
+    Behind the feature flag ``weighting_sqrt_market_cap`` (off by default).
+    """
+
+    def weights(
+        self, caps: FloatMatrix, present: BoolMatrix, definition: IndexDefinition
+    ) -> FloatMatrix:
+        return _proportional(np.sqrt(np.where(present, caps, 0.0)), present)
+
+
 @WEIGHTINGS.register("capped_market_cap")
 class CappedMarketCapWeight:
     """Market-cap weights with every weight above ``cap`` set to the cap.

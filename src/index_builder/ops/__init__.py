@@ -1,1 +1,2 @@
-"""Operations: health, metrics, structured logs and the other service-hardening parts."""
+"""Operations: feature flags, health, metrics, structured logs and the other service-hardening
+parts (one module per concern)."""

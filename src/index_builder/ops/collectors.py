@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from index_builder.api.deps import Services
 from index_builder.ops import metrics as m
+from index_builder.ops.flags import FlagStore
 from index_builder.ops.health import store_state
 from index_builder.ops.state import StoreState, last_build_success
 
@@ -123,6 +124,16 @@ def render(state: StoreState | None, redis_status: str) -> bytes:
     return generate_latest(registry)
 
 
+def publish_flags(flags: FlagStore | None) -> None:
+    """Set ``index_builder_feature_flag{flag}`` from the boolean flags in force (the
+    flags file can change at any time, so this runs at every scrape)."""
+    if flags is None:
+        return
+    for name, value in flags.current.model_dump().items():
+        if isinstance(value, bool):
+            m.FEATURE_FLAG.labels(flag=name).set(1.0 if value else 0.0)
+
+
 def mark_process_dead() -> None:
     """Drop this process's live gauges from the shared folder (on shutdown)."""
     if m.multiprocess_enabled():
@@ -145,5 +156,6 @@ async def metrics(request: Request) -> Response:
     except Exception:  # storage down: the process's own metrics still answer
         state = None
     await services.cache.ping()
+    publish_flags(services.flags)
     body = await run_in_threadpool(render, state, services.cache.status)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -25,7 +25,14 @@ from index_builder.engine.definitions import IndexDefinition
 from index_builder.engine.kernel import IndexComputation, StartState, compute_index
 from index_builder.engine.panel import MarketPanel
 from index_builder.engine.spells import changes_from_spells, merge_resumed
-from index_builder.errors import BuildError, InvalidInputError, NoDataError, NotFoundError
+from index_builder.errors import (
+    BuildError,
+    ConflictError,
+    InvalidInputError,
+    NoDataError,
+    NotFoundError,
+)
+from index_builder.ops.flags import FlagStore, check_definition
 from index_builder.point_in_time import check_as_of, format_as_of, result_key
 from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows, Storage
 
@@ -108,9 +115,22 @@ def resolve_base_date(
 class IndexBuilder:
     """Plans and runs builds against one store."""
 
-    def __init__(self, store: Storage, calendar: SessionCalendar) -> None:
+    def __init__(
+        self, store: Storage, calendar: SessionCalendar, flags: FlagStore | None = None
+    ) -> None:
         self.store = store
         self.calendar = calendar
+        self.flags = flags  # None: every feature on
+
+    def switched_off(self, index_ids: Sequence[str]) -> dict[str, str]:
+        """Indices a feature flag forbids building now, with the reason."""
+        out = {}
+        for index_id in index_ids:
+            try:
+                check_definition(self.flags, self.definition(index_id))
+            except ConflictError as exc:
+                out[index_id] = str(exc)
+        return out
 
     def definition(self, index_id: str) -> IndexDefinition:
         """A stored definition or :class:`NotFoundError`."""
@@ -129,8 +149,10 @@ class IndexBuilder:
     ) -> IndexDefinition:
         """The rules every build request follows (CLI and API): a known index, an
         as-of moment not in the future, end not before start, start not before the
-        base date (of the data known at ``as_of``). Returns the definition."""
+        base date (of the data known at ``as_of``), no feature switched off by a
+        flag. Returns the definition."""
         definition = self.definition(index_id)
+        check_definition(self.flags, definition)
         as_of = check_as_of(as_of)
         if start is not None and end is not None and end < start:
             raise InvalidInputError(
@@ -215,6 +237,8 @@ class IndexBuilder:
         if not trading_days:
             raise no_market_data(as_of)
         data_run_id = self.store.latest_run_id()
+        for index_id in index_ids:
+            check_definition(self.flags, self.definition(index_id))
         plans = [
             self.plan(self.definition(i), trading_days, end, full=full, as_of=as_of)
             for i in index_ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from index_builder.engine.definitions import BUILTIN_IDS, IndexDefinition, builtin_definitions
 from index_builder.errors import ConflictError, NotFoundError
+from index_builder.ops.flags import FlagStore, check_definition
 from index_builder.storage.base import Storage
 
 
@@ -15,11 +16,18 @@ def ensure_builtins(store: Storage) -> None:
             store.put_definition(definition, builtin=True)
 
 
-def add_definition(store: Storage, definition: IndexDefinition, *, replace: bool = False) -> bool:
+def add_definition(
+    store: Storage,
+    definition: IndexDefinition,
+    *,
+    replace: bool = False,
+    flags: FlagStore | None = None,
+) -> bool:
     """Add a user definition; returns True when it replaced an existing one.
 
     Built-in ids are refused; an existing user id needs ``replace`` (its results
-    are then rebuilt in full on the next build, as the fingerprint changes).
+    are then rebuilt in full on the next build, as the fingerprint changes). A
+    definition using a feature switched off by a flag is refused (409).
     """
     if definition.id in BUILTIN_IDS:
         raise ConflictError(
@@ -30,6 +38,7 @@ def add_definition(store: Storage, definition: IndexDefinition, *, replace: bool
         raise ConflictError(
             f"index {definition.id!r} already exists (use --replace to redefine it)", field="id"
         )
+    check_definition(flags, definition)
     store.put_definition(definition, builtin=False)
     return existing is not None
 

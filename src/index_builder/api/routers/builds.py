@@ -20,6 +20,7 @@ from index_builder.api.schemas import (
     JobStatusResponse,
 )
 from index_builder.errors import NotFoundError
+from index_builder.ops.flags import require
 
 router = APIRouter(tags=["indices: build"])
 
@@ -29,7 +30,7 @@ router = APIRouter(tags=["indices: build"])
     response_model=BuildResponse,
     responses={
         202: {"model": JobAccepted, "description": "Accepted: poll `status_url`."},
-        **problems(404, 422),
+        **problems(404, 409, 422),
     },
     summary="Build an index (incrementally) at request time",
 )
@@ -41,9 +42,12 @@ async def build_index(body: BuildIndexRequest, services: ServicesDep, request: R
     `as_of`: a full build from the data known at that moment, stored next to the
     current results (read it with `as_of` on the GET endpoints)."""
     build = BuildRequest(body.index, body.start_date, body.end_date, body.as_of)
+    if body.run_async:
+        require(services.flags, "async_builds", "an asynchronous build ('async': true)")
     days = await run_in_threadpool(services.check_build, build)
     job, joined = services.jobs.submit(build)
-    if body.run_async or days > services.settings.async_build_days:
+    run_async = body.run_async or days > services.settings.async_build_days
+    if run_async and (services.flags is None or services.flags.enabled("async_builds")):
         return json_response(
             {
                 "job_id": job.id,

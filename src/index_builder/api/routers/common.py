@@ -17,7 +17,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         404: "Unknown index, or no built data in the window (the detail says what is built "
         "and how to build it).",
-        409: "Conflicts with the current state (e.g. a built-in index).",
+        409: "Conflicts with the current state (e.g. a built-in index), or uses a feature "
+        "switched off by a feature flag (`field` names the flag).",
         422: "Invalid input: bad date or timestamp, end before start, a window before the "
         "base date, an `as_of` in the future, malformed body. `field` names the input.",
     }

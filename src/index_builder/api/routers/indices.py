@@ -102,7 +102,7 @@ async def create_index(
     parsed = parse_definition(definition, source="body")
 
     def produce() -> dict[str, Any]:
-        add_definition(services.store, parsed, replace=replace)
+        add_definition(services.store, parsed, replace=replace, flags=services.flags)
         services.versions.forget(parsed.id)
         return _info(services.store, parsed, False)
 

@@ -9,9 +9,10 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from index_builder.calendar import get_calendar
+from index_builder.ops.breakers import BREAKERS, CircuitState, publish_state
 from index_builder.ops.state import evaluate_freshness
 
-from ops_helpers import GRACE, after_close, services_of
+from ops_helpers import GRACE, after_close, sample, services_of
 from redis_server import RedisServer
 
 ET = dt.timezone(dt.timedelta(hours=-5))  # New York in winter (EST)
@@ -184,3 +185,32 @@ def test_failed_build_degrades_and_names_the_index(client: TestClient) -> None:
     entry = builds["indices"]["nothing-eligible"]
     assert entry["status"] == "failed" and entry["error"]
     assert builds["indices"]["ew100"]["status"] == "ok"
+
+
+class StaticBreaker:
+    """A breaker held in one state (providers bring real ones later)."""
+
+    def __init__(self, state: CircuitState) -> None:
+        self.state: CircuitState = state
+
+    def health(self) -> dict[str, object]:
+        return {"status": "ok" if self.state == "closed" else "degraded", "state": self.state}
+
+
+def test_an_open_circuit_degrades_and_is_a_gauge(client: TestClient) -> None:
+    BREAKERS["vendor-a"] = StaticBreaker("open")
+    BREAKERS["vendor-b"] = StaticBreaker("closed")
+    publish_state("vendor-a", "open")
+    publish_state("vendor-b", "closed")
+    try:
+        code, body = _ready(client)
+        breakers = body["components"]["circuit_breakers"]
+        assert code == 200 and body["status"] == "degraded"
+        assert breakers["status"] == "degraded"
+        assert breakers["breakers"]["vendor-a"] == {"status": "degraded", "state": "open"}
+        text = client.get("/metrics").text
+        assert sample(text, "index_builder_circuit_state", provider="vendor-a") == 2
+        assert sample(text, "index_builder_circuit_state", provider="vendor-b") == 0
+    finally:
+        BREAKERS.clear()
+    assert _ready(client)[1]["status"] == "ok"

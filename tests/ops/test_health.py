@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from index_builder.api.app import create_app
 from index_builder.calendar import get_calendar
 from index_builder.ops.breakers import BREAKERS, CircuitState, publish_state
 from index_builder.ops.state import evaluate_freshness
 
+from api_helpers import make_settings
 from ops_helpers import GRACE, after_close, sample, services_of
 from redis_server import RedisServer
 
@@ -214,3 +217,13 @@ def test_an_open_circuit_degrades_and_is_a_gauge(client: TestClient) -> None:
     finally:
         BREAKERS.clear()
     assert _ready(client)[1]["status"] == "ok"
+
+
+def test_a_storage_check_slower_than_the_timeout_is_down(
+    database: Path, redis_server: RedisServer
+) -> None:
+    settings = make_settings(database, redis_server.url, health_timeout_seconds=1e-6)
+    with TestClient(create_app(settings)) as slow:
+        code, body = _ready(slow)
+    assert code == 503 and body["components"]["storage"]["status"] == "down"
+    assert "no answer within" in body["components"]["storage"]["detail"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,9 @@ _PROBES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="health")
 """Database checks run here, not in the request thread pool, so a busy API still
 answers its probes (and a stuck check cannot starve the requests)."""
 
+_IN_FLIGHT: set[futures.Future[StoreState]] = set()
+"""Database checks submitted and not finished (a timed-out one keeps running)."""
+
 _DB_COMPONENTS = ("freshness", "ingestion", "builds")
 
 
@@ -62,9 +66,7 @@ async def store_state(services: Services) -> StoreState:
     settings = services.settings
     now = services.clock()
     grace = dt.timedelta(minutes=settings.freshness_grace_minutes)
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(
-        _PROBES,
+    probe = _PROBES.submit(
         read_state,
         services.store,
         services.builder.calendar,
@@ -72,7 +74,21 @@ async def store_state(services: Services) -> StoreState:
         grace,
         services.build_outcomes,
     )
-    return await asyncio.wait_for(future, settings.health_timeout_seconds)
+    _IN_FLIGHT.add(probe)
+    probe.add_done_callback(_IN_FLIGHT.discard)
+    # shielded: a probe that times out keeps running (a thread cannot be stopped);
+    # drain_probes() waits for it before the store closes
+    return await asyncio.wait_for(
+        asyncio.shield(asyncio.wrap_future(probe)), settings.health_timeout_seconds
+    )
+
+
+def drain_probes(timeout: float = 10.0) -> None:
+    """Wait (bounded) for database checks still running, before the store closes:
+    closing a connection that a check is using fails."""
+    pending = [probe for probe in list(_IN_FLIGHT) if not probe.done()]
+    if pending:
+        futures.wait(pending, timeout=timeout)
 
 
 async def readiness(services: Services) -> dict[str, Any]:

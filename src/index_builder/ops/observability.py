@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from index_builder.ops import collectors, health
 from index_builder.ops.logging import flush_access_log
@@ -52,7 +53,10 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
         try:
             async with inner(application) as state:
-                yield state
+                try:
+                    yield state
+                finally:  # before the app's own shutdown closes the store
+                    await run_in_threadpool(health.drain_probes)
         finally:
             flush_access_log()
             collectors.mark_process_dead()

@@ -86,14 +86,10 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How often the flags file is checked for changes."
     )
 
-    def feature_flags(self) -> FlagStore:
-        """The feature flags these settings describe."""
-        return FlagStore(self.flags, self.flags_file, reload_seconds=self.flags_reload_seconds)
-
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",
         description="Log output: json (one object per line), console (readable), or auto "
-        "(console on a terminal, else json).",
+        "(serve: console on a terminal, else json; other commands: console).",
     )
     log_level: str = Field(
         default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR."
@@ -101,7 +97,7 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(
         default=None,
         description="Folder shared by the processes of one deployment for multiprocess "
-        "Prometheus metrics (PROMETHEUS_MULTIPROC_DIR is used when this is unset). Must be "
+        "Prometheus metrics (PROMETHEUS_MULTIPROC_DIR wins when both are set). Must be "
         "in the environment before the server starts; clear it before starting the fleet.",
     )
     freshness_grace_minutes: int = Field(
@@ -113,6 +109,10 @@ class Settings(BaseSettings):
     health_timeout_seconds: float = Field(
         default=2.0, gt=0, description="Timeout of the storage check of GET /health/ready."
     )
+
+    def feature_flags(self) -> FlagStore:
+        """The feature flags these settings describe."""
+        return FlagStore(self.flags, self.flags_file, reload_seconds=self.flags_reload_seconds)
 
     @field_validator("log_level")
     @classmethod

@@ -167,7 +167,9 @@ def main(
     settings = get_settings()
     STATE.settings = settings.model_copy(update={"database": db}) if db else settings
     STATE.quiet = quiet
-    configure_logging(STATE.settings)
+    # commands talk to a person: readable logs unless JSON is asked for (serve decides again)
+    auto = STATE.settings.log_format == "auto"
+    configure_logging(STATE.settings, log_format="console" if auto else None)
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -543,6 +545,7 @@ def serve(
     settings = STATE.settings.model_copy(
         update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v is not None}
     )
+    configure_logging(settings)  # auto: JSON lines unless stderr is a terminal
     if settings.metrics_dir is not None:  # multiprocess metrics: before any metric exists
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.metrics_dir))
     from index_builder.api.app import create_app

@@ -25,13 +25,14 @@ run: $(STAMP)
 	$(BIN)/index-builder quickstart
 	$(BIN)/index-builder serve
 
-# Real services the tests start themselves (redis-server on a free loopback port)
-# and the load tool of the benchmarks; Debian packages, installed when missing.
-SYSTEM_TOOLS := redis-server wrk
+# Real services the tests start themselves (redis-server on a free loopback port),
+# the load tool of the benchmarks and promtool (alert rule unit tests); Debian
+# packages, installed when missing. An entry is `command` or `command:package`.
+SYSTEM_TOOLS := redis-server wrk promtool:prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -29,6 +29,8 @@ class SessionCalendar:
             raise InvalidInputError(f"unknown exchange calendar {code!r}: {exc}") from exc
         self.code = code
         self.sessions: NDArray[np.datetime64] = cal.sessions.values.astype("datetime64[D]")
+        # each session's close, UTC (early closes included)
+        self.closes: NDArray[np.datetime64] = cal.closes.values.astype("datetime64[s]")
         self.first = _to_date(self.sessions[0])
         self.last = _to_date(self.sessions[-1])
 
@@ -54,6 +56,25 @@ class SessionCalendar:
         """The ``count``-th session after ``day`` (1: the next one); None past the end."""
         i = int(np.searchsorted(self.sessions, np.datetime64(day, "D"), side="right")) + count - 1
         return _to_date(self.sessions[i]) if i < len(self.sessions) else None
+
+    def close_of(self, day: dt.date) -> dt.datetime | None:
+        """The close of session ``day`` (aware UTC); None when ``day`` is no session."""
+        d = np.datetime64(day, "D")
+        i = int(np.searchsorted(self.sessions, d))
+        if i >= len(self.sessions) or self.sessions[i] != d:
+            return None
+        return _to_utc(self.closes[i])
+
+    def last_closed_session(self, moment: dt.datetime, grace: dt.timedelta) -> dt.date | None:
+        """The latest session whose close + ``grace`` is at or before ``moment`` (aware)."""
+        limit = np.datetime64(moment.astimezone(dt.UTC).replace(tzinfo=None) - grace, "s")
+        i = int(np.searchsorted(self.closes, limit, side="right")) - 1
+        return _to_date(self.sessions[i]) if i >= 0 else None
+
+
+def _to_utc(value: np.datetime64) -> dt.datetime:
+    seconds = int(value.astype("datetime64[s]").astype(np.int64))
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def _to_date(value: np.datetime64) -> dt.date:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from limits import parse as parse_rate_limit
 from pydantic import Field, SecretStr, field_validator
@@ -85,6 +86,30 @@ class Settings(BaseSettings):
     )
     flags_reload_seconds: float = Field(
         default=5.0, ge=0, description="How often the flags file is checked for changes."
+    )
+
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="Log output: json (one object per line), console (readable), or auto "
+        "(serve: console on a terminal, else json; other commands: console).",
+    )
+    log_level: str = Field(
+        default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR."
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Folder shared by the processes of one deployment for multiprocess "
+        "Prometheus metrics (PROMETHEUS_MULTIPROC_DIR wins when both are set). Must be "
+        "in the environment before the server starts; clear it before starting the fleet.",
+    )
+    freshness_grace_minutes: int = Field(
+        default=120,
+        ge=0,
+        description="Data is stale when the last trading day stored is older than the latest "
+        "exchange session whose close was more than this long ago.",
+    )
+    health_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Timeout of the storage check of GET /health/ready."
     )
 
     def feature_flags(self) -> FlagStore:
@@ -174,6 +199,17 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"not an IP address or network: {entry!r}") from None
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @lru_cache(maxsize=1)

@@ -140,8 +140,8 @@ def test_enabled_without_keys_refuses_and_explains(database: Path) -> None:
         body = _problem(client.post("/build-index", json={}), 401, "unauthorized")
         assert "INDEX_BUILDER_API_KEYS" in body["detail"]
         assert client.get("/indices").status_code == 200
-        health = client.app.state.services.auth.health()  # type: ignore[attr-defined]
-        assert health["status"] == "degraded"
+        health = client.get("/health/ready").json()["components"]["api_keys"]
+        assert health["status"] == "degraded" and health["keys"] == 0
 
 
 def test_keys_file_entries_and_errors_that_never_show_the_key(tmp_path: Path) -> None:

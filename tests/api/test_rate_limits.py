@@ -133,7 +133,6 @@ def test_redis_down_limits_locally_then_shares_again(
         caplog.at_level(logging.WARNING, logger="index_builder.ops.ratelimit"),
         TestClient(create_app(settings)) as client,
     ):
-        limiter = client.app.state.services.rate_limiter  # type: ignore[attr-defined]
         assert client.get("/indices").headers["ratelimit-remaining"] == "2"  # shared count
         redis_server.stop()
         try:
@@ -142,18 +141,20 @@ def test_redis_down_limits_locally_then_shares_again(
             assert [r.status_code for r in local] == [200, 200, 200]
             assert [r.headers["ratelimit-remaining"] for r in local] == ["2", "1", "0"]
             _assert_limited(client.get("/indices"), 3)
-            health = limiter.health()
+            health = client.get("/health/ready").json()["components"]["rate_limiter"]
             assert health["status"] == "degraded" and health["backend"] == "memory"
             assert health["shared"] is False and "Redis unavailable" in health["detail"]
             assert REGISTRY.get_sample_value(*degraded) == 1.0
         finally:
             redis_server.start()
         time.sleep(0.25)  # INDEX_BUILDER_REDIS_RETRY_SECONDS is 0.2 in the tests
+        # readiness probes Redis itself: the recovery shows without limited traffic
+        health = client.get("/health/ready").json()["components"]["rate_limiter"]
+        assert health["status"] == "ok" and health["shared"] is True
+        assert REGISTRY.get_sample_value(*degraded) == 0.0
         back = client.get("/indices")
         assert back.status_code == 200
         assert back.headers["ratelimit-remaining"] == "2"  # counted in the (new, empty) Redis
-        assert limiter.health()["status"] == "ok" and limiter.health()["shared"] is True
-        assert REGISTRY.get_sample_value(*degraded) == 0.0
         assert redis.Redis.from_url(redis_server.url).keys("ib:rl:reads:*")
     messages = [r.getMessage() for r in caplog.records if r.name == "index_builder.ops.ratelimit"]
     assert len([m for m in messages if "Redis is down" in m]) == 1  # once per outage

@@ -19,6 +19,7 @@ from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
 from index_builder.api.routers import admin, builds, exports, indices, reads
 from index_builder.calendar import get_calendar
+from index_builder.ops.observability import install_observability
 from index_builder.ops.protection import attach_protection, close_protection, install_protection
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.catalog import ensure_builtins
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_observability(app, settings)
     install_protection(app, settings)
     for router in (builds.router, reads.router, indices.router, exports.router, admin.router):
         app.include_router(router)

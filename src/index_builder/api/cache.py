@@ -166,6 +166,26 @@ class ResponseCache:
             self.local.put(key, value)
         await self._call(lambda c: c.set(key, value, ex=self.ttl))
 
+    async def ping(self) -> None:
+        """Check Redis now, updating :attr:`status` (no call while an outage is being
+        skipped, nor without Redis)."""
+        await self._call(lambda c: c.ping())
+
+    def health(self) -> dict[str, object]:
+        """Readiness of the cache: ``ok`` (Redis up), ``degraded`` (down: reads come
+        from the database) or ``disabled`` (no Redis configured)."""
+        status = self.status
+        component: dict[str, object] = {
+            "status": {"up": "ok", "down": "degraded", "disabled": "disabled"}[status],
+            "redis": status,
+        }
+        if status == "down":
+            component["detail"] = (
+                f"redis unavailable: serving from the database, retrying every "
+                f"{self.retry_seconds:g} s"
+            )
+        return component
+
     async def close(self) -> None:
         """Close the connection pool."""
         if self._client is not None:

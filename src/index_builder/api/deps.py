@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -12,7 +15,9 @@ from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
 from index_builder.ops.auth import ApiKeyAuth
 from index_builder.ops.flags import FlagStore
+from index_builder.ops.metrics import BUILD_DURATION, BUILD_FAILURES
 from index_builder.ops.ratelimit import RateLimiter
+from index_builder.ops.state import BuildOutcome, BuildOutcomes, utc_now
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.queries import IndexReader
@@ -76,6 +81,9 @@ class Services:
     jobs: JobManager
     versions: BuildVersions
     flags: FlagStore | None = None
+    clock: Callable[[], dt.datetime] = utc_now
+    """Aware UTC now (readiness judges data freshness with it; tests set a fake one)."""
+    build_outcomes: BuildOutcomes = field(default_factory=BuildOutcomes)
     auth: ApiKeyAuth | None = None
     rate_limiter: RateLimiter | None = None
 
@@ -93,12 +101,17 @@ class Services:
     def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
         """Build (incrementally, or in full as of a moment) and describe the window."""
         key = result_key(request.index, request.as_of)
+        started = time.perf_counter()
         try:
             (result,) = self.builder.build(
                 [request.index], end=request.end_date, as_of=request.as_of, progress=progress
             )
+        except Exception as exc:
+            self._build_finished(request, started, exc)
+            raise
         finally:
             self.versions.forget(key)
+        self._build_finished(request, started, None)
         state = self.store.build_state(key)
         assert state is not None
         start = request.start_date or state.base_date
@@ -117,6 +130,25 @@ class Services:
             "version": state.version,
             "as_of": None if state.as_of is None else format_as_of(state.as_of),
         }
+
+    def _build_finished(
+        self, request: BuildRequest, started: float, error: Exception | None
+    ) -> None:
+        """Count the build in the metrics and remember the outcome of a current build."""
+        seconds = time.perf_counter() - started
+        BUILD_DURATION.labels(index=request.index).observe(seconds)
+        if error is not None:
+            BUILD_FAILURES.labels(index=request.index).inc()
+        if request.as_of is None:  # as-of builds reproduce the past: not the index's health
+            self.build_outcomes.record(
+                request.index,
+                BuildOutcome(
+                    status="ok" if error is None else "failed",
+                    finished_at=self.clock(),
+                    duration_seconds=seconds,
+                    error=None if error is None else str(error)[:500],
+                ),
+            )
 
 
 async def get_services(request: Request) -> Services:

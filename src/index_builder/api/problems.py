@@ -115,9 +115,13 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return problem_response(
+        response = problem_response(
             500,
             "internal-error",
             "an unexpected error occurred; it has been logged",
             instance=request.url.path,
         )
+        request_id = getattr(request.state, "request_id", None)  # set by the ops middleware
+        if request_id is not None:
+            response.headers["X-Request-ID"] = request_id
+        return response

@@ -11,6 +11,11 @@ from starlette.concurrency import run_in_threadpool
 
 from index_builder.api.cache import cache_key
 from index_builder.api.deps import Services
+from index_builder.ops.metrics import CACHE_REQUESTS
+
+_CACHE_HIT = CACHE_REQUESTS.labels(result="hit")
+_CACHE_MISS = CACHE_REQUESTS.labels(result="miss")
+_CACHE_ERROR = CACHE_REQUESTS.labels(result="error")
 
 JSON = "application/json"
 
@@ -38,7 +43,9 @@ async def cached_json(
     ``index_id`` is the result key read: the index id, or ``<id>@<as of>`` for
     a build as of a moment (its own version).
 
-    ``X-Cache`` says ``HIT`` or ``MISS``. Errors are raised, never cached.
+    ``X-Cache`` says ``HIT`` or ``MISS``. Errors are raised, never cached. Lookups
+    count in ``index_builder_cache_requests_total{result}`` (hit, miss, or error
+    while Redis is down).
     """
     versions = services.versions
     if versions.known(index_id):
@@ -49,7 +56,10 @@ async def cached_json(
     if key is not None:
         hit = await services.cache.get(key)
         if hit is not None:
+            _CACHE_HIT.inc()
             return Response(hit, media_type=JSON, headers={"X-Cache": "HIT"})
+        # a lookup while Redis is down is an error, not a miss
+        (_CACHE_ERROR if services.cache.status == "down" else _CACHE_MISS).inc()
     payload = await run_in_threadpool(produce)
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     if key is not None:

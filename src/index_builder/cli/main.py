@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from index_builder.cli.output import OutputFormat, render
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
 from index_builder.errors import IndexBuilderError, InvalidInputError
 from index_builder.ingest.job import run_ingestion
+from index_builder.ops.logging import configure_logging
 from index_builder.point_in_time import AS_OF_FORMATS, format_as_of, parse_as_of
 from index_builder.providers.file import parse_column_map
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
@@ -165,6 +167,9 @@ def main(
     settings = get_settings()
     STATE.settings = settings.model_copy(update={"database": db}) if db else settings
     STATE.quiet = quiet
+    # commands talk to a person: readable logs unless JSON is asked for (serve decides again)
+    auto = STATE.settings.log_format == "auto"
+    configure_logging(STATE.settings, log_format="console" if auto else None)
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -537,19 +542,23 @@ def serve(
     """Serve the REST API (Ctrl-C stops it cleanly)."""
     import uvicorn
 
-    from index_builder.api.app import create_app
-
     settings = STATE.settings.model_copy(
         update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v is not None}
     )
+    configure_logging(settings)  # auto: JSON lines unless stderr is a terminal
+    if settings.metrics_dir is not None:  # multiprocess metrics: before any metric exists
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.metrics_dir))
+    from index_builder.api.app import create_app
+
     url = f"http://{settings.api_host}:{settings.api_port}"
     out.print(f"Index Builder API on {url}  (docs: {url}/docs, database: {settings.database})")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
-        log_level="warning" if STATE.quiet else "info",
-        access_log=False,  # a log line per request costs more than a cached answer
+        log_level="warning" if STATE.quiet else settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go through our structured logging
+        access_log=False,  # the ops middleware logs one line per request instead
     )
 
 

@@ -1,2 +1,2 @@
-"""Operations: feature flags, protection (API keys, rate and request limits), and health,
-metrics and logging of the API service."""
+"""Operations: feature flags, protection (API keys, rate and request limits), health,
+metrics, structured logs (one module per concern)."""

@@ -1,25 +1,165 @@
-"""Prometheus metrics (prefix ``index_builder_``), defined once per process.
+"""Every Prometheus metric of the service (prefix ``index_builder_``), in one place.
 
-Only the metrics of the protection part (rate limits, API keys) are here; the
-observability part owns the full set with the same names.
+Other modules import the metric objects from here and increment them. Metrics
+work across processes: when ``INDEX_BUILDER_METRICS_DIR`` (or the standard
+``PROMETHEUS_MULTIPROC_DIR``) is in the environment before this module is
+imported, prometheus_client's multiprocess mode is switched on (each process
+writes its values to files in that folder, ``GET /metrics`` sums them) and every
+gauge declares how processes combine (``multiprocess_mode``).
+
+Metrics read from the database at scrape time (ingestion, data age, builds) and
+the Redis state are not here: see :mod:`index_builder.ops.collectors`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+import os
+from pathlib import Path
 
+_METRICS_DIR_ENV = "INDEX_BUILDER_METRICS_DIR"
+_PROMETHEUS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _enable_multiprocess_from_env() -> str | None:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` from ``INDEX_BUILDER_METRICS_DIR`` (creating the
+    folder) before any metric exists; returns the folder, or None (one process)."""
+    folder = os.environ.get(_PROMETHEUS_DIR_ENV) or os.environ.get(_METRICS_DIR_ENV)
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    os.environ[_PROMETHEUS_DIR_ENV] = folder
+    return folder
+
+
+MULTIPROCESS_DIR = _enable_multiprocess_from_env()
+"""The shared metrics folder of this process (None: single-process metrics)."""
+
+# prometheus_client picks its value class when first imported: imported after the
+# environment is set above, and refreshed in case another module imported it first.
+from prometheus_client import (  # noqa: E402
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    values,
+)
+
+values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+# no *_created series: the same output in both modes
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+PREFIX = "index_builder_"
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Request latency buckets (seconds): cached reads take about a millisecond."""
+
+JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Build and export duration buckets (seconds)."""
+
+# --------------------------------------------------------------------------- HTTP
+HTTP_REQUESTS = Counter(
+    "index_builder_http_requests_total",
+    "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "index_builder_http_request_duration_seconds",
+    "HTTP request duration (until the response is sent), by route template and method.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# --------------------------------------------------------------------------- cache
+CACHE_REQUESTS = Counter(
+    "index_builder_cache_requests_total",
+    "Response cache lookups: hit, miss, or error (Redis unavailable).",
+    ["result"],
+)
+
+# --------------------------------------------------------------------------- protection
 RATE_LIMITED = Counter(
     "index_builder_rate_limited_total",
-    "Requests refused with 429 by the rate limiter, by budget.",
+    "Requests refused with 429, by budget (reads, builds, exports).",
     ["category"],
 )
 RATE_LIMITER_DEGRADED = Gauge(
     "index_builder_rate_limiter_degraded",
-    "1 while the rate limiter counts in process memory because Redis is down.",
+    "1 while a process limits locally because Redis is down.",
     multiprocess_mode="livemax",
 )
 AUTH_FAILURES = Counter(
     "index_builder_auth_failures_total",
-    "Requests refused for their API key, by reason (missing, invalid, forbidden).",
+    "Refused API keys: missing, invalid, or forbidden (lacking the scope).",
     ["reason"],
 )
+
+# --------------------------------------------------------------------------- builds, exports
+BUILD_DURATION = Histogram(
+    "index_builder_build_duration_seconds",
+    "Duration of index builds run by the API (successful or not).",
+    ["index"],
+    buckets=JOB_BUCKETS,
+)
+BUILD_FAILURES = Counter(
+    "index_builder_build_failures_total", "Index builds that failed.", ["index"]
+)
+EXPORT_DURATION = Histogram(
+    "index_builder_export_duration_seconds",
+    "Duration of writing an export file (successful or not).",
+    ["format"],
+    buckets=JOB_BUCKETS,
+)
+EXPORT_FAILURES = Counter("index_builder_export_failures_total", "Exports that failed.", ["format"])
+
+# --------------------------------------------------------------------------- providers
+PROVIDER_ERRORS = Counter(
+    "index_builder_provider_errors_total", "Errors from market data providers.", ["provider"]
+)
+CIRCUIT_STATE = Gauge(
+    "index_builder_circuit_state",
+    "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+    ["provider"],
+    multiprocess_mode="livemax",
+)
+
+# --------------------------------------------------------------------------- flags
+FEATURE_FLAG = Gauge(
+    "index_builder_feature_flag",
+    "Boolean feature flags in force (1 on, 0 off).",
+    ["flag"],
+    multiprocess_mode="livemostrecent",
+)
+
+# --------------------------------------------------------------------------- scrape-time
+# Gauges computed from the database and the cache when /metrics is read
+# (ops/collectors.py); listed here so every metric name of the service is in
+# this module.
+INGEST_ROWS = PREFIX + "ingest_rows"
+"""{outcome="accepted|rejected", reason}: rows of the last finished ingestion run."""
+LAST_INGEST_SUCCESS = PREFIX + "last_ingest_success"
+"""1 when the last finished ingestion run succeeded, else 0."""
+LAST_INGEST_TIMESTAMP = PREFIX + "last_ingest_timestamp_seconds"
+"""When the last finished ingestion run ended (Unix time)."""
+DATA_AGE = PREFIX + "data_age_seconds"
+"""Seconds since the close of the last trading day stored."""
+DATA_STALE = PREFIX + "data_stale"
+"""1 when the last trading day stored is older than the latest session that should be in."""
+LAST_BUILD_SUCCESS = PREFIX + "last_build_success"
+"""{index}: 1 when the index's last build succeeded, 0 when it failed."""
+REDIS_UP = PREFIX + "redis_up"
+"""1 while the response cache's Redis answers, 0 while it is down (absent: not configured)."""
+
+SCRAPE_TIME_METRICS = (
+    INGEST_ROWS,
+    LAST_INGEST_SUCCESS,
+    LAST_INGEST_TIMESTAMP,
+    DATA_AGE,
+    DATA_STALE,
+    LAST_BUILD_SUCCESS,
+    REDIS_UP,
+)
+
+
+def multiprocess_enabled() -> bool:
+    """True when values are shared through files (``PROMETHEUS_MULTIPROC_DIR``)."""
+    return MULTIPROCESS_DIR is not None

@@ -288,6 +288,20 @@ class RateLimiter:
             log.warning("rate limiter: Redis is back; limits are shared again")
             asyncio.get_running_loop().create_task(self._memory.reset())
 
+    async def probe(self) -> None:
+        """During an outage, once the retry pause is over: ping Redis, and share the
+        limits again if it answers (readiness calls this, so recovery shows without
+        traffic)."""
+        if self._outage_since is None or self._redis is None or not self._redis_due():
+            return
+        try:
+            async with asyncio.timeout(self._backstop):
+                await aioredis.Redis(connection_pool=self._pool).ping()
+        except (RedisError, StorageError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+        else:
+            self._succeeded()
+
     def client_address(self, request: Request) -> str:
         """The peer address, or the client named by ``X-Forwarded-For`` when the peer
         (and each proxy before it) is a trusted proxy: the right-most untrusted entry."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -14,7 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from index_builder.api.deps import ServicesDep
 from index_builder.api.routers.common import WRITE_PROBLEMS, problems
 from index_builder.api.schemas import ExportRequest
+from index_builder.errors import IndexBuilderError
 from index_builder.export import export_index
+from index_builder.ops.metrics import EXPORT_DURATION, EXPORT_FAILURES
 from index_builder.ops.protection import protect
 from index_builder.ops.request_limits import check_window
 
@@ -45,6 +48,7 @@ async def export_data(body: ExportRequest, services: ServicesDep) -> FileRespons
     streamed."""
     check_window(body.start_date, body.end_date, services.settings.max_window_days)
     folder = Path(tempfile.mkdtemp(prefix="index-builder-export-"))
+    started = time.perf_counter()
     try:
         exported = await run_in_threadpool(
             export_index,
@@ -56,9 +60,14 @@ async def export_data(body: ExportRequest, services: ServicesDep) -> FileRespons
             folder,
             body.as_of,
         )
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        # the client's errors (unknown index, unbuilt window) are not failed exports
+        if not isinstance(exc, IndexBuilderError) or exc.http_status >= 500:
+            EXPORT_FAILURES.labels(format=body.format).inc()
         raise
+    finally:
+        EXPORT_DURATION.labels(format=body.format).observe(time.perf_counter() - started)
     return FileResponse(
         exported.path,
         media_type=exported.media_type,

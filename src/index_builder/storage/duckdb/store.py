@@ -643,6 +643,36 @@ class DuckDBStore:
         """Days with a stored level, ascending."""
         return [r[0] for r in self._rows("built_days", {"index_id": index_id})]
 
+    # ------------------------------------------------------------------ health and metrics
+    def ping(self) -> int:
+        """A trivial query (the schema version); raises :class:`StorageError` when the
+        database cannot be used."""
+        try:
+            row = self._one("health_ping")
+        except duckdb.Error as exc:
+            raise StorageError(f"database query failed: {exc}") from exc
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def last_trading_day(self) -> dt.date | None:
+        """The newest date with a stored bar (None: no market data)."""
+        row = self._one("last_trading_day")
+        return row[0] if row else None
+
+    def last_ingest_run(self, *, finished: bool = False) -> dict[str, Any] | None:
+        """The newest ingestion run (``finished``: the newest one not running)."""
+        cur = self.cursor().execute(query("last_ingest_run"), {"finished": finished})
+        rows = _dicts(cur)
+        return rows[0] if rows else None
+
+    def rejection_counts(self, run_id: int) -> dict[str, int]:
+        """Quarantined rows of one run by ``<source>:<reason>`` (as in :class:`IngestReport`)."""
+        rows = self._rows("rejection_counts", {"run_id": run_id})
+        return {f"{source}:{reason}": int(n) for source, reason, n in rows}
+
+    def current_build_states(self) -> list[BuildState]:
+        """The build state of every index's current results (no as-of builds)."""
+        return [_build_state(row) for row in self._rows("current_build_states")]
+
 
 _ANNOUNCEMENT_SCHEMA = pa.schema(
     [

@@ -179,7 +179,7 @@ def test_large_budgets_are_reserved_in_batches_and_spent_windows_stay_local(
 ) -> None:
     redis_server.flush()
     store = redis.Redis.from_url(redis_server.url)
-    assert [batch_size(n) for n in (5, 199, 200, 1000, 10**9)] == [1, 1, 2, 10, 64]
+    assert [batch_size(n) for n in (5, 199, 200, 1000, 10**9)] == [1, 1, 2, 10, 1000]
 
     def counted() -> int:
         (key,) = store.keys("ib:rl:reads:*")

@@ -46,7 +46,7 @@ HEADER = "X-API-Key"
 MIN_KEY_LENGTH = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CALLER = "api_caller"
-"""Where the identified caller of a request is kept (``request.state``)."""
+"""Where the identified caller of a request is kept (``scope["state"]``)."""
 
 API_KEY_HEADER = APIKeyHeader(
     name=HEADER,
@@ -205,10 +205,10 @@ class ApiKeyAuth:
         """The caller of ``request`` (computed once per request; anonymous when disabled)."""
         if not self.enabled:
             return ANONYMOUS
-        caller: Caller | None = getattr(request.state, _CALLER, None)
+        state = request.scope.setdefault("state", {})
+        caller: Caller | None = state.get(_CALLER)
         if caller is None:
-            caller = self.match(request.headers.get(HEADER))
-            setattr(request.state, _CALLER, caller)
+            caller = state[_CALLER] = self.match(request.headers.get(HEADER))
         return caller
 
     def authorize(self, request: Request, scope: Scope) -> ApiKey | None:

@@ -21,7 +21,7 @@ so windows do not all reset at the same instant.
 
 Batches: one Redis round trip costs about 0.2 ms of client time, a third of a
 cached read, so a process reserves request numbers in batches of 1% of the
-budget (1 to 64; budgets under 200 one at a time, exactly) and hands them out
+budget (1 to 1000; budgets under 200 one at a time, exactly) and hands them out
 from memory. A window known to be spent is refused without asking Redis. With
 several processes a caller may therefore be refused up to 1% of the budget per
 process early, and ``RateLimit-Remaining`` may not yet show the other
@@ -45,7 +45,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import redis.asyncio as aioredis
 from fastapi import Request
@@ -54,7 +54,7 @@ from limits import parse as parse_rate_limit
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import StorageError
 from redis.exceptions import RedisError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 from index_builder.ops.errors import ProblemError
 from index_builder.ops.metrics import RATE_LIMITED, RATE_LIMITER_DEGRADED
@@ -68,8 +68,7 @@ STATE_KEY = "rate_limit"
 """Where a request's :class:`Quota` is kept (``scope["state"]``) for the headers."""
 
 
-@dataclass(frozen=True, slots=True)
-class Quota:
+class Quota(NamedTuple):
     """The outcome of one hit: the budget, what is left, and when the window resets."""
 
     category: str
@@ -82,11 +81,18 @@ class Quota:
     def header_items(self) -> list[tuple[bytes, bytes]]:
         """``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (seconds) and ``-Policy``."""
         return [
-            (b"ratelimit-limit", str(self.limit).encode()),
-            (b"ratelimit-remaining", str(self.remaining).encode()),
-            (b"ratelimit-reset", str(self.reset_seconds).encode()),
-            (b"ratelimit-policy", f"{self.limit};w={self.window_seconds}".encode()),
+            (b"ratelimit-limit", b"%d" % self.limit),
+            (b"ratelimit-remaining", b"%d" % self.remaining),
+            (b"ratelimit-reset", b"%d" % self.reset_seconds),
+            (b"ratelimit-policy", b"%d;w=%d" % (self.limit, self.window_seconds)),
         ]
+
+
+def add_rate_limit_headers(message: Message, state: dict[str, Any]) -> None:
+    """Add the request's ``RateLimit-*`` headers (if it was counted) to a response start."""
+    quota = state.get(STATE_KEY)
+    if quota is not None:
+        message["headers"] = [*message.get("headers", ()), *quota.header_items()]
 
 
 SWEEP_AT = 4096
@@ -95,8 +101,8 @@ SWEEP_AT = 4096
 
 def batch_size(limit: int) -> int:
     """How many request numbers a process reserves in Redis at once: 1% of the budget,
-    1 to 64. Budgets under 200 are counted one request at a time, exactly."""
-    return max(1, min(64, limit // 100))
+    1 to 1000. Budgets under 200 are counted one request at a time, exactly."""
+    return max(1, min(1000, limit // 100))
 
 
 @dataclass(slots=True)
@@ -305,7 +311,8 @@ class RateLimiter:
     def client_address(self, request: Request) -> str:
         """The peer address, or the client named by ``X-Forwarded-For`` when the peer
         (and each proxy before it) is a trusted proxy: the right-most untrusted entry."""
-        host = request.client.host if request.client else "unknown"
+        client = request.scope.get("client")
+        host: str = client[0] if client else "unknown"
         if not self._proxies or not self._trusted(host):
             return host
         forwarded = request.headers.get("x-forwarded-for", "")
@@ -357,18 +364,18 @@ async def enforce_rate_limit(request: Request, category: Category) -> None:
     """Count ``request`` against the ``category`` budget of its caller; 429 when spent.
 
     The caller is the valid API key's name (``key:<name>``) or the client
-    address (``ip:<address>``). The :class:`Quota` is kept on the request for
-    :class:`RateLimitHeaders`.
+    address (``ip:<address>``). The :class:`Quota` is kept in the request's
+    state for the ``RateLimit-*`` headers (:func:`add_rate_limit_headers`).
     """
     services = request.app.state.services
-    limiter: RateLimiter | None = getattr(services, "rate_limiter", None)
+    limiter: RateLimiter | None = services.rate_limiter
     if limiter is None or not limiter.enabled:
         return
-    auth = getattr(services, "auth", None)
+    auth = services.auth
     key = auth.identify(request).key if auth is not None else None
     caller = f"key:{key.name}" if key is not None else f"ip:{limiter.client_address(request)}"
     quota = await limiter.hit(category, caller)
-    request.state.rate_limit = quota
+    request.scope.setdefault("state", {})[STATE_KEY] = quota
     if not quota.allowed:
         RATE_LIMITED.labels(category).inc()
         log.debug("rate limited: %s %s (%s)", request.method, request.url.path, caller)
@@ -389,26 +396,3 @@ def rate_limit(category: Category) -> Callable[[Request], Awaitable[None]]:
 
     dependency.__name__ = f"rate_limit_{category}"
     return dependency
-
-
-class RateLimitHeaders:
-    """ASGI middleware: adds the request's ``RateLimit-*`` headers to its response
-    (successes and errors alike; nothing for routes without a budget)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state: dict[str, object] = scope.setdefault("state", {})
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                quota = state.get(STATE_KEY)
-                if isinstance(quota, Quota):
-                    message["headers"] = [*message.get("headers", ()), *quota.header_items()]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index_builder.api.problems import problem_response
 from index_builder.errors import InvalidInputError
+from index_builder.ops.ratelimit import add_rate_limit_headers
 
 log = logging.getLogger("index_builder.ops.limits")
 
@@ -61,66 +63,39 @@ def page_limit(limit: int | None, max_page_size: int) -> int:
     return limit
 
 
-class BodySizeLimit:
-    """ASGI middleware: ``413`` for request bodies above ``max_bytes``."""
+class ProtectionMiddleware:
+    """One ASGI layer for the protection concerns (one layer costs less than three):
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    * every response gets the request's ``RateLimit-*`` headers when the rate
+      limit counted it (:func:`~index_builder.ops.ratelimit.add_rate_limit_headers`);
+    * GET and HEAD: the timeout (:meth:`_timed`); their bodies are not read;
+    * other methods: the body size (``413``), from ``Content-Length`` before
+      anything is read, and counted while a body without one streams.
+
+    The timeout is a timer, not a task per request (that would cost a tenth of
+    a cached read): at the deadline, unless the route has started its
+    response, the 504 is sent at once and whatever the route sends later is
+    dropped. The route itself cannot be interrupted (its database work runs in
+    a worker thread): it finishes, its answer is cached, and only then does
+    this call return, so the server still knows about the work when it shuts
+    down gracefully.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, timeout_seconds: float) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-
-    def _detail(self) -> str:
-        return (
-            f"the request body is larger than {self.max_bytes} bytes (INDEX_BUILDER_MAX_BODY_BYTES)"
-        )
+        self.max_body_bytes = max_body_bytes
+        self.timeout_seconds = timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_bytes:
-                    response = problem_response(
-                        413, "content-too-large", self._detail(), instance=scope["path"]
-                    )
-                    await response(scope, receive, send)
-                    return
-                break
-        received = 0
+        elif scope["method"] in TIMED_METHODS:
+            await self._timed(scope, receive, send)
+        else:
+            await self._bounded(scope, receive, send)
 
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    # raised inside the route: FastAPI re-raises HTTPException, and the
-                    # problem handler answers 413 (code content-too-large)
-                    raise HTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, counted_receive, send)
-
-
-class RequestTimeout:
-    """ASGI middleware: ``504`` problem+json when a GET has no response after ``seconds``.
-
-    A timer, not a task per request (that would cost a tenth of a cached read):
-    at the deadline, unless the route has started its response, the 504 is sent
-    at once and whatever the route sends later is dropped. The route itself
-    cannot be interrupted (its database work runs in a worker thread): it
-    finishes, its answer is cached, and only then does this call return, so the
-    server still knows about the work when it shuts down gracefully.
-    """
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in TIMED_METHODS:
-            await self.app(scope, receive, send)
-            return
+    async def _timed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state: dict[str, Any] = scope.setdefault("state", {})
         started = False
         answer: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
@@ -131,14 +106,15 @@ class RequestTimeout:
                 return  # the client already has its 504
             if message["type"] == "http.response.start":
                 started = True
+                add_rate_limit_headers(message, state)
             await send(message)
 
         def expire() -> None:
             nonlocal answer
             if not started:
-                answer = loop.create_task(self._answer(scope, receive, send))
+                answer = loop.create_task(self._answer_timeout(scope, receive, send, state))
 
-        deadline = loop.call_later(self.seconds, expire)
+        deadline = loop.call_later(self.timeout_seconds, expire)
         try:
             await self.app(scope, receive, guarded_send)
         except Exception:
@@ -150,18 +126,64 @@ class RequestTimeout:
             if answer is not None:
                 await answer
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _answer_timeout(
+        self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]
+    ) -> None:
         log.warning(
             "request timeout: %s %s not answered within %.3g s; answered 504, the work goes on",
             scope["method"],
             scope["path"],
-            self.seconds,
+            self.timeout_seconds,
         )
         response = problem_response(
             504,
             "timeout",
-            f"no answer within {self.seconds:g} s (INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS); "
-            "the work goes on and cached reads keep its answer: retry shortly",
+            f"no answer within {self.timeout_seconds:g} s "
+            "(INDEX_BUILDER_REQUEST_TIMEOUT_SECONDS); the work goes on and cached reads "
+            "keep its answer: retry shortly",
             instance=scope["path"],
         )
-        await response(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                add_rate_limit_headers(message, state)
+            await send(message)
+
+        await response(scope, receive, send_with_headers)
+
+    def _too_large(self) -> str:
+        return (
+            f"the request body is larger than {self.max_body_bytes} bytes "
+            "(INDEX_BUILDER_MAX_BODY_BYTES)"
+        )
+
+    async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state: dict[str, Any] = scope.setdefault("state", {})
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_body_bytes:
+                    response = problem_response(
+                        413, "content-too-large", self._too_large(), instance=scope["path"]
+                    )
+                    await response(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # raised inside the route: FastAPI re-raises HTTPException, and the
+                    # problem handler answers 413 (code content-too-large)
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                add_rate_limit_headers(message, state)
+            await send(message)
+
+        await self.app(scope, counted_receive, send_with_headers)

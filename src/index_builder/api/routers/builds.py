@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from index_builder.api.deps import ServicesDep
 from index_builder.api.jobs import BuildRequest, Job
 from index_builder.api.responses import json_response
 from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
@@ -21,7 +20,7 @@ from index_builder.api.schemas import (
 )
 from index_builder.errors import NotFoundError
 from index_builder.ops.flags import require
-from index_builder.ops.protection import protect
+from index_builder.ops.protection import OPTIONAL_API_KEY, BuildServices, ReadServices
 
 router = APIRouter(tags=["indices: build"])
 
@@ -33,10 +32,11 @@ router = APIRouter(tags=["indices: build"])
         202: {"model": JobAccepted, "description": "Accepted: poll `status_url`."},
         **problems(404, 409, 422, *WRITE_PROBLEMS),
     },
-    **protect("build"),
     summary="Build an index (incrementally) at request time",
 )
-async def build_index(body: BuildIndexRequest, services: ServicesDep, request: Request) -> Response:
+async def build_index(
+    body: BuildIndexRequest, services: BuildServices, request: Request
+) -> Response:
     """Make sure levels exist over the window, computed from the definition's base
     date (incrementally: only what new data requires). Synchronous (`200`) unless
     `async` is true or the build is large (`202` with a job). A build of an index
@@ -70,10 +70,10 @@ async def build_index(body: BuildIndexRequest, services: ServicesDep, request: R
     name="get_job",
     response_model=JobStatusResponse,
     responses=problems(404, *READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="Status, progress and outcome of a build job",
 )
-async def get_job(job_id: str, services: ServicesDep) -> Response:
+async def get_job(job_id: str, services: ReadServices) -> Response:
     """`queued`, `running` (with `stage` and `progress`), `succeeded` (with `result`)
     or `failed` (with `error`)."""
     job = services.jobs.get(job_id)

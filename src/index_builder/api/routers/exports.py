@@ -12,13 +12,12 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from index_builder.api.deps import ServicesDep
 from index_builder.api.routers.common import WRITE_PROBLEMS, problems
 from index_builder.api.schemas import ExportRequest
 from index_builder.errors import IndexBuilderError
 from index_builder.export import export_index
 from index_builder.ops.metrics import EXPORT_DURATION, EXPORT_FAILURES
-from index_builder.ops.protection import protect
+from index_builder.ops.protection import ExportServices
 from index_builder.ops.request_limits import check_window
 
 router = APIRouter(tags=["indices: export"])
@@ -37,10 +36,9 @@ router = APIRouter(tags=["indices: export"])
         },
         **problems(404, 422, *WRITE_PROBLEMS),
     },
-    **protect("export"),
     summary="Download summary, performance, compositions and changes",
 )
-async def export_data(body: ExportRequest, services: ServicesDep) -> FileResponse:
+async def export_data(body: ExportRequest, services: ExportServices) -> FileResponse:
     """`xlsx`: sheets Summary (with a level chart), Performance, Compositions, Changes.
     `csv` / `parquet`: a zip of the same tables. Values equal the JSON endpoints'.
     With `as_of`: the build as of that moment (named in the file name and the

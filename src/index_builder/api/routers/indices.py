@@ -8,12 +8,11 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from index_builder.api.deps import ServicesDep
 from index_builder.api.responses import json_response
 from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
 from index_builder.api.schemas import IndexInfo
 from index_builder.engine.definitions import IndexDefinition, parse_definition
-from index_builder.ops.protection import protect
+from index_builder.ops.protection import OPTIONAL_API_KEY, BuildServices, ReadServices
 from index_builder.point_in_time import format_as_of
 from index_builder.services.catalog import add_definition, remove_definition
 from index_builder.storage.base import BuildState, Storage
@@ -45,10 +44,10 @@ def _build(state: BuildState) -> dict[str, Any]:
     "/indices",
     response_model=list[IndexInfo],
     responses=problems(*READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="Every index definition",
 )
-async def list_indices(services: ServicesDep) -> Response:
+async def list_indices(services: ReadServices) -> Response:
     """Built-in and user-defined indices with their build state."""
 
     def produce() -> list[dict[str, Any]]:
@@ -62,10 +61,10 @@ async def list_indices(services: ServicesDep) -> Response:
     "/indices/{index_id}",
     response_model=IndexInfo,
     responses=problems(404, *READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="One index definition",
 )
-async def get_index(index_id: str, services: ServicesDep) -> Response:
+async def get_index(index_id: str, services: ReadServices) -> Response:
     """The definition, whether it is built in, and its last build."""
 
     def produce() -> dict[str, Any]:
@@ -81,11 +80,10 @@ async def get_index(index_id: str, services: ServicesDep) -> Response:
     response_model=IndexInfo,
     status_code=201,
     responses=problems(409, 422, *WRITE_PROBLEMS),
-    **protect("build"),
     summary="Add a user-defined index",
 )
 async def create_index(
-    services: ServicesDep,
+    services: BuildServices,
     definition: Annotated[
         dict[str, Any],
         Body(
@@ -122,10 +120,9 @@ async def create_index(
     "/indices/{index_id}",
     status_code=204,
     responses=problems(404, 409, *WRITE_PROBLEMS),
-    **protect("build"),
     summary="Remove a user-defined index and its results",
 )
-async def delete_index(index_id: str, services: ServicesDep) -> Response:
+async def delete_index(index_id: str, services: BuildServices) -> Response:
     """Built-in indices cannot be removed (409)."""
     await run_in_threadpool(remove_definition, services.store, index_id)
     services.versions.forget(index_id)

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from index_builder.api.deps import ServicesDep
 from index_builder.api.responses import cached_json
 from index_builder.api.routers.common import (
     DEFAULT_INDEX,
@@ -29,7 +28,7 @@ from index_builder.api.schemas import (
     CompositionResponse,
     PerformanceResponse,
 )
-from index_builder.ops.protection import protect
+from index_builder.ops.protection import OPTIONAL_API_KEY, ReadServices
 from index_builder.ops.request_limits import check_window, page_limit
 from index_builder.point_in_time import format_as_of, result_key
 
@@ -42,11 +41,11 @@ CONSTITUENT_FIELDS = ("rank", "symbol", "name", "sector", "weight", "market_cap"
     "/index-performance",
     response_model=PerformanceResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="Levels, daily and cumulative returns, and summary statistics",
 )
 async def index_performance(
-    services: ServicesDep,
+    services: ReadServices,
     index: IndexQuery = DEFAULT_INDEX,
     start_date: StartQuery = None,
     end_date: EndQuery = None,
@@ -89,11 +88,11 @@ async def index_performance(
     "/index-composition",
     response_model=CompositionResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="Constituents after the close of a date",
 )
 async def index_composition(
-    services: ServicesDep,
+    services: ReadServices,
     index: IndexQuery = DEFAULT_INDEX,
     date: Annotated[
         dt.date | None,
@@ -144,10 +143,10 @@ async def index_composition(
     "/index-composition/next",
     response_model=AnnouncementResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="The next composition: announced, not yet in force (pro-forma)",
 )
-async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_INDEX) -> Response:
+async def next_composition(services: ReadServices, index: IndexQuery = DEFAULT_INDEX) -> Response:
     """For an index with an `effective_lag`: the composition selected at the last
     reference date that takes effect at a later close, with target weights, the
     weights in force now, entries, exits and expected one-way turnover. `404` when
@@ -175,11 +174,11 @@ async def next_composition(services: ServicesDep, index: IndexQuery = DEFAULT_IN
     "/composition-changes",
     response_model=ChangesResponse,
     responses=problems(404, 422, *READ_PROBLEMS),
-    **protect("read"),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="Constituents entered and exited at each rebalance",
 )
 async def composition_changes(
-    services: ServicesDep,
+    services: ReadServices,
     index: IndexQuery = DEFAULT_INDEX,
     start_date: StartQuery = None,
     end_date: EndQuery = None,

@@ -38,6 +38,13 @@ def test_oversized_bodies_are_413_whether_announced_or_streamed(
     with TestClient(create_app(settings)) as client:
         body = _problem(client.post("/indices", json=_definition(2000)), 413, "content-too-large")
         assert "1000 bytes" in body["detail"] and "INDEX_BUILDER_MAX_BODY_BYTES" in body["detail"]
+        # an announced length is refused before anything is read (the body sent is tiny)
+        announced = client.post(
+            "/build-index",
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Length": "5000000"},
+        )
+        _problem(announced, 413, "content-too-large")
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: counted while it streams
             yield b'{"index": "ew100", "start_date": "'

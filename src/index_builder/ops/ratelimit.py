@@ -292,7 +292,7 @@ class RateLimiter:
             self._outage_reason = ""
             RATE_LIMITER_DEGRADED.set(0)
             log.warning("rate limiter: Redis is back; limits are shared again")
-            asyncio.get_running_loop().create_task(self._memory.reset())
+            self._memory = MemoryStorage()  # drop the local counts
 
     async def probe(self) -> None:
         """During an outage, once the retry pause is over: ping Redis, and share the

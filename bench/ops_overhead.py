@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import api  # noqa: E402  (bench/api.py: processes, wrk, the database)
+import api  # bench/api.py: processes, wrk, the database
 
 RESULTS = api.HERE / "results" / "ops_overhead.json"
 BUDGET = "1000000000/minute"

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How often the flags file is checked for changes."
     )
 
+    request_middleware: bool = Field(
+        default=True,
+        description="Request ids, access lines and request metrics on every request "
+        "(off only to measure their cost).",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto",
         description="Log output: json (one object per line), console (readable), or auto "

@@ -45,7 +45,13 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
                 tags=list(route.tags),
                 name=route.name,
             )
-    app.add_middleware(ObservabilityMiddleware)
+    if settings.request_middleware:
+        app.add_middleware(ObservabilityMiddleware)
+    else:
+        log.warning(
+            "INDEX_BUILDER_REQUEST_MIDDLEWARE is off: no request ids, access lines or "
+            "request metrics (for overhead measurements only)"
+        )
 
     inner = app.router.lifespan_context
 

@@ -251,6 +251,14 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     table.add_row("securities changed", f"{report.securities_changed:,}")
     out.print(table)
+    if report.rows_current_basis:
+        err.print(
+            f"[bold yellow]warning:[/] {report.rows_current_basis:,} accepted rows use today's "
+            "share count for a past date (basis 'current'): their market caps carry "
+            "survivorship and look-ahead bias (README, 'Shares outstanding')",
+            highlight=False,
+            soft_wrap=True,
+        )
     span = f"{report.min_date} .. {report.max_date}" if report.min_date else "no dates"
     out.print(f"dates: {span}; database: {database}")
     if report.known_at is not None:
@@ -277,9 +285,18 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> Non
         "rows_rejected",
         "rows_inserted",
         "rows_updated",
+        "rows_current_basis",
         "message",
     ]
     render(rows, cols, OutputFormat.table, title="Ingestion runs")
+    current = sum(int(r.get("rows_current_basis") or 0) for r in rows)
+    if current:
+        err.print(
+            f"[bold yellow]warning:[/] {current:,} rows of these runs use today's share count "
+            "for a past date (basis 'current'): survivorship and look-ahead bias",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

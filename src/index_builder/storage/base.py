@@ -52,6 +52,9 @@ class IngestReport:
     message: str | None = None
     known_at: dt.datetime | None = None
     """The run's start (naive UTC): the known_at of every row that gives none."""
+    rows_current_basis: int = 0
+    """Accepted rows whose shares are today's count applied to their date (basis
+    ``current``): their market caps carry survivorship and look-ahead bias."""
 
 
 @dataclass(frozen=True)

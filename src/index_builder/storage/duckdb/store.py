@@ -263,7 +263,9 @@ class DuckDBStore:
                 step("validating securities")
                 self._exec("stage_securities", {"known_at": known_at})
                 step("validating prices")
-                self._exec("stage_prices", {"known_at": known_at})
+                self._exec("stage_prices", {"known_at": known_at, "provider": provider})
+                self._exec("fill_shares", {"known_at": known_at})
+                self._exec("stage_price_keys")
                 tx.unregister("raw_prices")
                 tx.unregister("raw_securities")
                 step("comparing with stored data")
@@ -278,6 +280,7 @@ class DuckDBStore:
                 if report.rows_accepted:
                     window = {"min_date": report.min_date, "max_date": report.max_date}
                     self._exec("merge_prices", {"run_id": run_id, **window})
+                    self._exec("record_shares", {"run_id": run_id})
                 self._exec("drop_staging")
             report.status = "succeeded"
         except Exception as exc:
@@ -304,13 +307,9 @@ class DuckDBStore:
             cur.execute("SET memory_limit = ?", [previous])
 
     def _fill_counts(self, report: IngestReport) -> None:
-        read, accepted, collapsed, min_date, max_date = self._one("price_stage_counts") or (
-            0,
-            0,
-            0,
-            None,
-            None,
-        )
+        read, accepted, collapsed, min_date, max_date, current_basis = self._one(
+            "price_stage_counts"
+        ) or (0, 0, 0, None, None, 0)
         window = {"min_date": min_date, "max_date": max_date}
         inserted, updated, unchanged = self._one("price_action_counts", window) or (0, 0, 0)
         securities_changed = self._one("securities_changed")
@@ -322,6 +321,7 @@ class DuckDBStore:
         report.rows_unchanged = int(unchanged)
         report.securities_changed = int(securities_changed[0]) if securities_changed else 0
         report.min_date, report.max_date = min_date, max_date
+        report.rows_current_basis = int(current_basis)
         report.rejected_by_reason = {f"{src}:{reason}": int(n) for src, reason, n in rejected}
         report.rows_rejected = sum(
             n for key, n in report.rejected_by_reason.items() if key.startswith("prices:")
@@ -332,7 +332,7 @@ class DuckDBStore:
             "UPDATE ingest_runs SET status = ?, finished_at = ?, rows_read = ?,"
             " rows_accepted = ?, rows_rejected = ?, duplicates_collapsed = ?, rows_inserted = ?,"
             " rows_updated = ?, rows_unchanged = ?, securities_changed = ?, min_date = ?,"
-            " max_date = ?, message = ? WHERE run_id = ?",
+            " max_date = ?, message = ?, rows_current_basis = ? WHERE run_id = ?",
             [
                 report.status,
                 self._clock(),
@@ -347,6 +347,7 @@ class DuckDBStore:
                 report.min_date,
                 report.max_date,
                 report.message,
+                report.rows_current_basis,
                 report.run_id,
             ],
         )

@@ -110,6 +110,45 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Timeout of the storage check of GET /health/ready."
     )
 
+    schedule_offset_minutes: int = Field(
+        default=30,
+        ge=0,
+        description="The daily cycle runs this long after each XNYS session's close "
+        "(early closes respected, holidays skipped).",
+    )
+    schedule_provider: str = Field(
+        default="synthetic",
+        description="Provider (or fallback chain, e.g. 'polygon,yahoo') of the daily cycle.",
+    )
+    schedule_universe: Path | None = Field(
+        default=None,
+        description="Universe file of the daily cycle (one symbol per line, '#' comments); "
+        "unset: everything the provider gives.",
+    )
+    schedule_symbols: int = Field(
+        default=3000, ge=1, description="synthetic provider only: securities of the daily cycle."
+    )
+    schedule_backfill_sessions: int = Field(
+        default=30,
+        ge=0,
+        description="At most this many missing sessions before the latest one are backfilled "
+        "by one cycle (an empty database gets only the latest session).",
+    )
+    schedule_retries: int = Field(
+        default=3, ge=0, description="Retries of a failed daily-cycle step before the cycle fails."
+    )
+    schedule_retry_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Backoff before the first retry of a failed step; doubles every retry.",
+    )
+    scheduler_enabled: bool = Field(
+        default=False,
+        description="Run the daily schedule inside 'index-builder serve' (a background "
+        "thread that also refreshes the API's caches). DuckDB has one writing process, "
+        "so 'index-builder daily' / 'scheduler' only run when no server holds the database.",
+    )
+
     def feature_flags(self) -> FlagStore:
         """The feature flags these settings describe."""
         return FlagStore(self.flags, self.flags_file, reload_seconds=self.flags_reload_seconds)

@@ -24,12 +24,14 @@ from index_builder import __version__
 from index_builder.calendar import get_calendar
 from index_builder.cli.output import OutputFormat, render
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
-from index_builder.errors import IndexBuilderError, InvalidInputError
+from index_builder.errors import IndexBuilderError, InvalidInputError, StorageError
 from index_builder.ingest.job import run_ingestion
+from index_builder.ingest.universe import read_universe_file
 from index_builder.ops.logging import configure_logging
 from index_builder.point_in_time import AS_OF_FORMATS, format_as_of, parse_as_of
 from index_builder.providers.file import parse_column_map
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
+from index_builder.schedule import CycleResult, config_from_settings, run_daily_cycle, run_scheduler
 from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
 from index_builder.services.queries import (
@@ -190,10 +192,16 @@ def ingest(
     map_: Annotated[
         list[str] | None, typer.Option("--map", help="file: rename a column, old=new (repeatable).")
     ] = None,
+    universe: Annotated[
+        Path | None,
+        typer.Option(help="Only these symbols: a file, one per line, '#' comments."),
+    ] = None,
 ) -> None:
     """Ingest market data (a standalone job; idempotent; every run is recorded)."""
     with _errors():
         query = _ingest_query(provider, seed, symbols, days, start, securities, prices, map_)
+        if universe is not None:
+            query["universe"] = read_universe_file(universe)
         with _store() as store, _progress(f"ingest ({provider})") as step:
             report = run_ingestion(store, provider, query, progress=step)
         _print_ingest(report, STATE.settings.database)
@@ -577,6 +585,97 @@ def serve(
         log_config=None,  # uvicorn's records go through our structured logging
         access_log=False,  # the ops middleware logs one line per request instead
     )
+
+
+# ---------------------------------------------------------------------------- schedule
+def _print_cycle(result: CycleResult) -> None:
+    if result.cycle_id is None:
+        what = "no session has closed yet" if result.session is None else "nothing to do"
+        out.print(f"daily cycle: {result.status} ({what}; latest session {result.session})")
+        return
+    rows = [
+        {
+            "step": st.step,
+            "status": st.status,
+            "attempts": st.attempts,
+            "duration_ms": round(st.duration_ms, 1),
+            "message": st.message,
+        }
+        for st in result.steps
+    ]
+    title = f"Daily cycle {result.cycle_id} for {result.session}: {result.status}"
+    render(
+        rows,
+        ["step", "status", "attempts", "duration_ms", "message"],
+        OutputFormat.table,
+        title=title,
+        console=out,
+    )
+
+
+@app.command()
+def daily(
+    at: Annotated[
+        str | None,
+        typer.Option(help="Run as if at this moment (ISO 8601, no offset = UTC) [default: now]."),
+    ] = None,
+) -> None:
+    """Run the daily cycle once (for cron or a Kubernetes CronJob): backfill missing
+    sessions, ingest the latest closed one, build every index. Exit code 1 when a
+    step still fails after its retries."""
+    with _errors():
+        config = config_from_settings(STATE.settings)
+        now = parse_as_of(at, label="--at").replace(tzinfo=dt.UTC) if at else None
+        with _standalone_store() as store:
+            result = run_daily_cycle(
+                store,
+                config,
+                now=now or dt.datetime.now(dt.UTC),
+                flags=STATE.settings.feature_flags(),
+            )
+        _print_cycle(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the daily cycle after every XNYS session close + the offset, forever
+    (Ctrl-C stops it). Standalone: no server may hold the database; to schedule
+    inside the API set INDEX_BUILDER_SCHEDULER_ENABLED=true instead."""
+    with _errors():
+        config = config_from_settings(STATE.settings)
+        flags = STATE.settings.feature_flags()
+        try:
+            with _standalone_store() as store:
+                run_scheduler(
+                    lambda now: _printed(run_daily_cycle(store, config, now=now, flags=flags)),
+                    store.calendar,
+                    config.offset,
+                )
+        except KeyboardInterrupt:
+            err.print("scheduler stopped")
+
+
+def _printed(result: CycleResult) -> CycleResult:
+    _print_cycle(result)
+    return result
+
+
+@contextmanager
+def _standalone_store() -> Iterator[DuckDBStore]:
+    """The store, with a clear error when a server (or another job) holds the database."""
+    try:
+        with _store() as store:
+            yield store
+    except StorageError as exc:
+        if "lock" in exc.message.lower():
+            raise StorageError(
+                f"{STATE.settings.database} is held by another process (is 'index-builder "
+                "serve' running? Set INDEX_BUILDER_SCHEDULER_ENABLED=true to run the daily "
+                "schedule inside the server instead)"
+            ) from exc
+        raise
 
 
 # ---------------------------------------------------------------------------- quickstart

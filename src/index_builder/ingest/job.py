@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from index_builder.ingest.universe import restrict
 from index_builder.providers import get_provider
 from index_builder.providers.file import ROW_COLUMN
 from index_builder.providers.schema import KNOWN_AT, PRICES_SCHEMA, SECURITIES_SCHEMA
@@ -22,14 +23,18 @@ def run_ingestion(
 ) -> IngestReport:
     """Fetch from ``provider_name`` with ``query`` and merge into ``store``.
 
-    Input that cannot be used at all (missing file or column) raises
+    A ``universe`` key (a symbol list) restricts the run to those symbols. Input
+    that cannot be used at all (missing file or column) raises
     :class:`~index_builder.errors.UnusableInputError` before a run is recorded;
     row-level problems are quarantined and counted in the report.
     """
     step = progress or (lambda _msg: None)
     step(f"fetching from {provider_name}")
     provider = get_provider(provider_name)
-    data = provider.fetch(**query)
+    fetch_query = {k: v for k, v in query.items() if k != "universe"}
+    data = provider.fetch(**fetch_query)
+    if query.get("universe") is not None:
+        data = restrict(data, query["universe"])
     securities = _with_row_numbers(data.securities, SECURITIES_SCHEMA)
     prices = data.prices
     if isinstance(prices, pa.Table):

@@ -58,6 +58,21 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
+class ScheduleStep:
+    """One step of one daily cycle (a row of ``schedule_runs``)."""
+
+    cycle_id: int
+    step: str  # backfill | ingest | build | invalidate
+    session: dt.date | None
+    status: str  # succeeded | failed | skipped
+    attempts: int
+    started_at: dt.datetime  # naive UTC
+    finished_at: dt.datetime
+    duration_ms: float
+    message: str | None = None
+
+
+@dataclass(frozen=True)
 class BuildState:
     """What the store knows about an index's last successful build."""
 

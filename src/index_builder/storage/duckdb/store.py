@@ -33,6 +33,7 @@ from index_builder.storage.base import (
     IngestReport,
     LevelRows,
     ProgressCallback,
+    ScheduleStep,
     StorageCapabilities,
 )
 from index_builder.storage.duckdb.sql import names, query, statements
@@ -673,6 +674,20 @@ class DuckDBStore:
     def current_build_states(self) -> list[BuildState]:
         """The build state of every index's current results (no as-of builds)."""
         return [_build_state(row) for row in self._rows("current_build_states")]
+
+    # ------------------------------------------------------------------ daily schedule
+    def next_cycle_id(self) -> int:
+        """A new id for one run of the daily cycle."""
+        return int(self._one("next_cycle_id")[0])  # type: ignore[index]
+
+    def record_schedule_step(self, step: ScheduleStep) -> None:
+        """Record one step of a daily cycle (a row of ``schedule_runs``)."""
+        self._exec("record_schedule_step", dict(step.__dict__))
+
+    def schedule_runs(self, cycles: int = 10) -> list[dict[str, Any]]:
+        """The steps of the last ``cycles`` daily cycles, newest cycle first."""
+        cur = self.cursor().execute(query("schedule_runs"), {"cycles": cycles})
+        return _dicts(cur)
 
 
 _ANNOUNCEMENT_SCHEMA = pa.schema(

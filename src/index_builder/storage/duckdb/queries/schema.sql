@@ -259,3 +259,18 @@ FROM (
     FROM prices WHERE shares_outstanding IS NOT NULL
 )
 WHERE previous IS DISTINCT FROM shares_outstanding;
+
+-- name: v7_schedule_runs
+-- The daily cycle (index-builder daily / scheduler): one row per step per cycle.
+CREATE SEQUENCE schedule_cycle_ids START 1;
+CREATE TABLE schedule_runs (
+    cycle_id     BIGINT    NOT NULL,
+    step         VARCHAR   NOT NULL,   -- backfill | ingest | build | invalidate
+    session      DATE,                 -- the session the cycle brings in
+    status       VARCHAR   NOT NULL,   -- succeeded | failed | skipped
+    attempts     INTEGER   NOT NULL,
+    started_at   TIMESTAMP NOT NULL,
+    finished_at  TIMESTAMP NOT NULL,
+    duration_ms  DOUBLE    NOT NULL,
+    message      VARCHAR
+);

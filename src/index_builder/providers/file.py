@@ -113,9 +113,9 @@ def _canonical(name: str, column_map: Mapping[str, str]) -> str:
 def _raw_type(name: str, source: pa.DataType) -> pa.DataType:
     """Keep Parquet's numeric and date types (validation casts them); text otherwise.
 
-    A ``known_at`` timestamp keeps its time, as naive UTC.
+    A ``known_at`` or ``fetched_at`` timestamp keeps its time, as naive UTC.
     """
-    if name == KNOWN_AT and pa.types.is_timestamp(source):
+    if name in (KNOWN_AT, "fetched_at") and pa.types.is_timestamp(source):
         return pa.timestamp("us")
     if pa.types.is_floating(source) or pa.types.is_integer(source):
         return pa.float64()

@@ -35,6 +35,10 @@ PRICES_SCHEMA = pa.schema(
         pa.field("market_cap", pa.float64()),
         pa.field("dividend", pa.float64()),
         pa.field("split_ratio", pa.float64()),
+        # provenance (optional): who delivered the row, when, and the shares' basis
+        pa.field("source", pa.string()),
+        pa.field("fetched_at", pa.timestamp("us", tz="UTC")),
+        pa.field("basis", pa.string()),
     ]
 )
 """One row per (date, symbol) daily bar.
@@ -44,7 +48,14 @@ PRICES_SCHEMA = pa.schema(
   ``close * shares_outstanding``).
 - ``dividend``: cash per share going ex on ``date``; ``split_ratio``: new shares
   per old share effective on ``date`` (null means 1).
+- provenance: ``source`` (the provider that delivered the row), ``fetched_at``
+  (UTC), ``basis`` of ``shares_outstanding``: ``point_in_time`` (the count in
+  force on that date), ``current`` (today's count applied to past dates), null
+  when the row has no shares.
 """
+
+BASIS_POINT_IN_TIME = "point_in_time"
+BASIS_CURRENT = "current"
 
 KNOWN_AT = "known_at"
 """Optional column of both tables: when the row became known (its publication

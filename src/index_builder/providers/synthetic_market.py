@@ -83,6 +83,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from index_builder.providers.schema import (
+    BASIS_POINT_IN_TIME,
     COMMON_STOCK,
     GICS_SECTORS,
     PRICES_SCHEMA,
@@ -735,5 +736,9 @@ def _simulate_prices(
         pa.array(market_cap),
         pa.array(dividend, mask=dividend_null),
         pa.array(split, mask=split_null),
+        # provenance: generated, so no fetch time; shares are the ones in force
+        pa.array(["synthetic"] * n_rows, type=pa.string()),
+        pa.nulls(n_rows, pa.timestamp("us", tz="UTC")),
+        pa.array([BASIS_POINT_IN_TIME] * n_rows, type=pa.string()),
     ]
     return pa.Table.from_arrays(arrays, schema=PRICES_SCHEMA)

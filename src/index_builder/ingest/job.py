@@ -61,4 +61,5 @@ def with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
     rows = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return pa.table({ROW_COLUMN: rows, **columns})
 
+
 _with_row_numbers = with_row_numbers  # the name tests and callers used before

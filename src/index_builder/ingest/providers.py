@@ -42,7 +42,7 @@ def run_provider_ingestion(
 
     ``query``: ``start``, ``end`` (dates), and ``symbols`` (list) or ``universe``
     (a file path, or the name of a provider with listings), optional ``types``
-    and ``exchanges`` filters.
+    and ``exchanges`` filters, and ``batch_size`` (symbols per batch).
     """
     step = progress or (lambda _msg: None)
     factory = make_provider or (lambda n: make_http_provider(n))
@@ -53,7 +53,7 @@ def run_provider_ingestion(
     symbols = sorted(universe)
     sessions = [d for d in get_calendar().session_dates() if start <= d <= end]
     stored = store.stored_sessions(symbols, start, end)
-    size = batch_symbols or get_settings().ingest_batch_symbols
+    size = batch_symbols or int(query.get("batch_size") or get_settings().ingest_batch_symbols)
     total = ChainResult()
     reports: list[IngestReport] = []
     skipped = 0
@@ -90,7 +90,7 @@ def _store_batch(
     from index_builder.ingest.job import with_row_numbers
     from index_builder.providers.schema import PRICES_SCHEMA, SECURITIES_SCHEMA
 
-    params = {**query, "batch_symbols": symbols}
+    params = {**query, "batch": symbols}
     report = store.ingest(
         with_row_numbers(data.securities, SECURITIES_SCHEMA),
         with_row_numbers(data.prices, PRICES_SCHEMA),

@@ -190,6 +190,7 @@ class ProviderChain:
                     security[key] = value
             if want is None and taken:
                 break
+        _carry_shares_forward([r for r in result.rows if r["symbol"] == symbol])
         security["symbol"] = symbol
         missing = 0 if want is None else len(want - got)
         if got:
@@ -200,6 +201,18 @@ class ProviderChain:
             result.incomplete[symbol] = missing
         else:
             result.complete.append(symbol)
+
+
+def _carry_shares_forward(rows: list[dict[str, Any]]) -> None:
+    """A row without shares (its provider has none) takes the count in force: the
+    latest earlier row's of the same symbol, with that row's basis."""
+    last: dict[str, Any] | None = None
+    for row in sorted(rows, key=lambda r: r["date"]):
+        if row.get("shares_outstanding") is not None:
+            last = row
+        elif last is not None:
+            row["shares_outstanding"] = last["shares_outstanding"]
+            row["basis"] = last.get("basis")
 
 
 def empty_prices() -> pa.Table:

@@ -18,7 +18,7 @@ from index_builder.api.cache import ResponseCache
 from index_builder.api.deps import BuildVersions, Services
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
-from index_builder.api.routers import admin, builds, exports, indices, reads
+from index_builder.api.routers import admin, builds, exports, indices, providers, reads
 from index_builder.api.schedule import ScheduleThread
 from index_builder.calendar import get_calendar
 from index_builder.ops.observability import install_observability
@@ -123,6 +123,7 @@ def create_app(
     )
     install_problem_handlers(app)
     install_observability(app, settings)
-    for router in (builds.router, reads.router, indices.router, exports.router, admin.router):
+    routers = (builds, reads, indices, exports, admin, providers)
+    for router in (module.router for module in routers):
         app.include_router(router)
     return app

@@ -29,7 +29,9 @@ from index_builder.ingest.job import run_ingestion
 from index_builder.ingest.universe import read_universe_file
 from index_builder.ops.logging import configure_logging
 from index_builder.point_in_time import AS_OF_FORMATS, format_as_of, parse_as_of
+from index_builder.providers import PROVIDERS, chain_names
 from index_builder.providers.file import parse_column_map
+from index_builder.providers.listing import describe_providers
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
 from index_builder.schedule import CycleResult, config_from_settings, run_daily_cycle, run_scheduler
 from index_builder.services.builds import BuildResult, IndexBuilder
@@ -177,7 +179,13 @@ def main(
 # ---------------------------------------------------------------------------- ingest
 @app.command()
 def ingest(
-    provider: Annotated[str, typer.Option(help="Data provider: synthetic | file.")] = "synthetic",
+    provider: Annotated[
+        str,
+        typer.Option(
+            help="Data provider: synthetic | file | yahoo | polygon | tiingo, or a fallback "
+            "chain of HTTP providers such as polygon,yahoo (see `index-builder providers`)."
+        ),
+    ] = "synthetic",
     seed: Annotated[int, typer.Option(help="synthetic: random seed.")] = DEFAULT_SEED,
     symbols: Annotated[
         int, typer.Option(help="synthetic: number of securities.")
@@ -192,19 +200,69 @@ def ingest(
     map_: Annotated[
         list[str] | None, typer.Option("--map", help="file: rename a column, old=new (repeatable).")
     ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="HTTP providers: last session, YYYY-MM-DD [default: the last closed]."),
+    ] = None,
     universe: Annotated[
-        Path | None,
-        typer.Option(help="Only these symbols: a file, one per line, '#' comments."),
+        str | None,
+        typer.Option(
+            help="HTTP providers: a universe file (symbols, or a CSV with a symbol column) "
+            "or a provider with listings (polygon)."
+        ),
+    ] = None,
+    tickers: Annotated[
+        str | None, typer.Option(help="HTTP providers: symbols, comma-separated.")
+    ] = None,
+    type_: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="HTTP providers: security types kept (repeatable, e.g. CS)."),
+    ] = None,
+    exchange: Annotated[
+        list[str] | None,
+        typer.Option(help="HTTP providers: exchanges (MICs) kept (repeatable, e.g. XNYS)."),
     ] = None,
 ) -> None:
     """Ingest market data (a standalone job; idempotent; every run is recorded)."""
     with _errors():
+        if chain_names(provider) is not None:
+            query = _provider_query(start, end, universe, tickers, type_, exchange)
+            with _store() as store, _progress(f"ingest ({provider})") as step:
+                report = run_ingestion(store, provider, query, progress=step)
+            _print_ingest(report, STATE.settings.database)
+            if report.status == "failed":
+                raise typer.Exit(1)
+            return
         query = _ingest_query(provider, seed, symbols, days, start, securities, prices, map_)
         if universe is not None:
-            query["universe"] = read_universe_file(universe)
+            query["universe"] = read_universe_file(Path(universe))
         with _store() as store, _progress(f"ingest ({provider})") as step:
             report = run_ingestion(store, provider, query, progress=step)
         _print_ingest(report, STATE.settings.database)
+
+
+def _provider_query(
+    start: str | None,
+    end: str | None,
+    universe: str | None,
+    tickers: str | None,
+    types: list[str] | None,
+    exchanges: list[str] | None,
+) -> dict[str, Any]:
+    if start is None:
+        raise InvalidInputError("HTTP providers need --start YYYY-MM-DD", field="start")
+    if not universe and not tickers:
+        raise InvalidInputError(
+            "HTTP providers need --tickers A,B or --universe FILE|polygon", field="universe"
+        )
+    return {
+        "start": _parse_date(start, "start"),
+        "end": _parse_date(end, "end"),
+        "symbols": [t.strip().upper() for t in (tickers or "").split(",") if t.strip()],
+        "universe": universe,
+        "types": types or [],
+        "exchanges": exchanges or [],
+    }
 
 
 def _ingest_query(
@@ -237,7 +295,8 @@ def _ingest_query(
             "column_map": parse_column_map(map_ or []),
         }
     raise InvalidInputError(
-        f"unknown provider {provider!r} (known: file, synthetic)", field="provider"
+        f"unknown provider {provider!r} (known: {', '.join(sorted(PROVIDERS))})",
+        field="provider",
     )
 
 
@@ -267,6 +326,10 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    if report.summary is not None:
+        out.print(f"summary: {report.message}")
+        if report.run_ids:
+            out.print(f"runs: {', '.join(str(r) for r in report.run_ids)}")
     span = f"{report.min_date} .. {report.max_date}" if report.min_date else "no dates"
     out.print(f"dates: {span}; database: {database}")
     if report.known_at is not None:
@@ -274,6 +337,29 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
             f"known at: {format_as_of(report.known_at)} (the run's start: the known_at of "
             "every row that gives none)"
         )
+
+
+@app.command("providers")
+def providers_command(
+    format_: Annotated[
+        OutputFormat, typer.Option("--format", help="table, csv or json.")
+    ] = OutputFormat.table,
+) -> None:
+    """Market data providers: what each can give, its rate limit, auth, configured."""
+    rows = []
+    for item in describe_providers(STATE.settings):
+        caps = item["capabilities"]
+        rows.append(
+            {
+                "name": item["name"],
+                "capabilities": " ".join(k for k, v in caps.items() if v),
+                "rate_limit_per_minute": item["rate_limit_per_minute"],
+                "auth": item["auth"],
+                "configured": "yes" if item["configured"] else "no",
+            }
+        )
+    cols = ["name", "capabilities", "rate_limit_per_minute", "auth", "configured"]
+    render(rows, cols, format_, title="Providers")
 
 
 @app.command()

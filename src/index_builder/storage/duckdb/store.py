@@ -371,6 +371,44 @@ class DuckDBStore:
         return _dicts(cur)
 
     # ------------------------------------------------------------------ engine reads
+    def stored_sessions(
+        self, symbols: Sequence[str], start: dt.date, end: dt.date
+    ) -> dict[str, set[dt.date]]:
+        """The dates stored per symbol in [start, end] (what a re-run need not fetch)."""
+        stored: dict[str, set[dt.date]] = {}
+        params = {"symbols": list(symbols), "start": start, "end": end}
+        for symbol, day in self._rows("stored_sessions", params):
+            stored.setdefault(symbol, set()).add(day)
+        return stored
+
+    def quarantine_provider_rejects(
+        self, run_id: int, rejects: Sequence[tuple[str, str, str, str, str | None]]
+    ) -> None:
+        """Quarantine provider failures ``(provider, symbol, reason, message, snippet)``."""
+        for provider, symbol, reason, message, snippet in rejects:
+            self._exec(
+                "quarantine_provider_reject",
+                {
+                    "run_id": run_id,
+                    "provider": provider,
+                    "symbol": symbol,
+                    "reason": reason,
+                    "message": message[:500],
+                    "snippet": None if snippet is None else snippet[:300],
+                },
+            )
+
+    def set_run_outcome(self, run_id: int, status: str, message: str | None) -> None:
+        """Record a provider run's status (``succeeded``, ``partial``, ``failed``) and summary."""
+        self._exec(
+            "set_run_outcome",
+            {
+                "run_id": run_id,
+                "status": status,
+                "message": None if message is None else message[:2000],
+            },
+        )
+
     def trading_days(self, as_of: dt.datetime | None = None) -> list[dt.date]:
         """All trading days (dates with at least one valid bar), ascending.
 

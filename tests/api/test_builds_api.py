@@ -228,3 +228,15 @@ def test_a_slow_redis_is_skipped_not_waited_for(
         assert len(outage_logs) == 1  # once per outage, not once per request
     finally:
         blocker.join(10)
+
+
+def test_builds_wait_while_the_daily_cycle_holds_the_write_gate(client: TestClient) -> None:
+    jobs = client.app.state.services.jobs  # type: ignore[attr-defined]
+    with jobs.write_gate:  # what the in-process daily cycle holds while it writes
+        response = client.post("/build-index", json={"index": "ew-sector-energy", "async": True})
+        assert response.status_code == 202
+        job = jobs.get(response.json()["job_id"])
+        time.sleep(0.3)
+        assert job.status == "queued"
+    job.future.result(timeout=30)
+    assert job.status == "succeeded"

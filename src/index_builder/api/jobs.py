@@ -66,6 +66,9 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._active: dict[BuildRequest, Job] = {}
         self._keep = keep
+        # held by every build of this process and by the in-process daily cycle, so a
+        # build never runs while the cycle ingests and builds (and vice versa)
+        self.write_gate = threading.RLock()
 
     def submit(self, request: BuildRequest) -> tuple[Job, bool]:
         """Queue a build, or join the identical one in flight. Returns (job, joined)."""
@@ -94,7 +97,7 @@ class JobManager:
         def progress(stage: str, fraction: float) -> None:
             job.stage, job.progress = stage, max(job.progress, min(fraction, 1.0))
 
-        with self._index_locks[job.request.index]:
+        with self._index_locks[job.request.index], self.write_gate:
             job.status, job.stage = "running", "starting"
             job.started_at = dt.datetime.now(dt.UTC)
             try:

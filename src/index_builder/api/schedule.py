@@ -52,14 +52,15 @@ class ScheduleThread:
         self._stop.wait(seconds)
 
     def _cycle(self, now: dt.datetime) -> CycleResult:
-        result = run_daily_cycle(
-            self.services.store,
-            config_from_settings(self.services.settings),
-            now=now,
-            flags=self.services.flags,
-            invalidate=self.services.invalidate_caches,
-            sleep=self._sleep,
-        )
+        with self.services.jobs.write_gate:  # no API build while the cycle writes
+            result = run_daily_cycle(
+                self.services.store,
+                config_from_settings(self.services.settings),
+                now=now,
+                flags=self.services.flags,
+                invalidate=self.services.invalidate_caches,
+                sleep=self._sleep,
+            )
         self.results.append(result)
         return result
 

@@ -71,6 +71,19 @@ class SessionCalendar:
         i = int(np.searchsorted(self.closes, limit, side="right")) - 1
         return _to_date(self.sessions[i]) if i >= 0 else None
 
+    def sessions_between(self, after: dt.date, upto: dt.date) -> list[dt.date]:
+        """Sessions d with ``after < d <= upto``, ascending."""
+        lo = int(np.searchsorted(self.sessions, np.datetime64(after, "D"), side="right"))
+        hi = int(np.searchsorted(self.sessions, np.datetime64(upto, "D"), side="right"))
+        return [_to_date(s) for s in self.sessions[lo:hi]]
+
+    def next_close_after(self, moment: dt.datetime, grace: dt.timedelta) -> dt.datetime | None:
+        """The first session close + ``grace`` strictly after ``moment`` (aware UTC);
+        None past the calendar end."""
+        limit = np.datetime64(moment.astimezone(dt.UTC).replace(tzinfo=None) - grace, "s")
+        i = int(np.searchsorted(self.closes, limit, side="right"))
+        return _to_utc(self.closes[i]) + grace if i < len(self.closes) else None
+
 
 def _to_utc(value: np.datetime64) -> dt.datetime:
     seconds = int(value.astype("datetime64[s]").astype(np.int64))

@@ -72,3 +72,42 @@ class StorageError(IndexBuilderError):
     code = "storage-error"
     exit_code = 1
     http_status = 503
+
+
+class ProviderError(IndexBuilderError):
+    """A market data provider could not deliver (HTTP failure, bad payload, open circuit).
+
+    ``reason`` is a stable code (``server_error``, ``rate_limited``, ``timeout``,
+    ``connection_error``, ``client_error``, ``unauthorized``, ``unknown_symbol``,
+    ``malformed_payload``, ``html_payload``, ``empty_series``, ``circuit_open``);
+    ``transient`` errors are retried; ``snippet`` is the start of the raw payload
+    (quarantine evidence, never an API key).
+    """
+
+    code = "provider-error"
+    exit_code = 1
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        reason: str,
+        symbol: str | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+        snippet: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.reason = reason
+        self.symbol = symbol
+        self.transient = transient
+        self.retry_after = retry_after
+        self.snippet = snippet
+
+    @property
+    def trips_breaker(self) -> bool:
+        """Whether the failure says the provider is unwell (not just this symbol)."""
+        return self.transient or self.reason in {"html_payload", "unauthorized"}

@@ -117,6 +117,105 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Timeout of the storage check of GET /health/ready."
     )
 
+    schedule_offset_minutes: int = Field(
+        default=30,
+        ge=0,
+        description="The daily cycle runs this long after each XNYS session's close "
+        "(early closes respected, holidays skipped).",
+    )
+    schedule_provider: str = Field(
+        default="synthetic",
+        description="Provider (or fallback chain, e.g. 'polygon,yahoo') of the daily cycle.",
+    )
+    schedule_universe: Path | None = Field(
+        default=None,
+        description="Universe file of the daily cycle (one symbol per line, '#' comments); "
+        "unset: everything the provider gives.",
+    )
+    schedule_symbols: int = Field(
+        default=3000, ge=1, description="synthetic provider only: securities of the daily cycle."
+    )
+    schedule_backfill_sessions: int = Field(
+        default=30,
+        ge=0,
+        description="At most this many missing sessions before the latest one are backfilled "
+        "by one cycle (an empty database gets only the latest session).",
+    )
+    schedule_retries: int = Field(
+        default=3, ge=0, description="Retries of a failed daily-cycle step before the cycle fails."
+    )
+    schedule_retry_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Backoff before the first retry of a failed step; doubles every retry.",
+    )
+    scheduler_enabled: bool = Field(
+        default=False,
+        description="Run the daily schedule inside 'index-builder serve' (a background "
+        "thread that also refreshes the API's caches). DuckDB has one writing process, "
+        "so 'index-builder daily' / 'scheduler' only run when no server holds the database.",
+    )
+    # ------------------------------------------------------------- market data providers
+    polygon_api_key: SecretStr | None = Field(
+        default=None, description="Polygon.io API key (sent as a header, never logged)."
+    )
+    tiingo_api_key: SecretStr | None = Field(
+        default=None, description="Tiingo API token (sent as a header, never logged)."
+    )
+    provider_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Timeout of every provider HTTP request."
+    )
+    provider_retries: int = Field(
+        default=4,
+        ge=0,
+        le=10,
+        description="Retries of a transient provider error (429, 5xx, timeout, reset).",
+    )
+    provider_backoff_base_seconds: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles per retry, with jitter."
+    )
+    provider_backoff_max_seconds: float = Field(
+        default=30.0, ge=0, description="Longest retry delay (a longer Retry-After still wins)."
+    )
+    breaker_failure_threshold: int = Field(
+        default=5, ge=1, description="Consecutive provider failures that open its circuit."
+    )
+    breaker_failure_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Failure ratio over the last breaker_window calls that opens the circuit.",
+    )
+    breaker_window: int = Field(
+        default=20, ge=1, description="Calls the failure ratio is computed over (all needed)."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=60.0, ge=0, description="How long a circuit stays open before one probe call."
+    )
+    yahoo_rate_limit_per_minute: float = Field(
+        default=60.0, gt=0, description="Client-side limit of Yahoo Finance requests."
+    )
+    polygon_rate_limit_per_minute: float = Field(
+        default=5.0, gt=0, description="Client-side limit of Polygon requests (free plan: 5)."
+    )
+    tiingo_rate_limit_per_minute: float = Field(
+        default=0.8,
+        gt=0,
+        description="Client-side limit of Tiingo requests (free plan: 50 per hour).",
+    )
+    ingest_batch_symbols: int = Field(
+        default=50,
+        ge=1,
+        description="Symbols fetched and stored per ingestion batch (a kill keeps the "
+        "batches stored; a re-run fetches only what is missing).",
+    )
+    polygon_shares_samples: int = Field(
+        default=24,
+        ge=1,
+        description="Most dates per symbol at which Polygon's point-in-time shares "
+        "outstanding are fetched (month ends, thinned evenly).",
+    )
+
     def feature_flags(self) -> FlagStore:
         """The feature flags these settings describe."""
         return FlagStore(self.flags, self.flags_file, reload_seconds=self.flags_reload_seconds)

@@ -49,7 +49,7 @@ DIRTY = [
     bar("2024-13-01", "AAA", 12),  # unparseable date
     bar(D3, "ZZZ", 5),  # unknown symbol
     bar(D3, "AAA", "12,5"),  # unparseable close
-    bar(D3, "AAA", 12, shares=None),  # no market cap at all
+    bar("2023-12-29", "AAA", 12, shares=None),  # no market cap, no shares in force yet
     bar(D3, "AAA", 12, shares=-5),  # negative market cap
     bar("2024-01-05", "AAA", 13, shares=None, market_cap=1.3e7),  # valid, market cap given
 ]
@@ -200,7 +200,10 @@ def test_synthetic_ingestion_is_deterministic_and_clean(tmp_path: Path) -> None:
             assert report.rows_rejected == 0 and report.rows_accepted == report.rows_read
             tables.append(
                 s.cursor()
-                .sql("SELECT * EXCLUDE (run_id, known_at) FROM prices ORDER BY date, symbol")
+                .sql(
+                    "SELECT * EXCLUDE (run_id, known_at, fetched_at) FROM prices"
+                    " ORDER BY date, symbol"
+                )
                 .to_arrow_table()
             )
     assert tables[0].equals(tables[1])

@@ -39,7 +39,7 @@ def test_ready_is_ok_with_every_component(client: TestClient, last_day: dt.date)
     assert code == 200 and body["status"] == "ok", body
     components = body["components"]
     assert body["version"] and body["checked_at"].endswith("Z")
-    assert components["storage"] == {"status": "ok", "schema_version": 5}
+    assert components["storage"] == {"status": "ok", "schema_version": 7}
     assert components["redis"] == {"status": "ok", "redis": "up"}
     fresh = components["freshness"]
     assert fresh["status"] == "ok" and not fresh["stale"]

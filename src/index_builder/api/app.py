@@ -6,8 +6,9 @@ the CLI) and runs off the event loop in worker threads.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,7 +18,8 @@ from index_builder.api.cache import ResponseCache
 from index_builder.api.deps import BuildVersions, Services
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
-from index_builder.api.routers import admin, builds, exports, indices, reads
+from index_builder.api.routers import admin, builds, exports, indices, providers, reads
+from index_builder.api.schedule import ScheduleThread
 from index_builder.calendar import get_calendar
 from index_builder.ops.observability import install_observability
 from index_builder.ops.protection import attach_protection, close_protection, install_protection
@@ -88,8 +90,16 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API application over the database of ``settings``."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    scheduler_clock: Callable[[], dt.datetime] | None = None,
+) -> FastAPI:
+    """The API application over the database of ``settings``.
+
+    With ``scheduler_enabled`` the daily schedule runs in a background thread of
+    this process (``scheduler_clock``: a fake aware-UTC clock for tests).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -97,9 +107,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = build_services(settings)
         app.state.services = services
         log.info("serving %s (redis: %s)", settings.database, services.cache.status)
+        schedule = (
+            ScheduleThread(services, clock=scheduler_clock) if settings.scheduler_enabled else None
+        )
+        app.state.schedule = schedule
+        if schedule is not None:
+            schedule.start()
         try:
             yield
         finally:
+            if schedule is not None:
+                schedule.stop()
             services.jobs.shutdown()
             await services.cache.close()
             await close_protection(services)
@@ -114,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     install_observability(app, settings)
     install_protection(app, settings)
-    for router in (builds.router, reads.router, indices.router, exports.router, admin.router):
+    routers = (builds, reads, indices, exports, admin, providers)
+    for router in (module.router for module in routers):
         app.include_router(router)
     return app

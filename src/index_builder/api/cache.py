@@ -52,6 +52,11 @@ class LocalCache:
             self._items.move_to_end(key)
         return value
 
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._items.clear()
+        self._bytes = 0
+
     def put(self, key: str, value: bytes) -> None:
         """Store, evicting the least recently used entries beyond the bounds."""
         if self.max_entries <= 0 or len(value) > self.max_bytes:

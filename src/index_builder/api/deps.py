@@ -56,6 +56,11 @@ class BuildVersions:
             self._versions[index_id] = version
         return version
 
+    def forget_all(self) -> None:
+        """Drop every memory copy (after the daily cycle rebuilt the indices)."""
+        with self._lock:
+            self._versions.clear()
+
     def forget(self, index_id: str) -> None:
         """Drop the memory copy (after a build or a definition change).
 
@@ -86,6 +91,14 @@ class Services:
     build_outcomes: BuildOutcomes = field(default_factory=BuildOutcomes)
     auth: ApiKeyAuth | None = None
     rate_limiter: RateLimiter | None = None
+
+    def invalidate_caches(self) -> None:
+        """After builds made outside the API's routes (the daily cycle): forget the
+        in-memory build versions and drop the local cache tier. Redis keys name a
+        build version, so they can never answer for a newer build."""
+        self.versions.forget_all()
+        if self.cache.local is not None:
+            self.cache.local.clear()
 
     def check_build(self, request: BuildRequest) -> int:
         """Validate a build request; returns how many trading days it will compute."""

@@ -318,3 +318,37 @@ class FlagsResponse(BaseModel):
     loaded_at: str | None = Field(description="When the flags were last (re)loaded, UTC.")
     error: str | None = Field(default=None, description="Why the flags file was not applied.")
     flags: list[FlagInfo] = Field(description="Every flag.")
+
+
+class ProviderCapabilitiesInfo(BaseModel):
+    """What a provider can give."""
+
+    prices: bool = Field(description="Daily bars (raw close and volume).")
+    adjusted_prices: bool = Field(description="The provider offers adjusted closes (not stored).")
+    splits: bool = Field(description="Splits (new shares per old, on the effective date).")
+    dividends: bool = Field(description="Cash dividends per share on the ex date.")
+    shares_outstanding_history: bool = Field(
+        description="Shares outstanding as a point-in-time history."
+    )
+    listings: bool = Field(description="A listing endpoint (the universe of listed stocks).")
+
+
+class ProviderInfo(BaseModel):
+    """One market data provider."""
+
+    name: str = Field(description="Provider name, as given to --provider (chains: a,b).")
+    capabilities: ProviderCapabilitiesInfo
+    rate_limit_per_minute: float | None = Field(
+        description="Client-side request limit in force (null: local, no limit)."
+    )
+    auth: str = Field(description="How it authenticates.")
+    needs_api_key: bool = Field(description="Whether it needs an API key.")
+    network: bool = Field(description="Whether it fetches over the network.")
+    configured: bool = Field(description="Usable now (its API key is set when it needs one).")
+    api_key_variable: str | None = Field(description="Environment variable of its API key.")
+
+
+class ProvidersResponse(BaseModel):
+    """Every market data provider."""
+
+    providers: list[ProviderInfo] = Field(description="Providers sorted by name.")

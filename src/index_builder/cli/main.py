@@ -24,12 +24,16 @@ from index_builder import __version__
 from index_builder.calendar import get_calendar
 from index_builder.cli.output import OutputFormat, render
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
-from index_builder.errors import IndexBuilderError, InvalidInputError
+from index_builder.errors import IndexBuilderError, InvalidInputError, StorageError
 from index_builder.ingest.job import run_ingestion
+from index_builder.ingest.universe import read_universe_file
 from index_builder.ops.logging import configure_logging
 from index_builder.point_in_time import AS_OF_FORMATS, format_as_of, parse_as_of
+from index_builder.providers import PROVIDERS, chain_names
 from index_builder.providers.file import parse_column_map
+from index_builder.providers.listing import describe_providers
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
+from index_builder.schedule import CycleResult, config_from_settings, run_daily_cycle, run_scheduler
 from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
 from index_builder.services.queries import (
@@ -175,7 +179,13 @@ def main(
 # ---------------------------------------------------------------------------- ingest
 @app.command()
 def ingest(
-    provider: Annotated[str, typer.Option(help="Data provider: synthetic | file.")] = "synthetic",
+    provider: Annotated[
+        str,
+        typer.Option(
+            help="Data provider: synthetic | file | yahoo | polygon | tiingo, or a fallback "
+            "chain of HTTP providers such as polygon,yahoo (see `index-builder providers`)."
+        ),
+    ] = "synthetic",
     seed: Annotated[int, typer.Option(help="synthetic: random seed.")] = DEFAULT_SEED,
     symbols: Annotated[
         int, typer.Option(help="synthetic: number of securities.")
@@ -190,13 +200,69 @@ def ingest(
     map_: Annotated[
         list[str] | None, typer.Option("--map", help="file: rename a column, old=new (repeatable).")
     ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="HTTP providers: last session, YYYY-MM-DD [default: the last closed]."),
+    ] = None,
+    universe: Annotated[
+        str | None,
+        typer.Option(
+            help="HTTP providers: a universe file (symbols, or a CSV with a symbol column) "
+            "or a provider with listings (polygon)."
+        ),
+    ] = None,
+    tickers: Annotated[
+        str | None, typer.Option(help="HTTP providers: symbols, comma-separated.")
+    ] = None,
+    type_: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="HTTP providers: security types kept (repeatable, e.g. CS)."),
+    ] = None,
+    exchange: Annotated[
+        list[str] | None,
+        typer.Option(help="HTTP providers: exchanges (MICs) kept (repeatable, e.g. XNYS)."),
+    ] = None,
 ) -> None:
     """Ingest market data (a standalone job; idempotent; every run is recorded)."""
     with _errors():
+        if chain_names(provider) is not None:
+            query = _provider_query(start, end, universe, tickers, type_, exchange)
+            with _store() as store, _progress(f"ingest ({provider})") as step:
+                report = run_ingestion(store, provider, query, progress=step)
+            _print_ingest(report, STATE.settings.database)
+            if report.status == "failed":
+                raise typer.Exit(1)
+            return
         query = _ingest_query(provider, seed, symbols, days, start, securities, prices, map_)
+        if universe is not None:
+            query["universe"] = read_universe_file(Path(universe))
         with _store() as store, _progress(f"ingest ({provider})") as step:
             report = run_ingestion(store, provider, query, progress=step)
         _print_ingest(report, STATE.settings.database)
+
+
+def _provider_query(
+    start: str | None,
+    end: str | None,
+    universe: str | None,
+    tickers: str | None,
+    types: list[str] | None,
+    exchanges: list[str] | None,
+) -> dict[str, Any]:
+    if start is None:
+        raise InvalidInputError("HTTP providers need --start YYYY-MM-DD", field="start")
+    if not universe and not tickers:
+        raise InvalidInputError(
+            "HTTP providers need --tickers A,B or --universe FILE|polygon", field="universe"
+        )
+    return {
+        "start": _parse_date(start, "start"),
+        "end": _parse_date(end, "end"),
+        "symbols": [t.strip().upper() for t in (tickers or "").split(",") if t.strip()],
+        "universe": universe,
+        "types": types or [],
+        "exchanges": exchanges or [],
+    }
 
 
 def _ingest_query(
@@ -229,7 +295,8 @@ def _ingest_query(
             "column_map": parse_column_map(map_ or []),
         }
     raise InvalidInputError(
-        f"unknown provider {provider!r} (known: file, synthetic)", field="provider"
+        f"unknown provider {provider!r} (known: {', '.join(sorted(PROVIDERS))})",
+        field="provider",
     )
 
 
@@ -251,6 +318,18 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     table.add_row("securities changed", f"{report.securities_changed:,}")
     out.print(table)
+    if report.rows_current_basis:
+        err.print(
+            f"[bold yellow]warning:[/] {report.rows_current_basis:,} accepted rows use today's "
+            "share count for a past date (basis 'current'): their market caps carry "
+            "survivorship and look-ahead bias (README, 'Shares outstanding')",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if report.summary is not None:
+        out.print(f"summary: {report.message}")
+        if report.run_ids:
+            out.print(f"runs: {', '.join(str(r) for r in report.run_ids)}")
     span = f"{report.min_date} .. {report.max_date}" if report.min_date else "no dates"
     out.print(f"dates: {span}; database: {database}")
     if report.known_at is not None:
@@ -258,6 +337,29 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
             f"known at: {format_as_of(report.known_at)} (the run's start: the known_at of "
             "every row that gives none)"
         )
+
+
+@app.command("providers")
+def providers_command(
+    format_: Annotated[
+        OutputFormat, typer.Option("--format", help="table, csv or json.")
+    ] = OutputFormat.table,
+) -> None:
+    """Market data providers: what each can give, its rate limit, auth, configured."""
+    rows = []
+    for item in describe_providers(STATE.settings):
+        caps = item["capabilities"]
+        rows.append(
+            {
+                "name": item["name"],
+                "capabilities": " ".join(k for k, v in caps.items() if v),
+                "rate_limit_per_minute": item["rate_limit_per_minute"],
+                "auth": item["auth"],
+                "configured": "yes" if item["configured"] else "no",
+            }
+        )
+    cols = ["name", "capabilities", "rate_limit_per_minute", "auth", "configured"]
+    render(rows, cols, format_, title="Providers")
 
 
 @app.command()
@@ -277,9 +379,18 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> Non
         "rows_rejected",
         "rows_inserted",
         "rows_updated",
+        "rows_current_basis",
         "message",
     ]
     render(rows, cols, OutputFormat.table, title="Ingestion runs")
+    current = sum(int(r.get("rows_current_basis") or 0) for r in rows)
+    if current:
+        err.print(
+            f"[bold yellow]warning:[/] {current:,} rows of these runs use today's share count "
+            "for a past date (basis 'current'): survivorship and look-ahead bias",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -560,6 +671,97 @@ def serve(
         log_config=None,  # uvicorn's records go through our structured logging
         access_log=False,  # the ops middleware logs one line per request instead
     )
+
+
+# ---------------------------------------------------------------------------- schedule
+def _print_cycle(result: CycleResult) -> None:
+    if result.cycle_id is None:
+        what = "no session has closed yet" if result.session is None else "nothing to do"
+        out.print(f"daily cycle: {result.status} ({what}; latest session {result.session})")
+        return
+    rows = [
+        {
+            "step": st.step,
+            "status": st.status,
+            "attempts": st.attempts,
+            "duration_ms": round(st.duration_ms, 1),
+            "message": st.message,
+        }
+        for st in result.steps
+    ]
+    title = f"Daily cycle {result.cycle_id} for {result.session}: {result.status}"
+    render(
+        rows,
+        ["step", "status", "attempts", "duration_ms", "message"],
+        OutputFormat.table,
+        title=title,
+        console=out,
+    )
+
+
+@app.command()
+def daily(
+    at: Annotated[
+        str | None,
+        typer.Option(help="Run as if at this moment (ISO 8601, no offset = UTC) [default: now]."),
+    ] = None,
+) -> None:
+    """Run the daily cycle once (for cron or a Kubernetes CronJob): backfill missing
+    sessions, ingest the latest closed one, build every index. Exit code 1 when a
+    step still fails after its retries."""
+    with _errors():
+        config = config_from_settings(STATE.settings)
+        now = parse_as_of(at, label="--at").replace(tzinfo=dt.UTC) if at else None
+        with _standalone_store() as store:
+            result = run_daily_cycle(
+                store,
+                config,
+                now=now or dt.datetime.now(dt.UTC),
+                flags=STATE.settings.feature_flags(),
+            )
+        _print_cycle(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the daily cycle after every XNYS session close + the offset, forever
+    (Ctrl-C stops it). Standalone: no server may hold the database; to schedule
+    inside the API set INDEX_BUILDER_SCHEDULER_ENABLED=true instead."""
+    with _errors():
+        config = config_from_settings(STATE.settings)
+        flags = STATE.settings.feature_flags()
+        try:
+            with _standalone_store() as store:
+                run_scheduler(
+                    lambda now: _printed(run_daily_cycle(store, config, now=now, flags=flags)),
+                    store.calendar,
+                    config.offset,
+                )
+        except KeyboardInterrupt:
+            err.print("scheduler stopped")
+
+
+def _printed(result: CycleResult) -> CycleResult:
+    _print_cycle(result)
+    return result
+
+
+@contextmanager
+def _standalone_store() -> Iterator[DuckDBStore]:
+    """The store, with a clear error when a server (or another job) holds the database."""
+    try:
+        with _store() as store:
+            yield store
+    except StorageError as exc:
+        if "lock" in exc.message.lower():
+            raise StorageError(
+                f"{STATE.settings.database} is held by another process (is 'index-builder "
+                "serve' running? Set INDEX_BUILDER_SCHEDULER_ENABLED=true to run the daily "
+                "schedule inside the server instead)"
+            ) from exc
+        raise
 
 
 # ---------------------------------------------------------------------------- quickstart

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from index_builder.providers import get_provider
+from index_builder.ingest.providers import ProviderFactory, run_provider_ingestion
+from index_builder.ingest.universe import restrict
+from index_builder.providers import chain_names, get_provider
 from index_builder.providers.file import ROW_COLUMN
 from index_builder.providers.schema import KNOWN_AT, PRICES_SCHEMA, SECURITIES_SCHEMA
 from index_builder.storage.base import IngestReport, ProgressCallback, Storage
@@ -19,25 +21,38 @@ def run_ingestion(
     query: dict[str, Any],
     *,
     progress: ProgressCallback | None = None,
+    make_provider: ProviderFactory | None = None,
 ) -> IngestReport:
     """Fetch from ``provider_name`` with ``query`` and merge into ``store``.
 
-    Input that cannot be used at all (missing file or column) raises
+    A ``universe`` key (a symbol list) restricts the run to those symbols. Input
+    that cannot be used at all (missing file or column) raises
     :class:`~index_builder.errors.UnusableInputError` before a run is recorded;
-    row-level problems are quarantined and counted in the report.
+    row-level problems are quarantined and counted in the report. A comma list
+    of HTTP providers is a fallback chain, ingested in resumable batches (see
+    :mod:`index_builder.ingest.providers`); ``make_provider`` builds its
+    providers (tests inject transports).
     """
+    names = chain_names(provider_name)
+    if names is not None:  # HTTP providers (a chain like "polygon,yahoo")
+        return run_provider_ingestion(
+            store, names, query, progress=progress, make_provider=make_provider
+        )
     step = progress or (lambda _msg: None)
     step(f"fetching from {provider_name}")
     provider = get_provider(provider_name)
-    data = provider.fetch(**query)
-    securities = _with_row_numbers(data.securities, SECURITIES_SCHEMA)
+    fetch_query = {k: v for k, v in query.items() if k != "universe"}
+    data = provider.fetch(**fetch_query)
+    if query.get("universe") is not None:
+        data = restrict(data, query["universe"])
+    securities = with_row_numbers(data.securities, SECURITIES_SCHEMA)
     prices = data.prices
     if isinstance(prices, pa.Table):
-        prices = _with_row_numbers(prices, PRICES_SCHEMA)
+        prices = with_row_numbers(prices, PRICES_SCHEMA)
     return store.ingest(securities, prices, provider=provider_name, params=query, progress=progress)
 
 
-def _with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
+def with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Every column of ``schema`` and the optional ``known_at`` present (nulls when
     absent), plus a 1-based ``_row``."""
     if ROW_COLUMN in table.column_names:
@@ -50,3 +65,6 @@ def _with_row_numbers(table: pa.Table, schema: pa.Schema) -> pa.Table:
     }
     rows = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
     return pa.table({ROW_COLUMN: rows, **columns})
+
+
+_with_row_numbers = with_row_numbers  # the name tests and callers used before

@@ -122,6 +122,18 @@ CIRCUIT_STATE = Gauge(
     multiprocess_mode="livemax",
 )
 
+# --------------------------------------------------------------------------- daily schedule
+SCHEDULE_STEP_FAILURES = Counter(
+    "index_builder_schedule_step_failures_total",
+    "Failed attempts of a daily-cycle step (each retry counts).",
+    ["step"],
+)
+SCHEDULE_LAST_SUCCESS = Gauge(
+    "index_builder_schedule_last_success_timestamp_seconds",
+    "When the daily cycle last finished successfully (Unix time; 0: never in this process).",
+    multiprocess_mode="max",
+)
+
 # --------------------------------------------------------------------------- flags
 FEATURE_FLAG = Gauge(
     "index_builder_feature_flag",

@@ -25,7 +25,10 @@ class ProviderCapabilities:
     listings: bool = False
     needs_api_key: bool = False
     network: bool = False
-    rate_limit_per_minute: int | None = None
+    rate_limit_per_minute: float | None = None
+    """The provider's published limit (the client-side default; settings override)."""
+    auth: str = "none"
+    """How the provider authenticates, e.g. ``API key (header)``."""
 
 
 class MarketDataProvider(Protocol):

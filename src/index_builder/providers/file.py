@@ -9,7 +9,7 @@ Parquet files are streamed in record batches.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,20 @@ class FileProvider:
     """Reads the interchange format of ``METHODOLOGY.md`` from local files."""
 
     name = "file"
-    capabilities = ProviderCapabilities(adjusted_prices=True, dividends=True, splits=True)
+    capabilities = ProviderCapabilities(
+        adjusted_prices=True, dividends=True, splits=True, listings=True
+    )
+
+    def list_securities(
+        self, types: Sequence[str], exchanges: Sequence[str], **query: Any
+    ) -> pa.Table:
+        """The securities file's rows of these types on these exchanges."""
+        from index_builder.ingest.universe import filter_listings
+
+        path = Path(query["securities"])
+        column_map: Mapping[str, str] = query.get("column_map") or {}
+        table = open_table(path, column_map, SECURITY_COLUMNS, REQUIRED_SECURITY_COLUMNS)
+        return filter_listings(table.read_all(), types, exchanges)
 
     def fetch(self, **query: Any) -> MarketData:
         """``securities``/``prices`` paths (CSV or Parquet), optional ``column_map``."""
@@ -113,9 +126,9 @@ def _canonical(name: str, column_map: Mapping[str, str]) -> str:
 def _raw_type(name: str, source: pa.DataType) -> pa.DataType:
     """Keep Parquet's numeric and date types (validation casts them); text otherwise.
 
-    A ``known_at`` timestamp keeps its time, as naive UTC.
+    A ``known_at`` or ``fetched_at`` timestamp keeps its time, as naive UTC.
     """
-    if name == KNOWN_AT and pa.types.is_timestamp(source):
+    if name in (KNOWN_AT, "fetched_at") and pa.types.is_timestamp(source):
         return pa.timestamp("us")
     if pa.types.is_floating(source) or pa.types.is_integer(source):
         return pa.float64()

@@ -35,6 +35,10 @@ PRICES_SCHEMA = pa.schema(
         pa.field("market_cap", pa.float64()),
         pa.field("dividend", pa.float64()),
         pa.field("split_ratio", pa.float64()),
+        # provenance (optional: storage fills what a provider leaves null)
+        pa.field("source", pa.string()),
+        pa.field("fetched_at", pa.timestamp("us", tz="UTC")),
+        pa.field("basis", pa.string()),
     ]
 )
 """One row per (date, symbol) daily bar.
@@ -44,7 +48,18 @@ PRICES_SCHEMA = pa.schema(
   ``close * shares_outstanding``).
 - ``dividend``: cash per share going ex on ``date``; ``split_ratio``: new shares
   per old share effective on ``date`` (null means 1).
+- Provenance, optional: ``source`` is the provider that delivered the row (null:
+  the ingesting provider), ``fetched_at`` when it was fetched (null: the run's
+  start), ``basis`` how ``shares_outstanding`` relates to ``date``:
+  ``point_in_time`` (the count in force on that date), ``current`` (today's count
+  applied to a past date: survivorship and look-ahead bias, see the README), null
+  when the row has no shares (given shares without a basis count as
+  ``point_in_time``).
 """
+
+BASIS_POINT_IN_TIME = "point_in_time"
+BASIS_CURRENT = "current"
+SHARES_BASES = (BASIS_POINT_IN_TIME, BASIS_CURRENT)
 
 KNOWN_AT = "known_at"
 """Optional column of both tables: when the row became known (its publication

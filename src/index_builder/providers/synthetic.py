@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
+
+import pyarrow as pa
 
 from index_builder.calendar import get_calendar
 from index_builder.errors import InvalidInputError
@@ -50,9 +53,22 @@ class SyntheticProvider:
         listings=True,
     )
 
+    def list_securities(
+        self, types: Sequence[str], exchanges: Sequence[str], **query: Any
+    ) -> pa.Table:
+        """The securities of the market ``fetch`` gives for ``query``, filtered."""
+        from index_builder.ingest.universe import filter_listings
+
+        market = self.fetch(**{**query, "days": 1})
+        return filter_listings(market.securities, types, exchanges)
+
     def fetch(self, **query: Any) -> MarketData:
-        """``seed``, ``symbols``, ``days``, ``start`` (all optional)."""
+        """``seed``, ``symbols``, ``days``, ``start`` (all optional); ``start`` with
+        ``end`` (dates) instead of ``days``: the sessions from start through end."""
         days = int(query.get("days", DEFAULT_DAYS))
+        if query.get("start") is not None and query.get("end") is not None:
+            between = get_calendar().sessions_between(query["start"], query["end"])
+            days = len(between) + int(get_calendar().is_session(query["start"]))
         sessions = default_sessions(days, query.get("start"))
         return generate_market(
             seed=int(query.get("seed", DEFAULT_SEED)),

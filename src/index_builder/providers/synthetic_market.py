@@ -735,5 +735,9 @@ def _simulate_prices(
         pa.array(market_cap),
         pa.array(dividend, mask=dividend_null),
         pa.array(split, mask=split_null),
+        # provenance: storage records the provider, the run's start and point_in_time
+        pa.nulls(n_rows, pa.string()),
+        pa.nulls(n_rows, pa.timestamp("us", tz="UTC")),
+        pa.nulls(n_rows, pa.string()),
     ]
     return pa.Table.from_arrays(arrays, schema=PRICES_SCHEMA)

@@ -52,6 +52,28 @@ class IngestReport:
     message: str | None = None
     known_at: dt.datetime | None = None
     """The run's start (naive UTC): the known_at of every row that gives none."""
+    run_ids: list[int] = field(default_factory=list)
+    """Provider runs: every batch's run (``run_id`` is the last)."""
+    summary: dict[str, Any] | None = None
+    """Provider runs: counts per provider and per failure reason (see providers.chain)."""
+    rows_current_basis: int = 0
+    """Accepted rows whose shares are today's count applied to their date (basis
+    ``current``): their market caps carry survivorship and look-ahead bias."""
+
+
+@dataclass(frozen=True)
+class ScheduleStep:
+    """One step of one daily cycle (a row of ``schedule_runs``)."""
+
+    cycle_id: int
+    step: str  # backfill | ingest | build | invalidate
+    session: dt.date | None
+    status: str  # succeeded | failed | skipped
+    attempts: int
+    started_at: dt.datetime  # naive UTC
+    finished_at: dt.datetime
+    duration_ms: float
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,22 @@ class Storage(Protocol):
 
     def quarantined(self, run_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Quarantined rows (of one run, or of all runs), newest first."""
+        ...
+
+    def stored_sessions(
+        self, symbols: Sequence[str], start: dt.date, end: dt.date
+    ) -> dict[str, set[dt.date]]:
+        """The dates stored per symbol in [start, end]."""
+        ...
+
+    def quarantine_provider_rejects(
+        self, run_id: int, rejects: Sequence[tuple[str, str, str, str, str | None]]
+    ) -> None:
+        """Quarantine provider failures ``(provider, symbol, reason, message, snippet)``."""
+        ...
+
+    def set_run_outcome(self, run_id: int, status: str, message: str | None) -> None:
+        """Record a provider run's status and summary."""
         ...
 
     # market data for the engine; ``as_of`` (naive UTC): the values known at that moment

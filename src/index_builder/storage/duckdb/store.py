@@ -33,6 +33,7 @@ from index_builder.storage.base import (
     IngestReport,
     LevelRows,
     ProgressCallback,
+    ScheduleStep,
     StorageCapabilities,
 )
 from index_builder.storage.duckdb.sql import names, query, statements
@@ -263,7 +264,9 @@ class DuckDBStore:
                 step("validating securities")
                 self._exec("stage_securities", {"known_at": known_at})
                 step("validating prices")
-                self._exec("stage_prices", {"known_at": known_at})
+                self._exec("stage_prices", {"known_at": known_at, "provider": provider})
+                self._exec("fill_shares", {"known_at": known_at})
+                self._exec("stage_price_keys")
                 tx.unregister("raw_prices")
                 tx.unregister("raw_securities")
                 step("comparing with stored data")
@@ -278,6 +281,7 @@ class DuckDBStore:
                 if report.rows_accepted:
                     window = {"min_date": report.min_date, "max_date": report.max_date}
                     self._exec("merge_prices", {"run_id": run_id, **window})
+                    self._exec("record_shares", {"run_id": run_id})
                 self._exec("drop_staging")
             report.status = "succeeded"
         except Exception as exc:
@@ -304,13 +308,9 @@ class DuckDBStore:
             cur.execute("SET memory_limit = ?", [previous])
 
     def _fill_counts(self, report: IngestReport) -> None:
-        read, accepted, collapsed, min_date, max_date = self._one("price_stage_counts") or (
-            0,
-            0,
-            0,
-            None,
-            None,
-        )
+        read, accepted, collapsed, min_date, max_date, current_basis = self._one(
+            "price_stage_counts"
+        ) or (0, 0, 0, None, None, 0)
         window = {"min_date": min_date, "max_date": max_date}
         inserted, updated, unchanged = self._one("price_action_counts", window) or (0, 0, 0)
         securities_changed = self._one("securities_changed")
@@ -322,6 +322,7 @@ class DuckDBStore:
         report.rows_unchanged = int(unchanged)
         report.securities_changed = int(securities_changed[0]) if securities_changed else 0
         report.min_date, report.max_date = min_date, max_date
+        report.rows_current_basis = int(current_basis)
         report.rejected_by_reason = {f"{src}:{reason}": int(n) for src, reason, n in rejected}
         report.rows_rejected = sum(
             n for key, n in report.rejected_by_reason.items() if key.startswith("prices:")
@@ -332,7 +333,7 @@ class DuckDBStore:
             "UPDATE ingest_runs SET status = ?, finished_at = ?, rows_read = ?,"
             " rows_accepted = ?, rows_rejected = ?, duplicates_collapsed = ?, rows_inserted = ?,"
             " rows_updated = ?, rows_unchanged = ?, securities_changed = ?, min_date = ?,"
-            " max_date = ?, message = ? WHERE run_id = ?",
+            " max_date = ?, message = ?, rows_current_basis = ? WHERE run_id = ?",
             [
                 report.status,
                 self._clock(),
@@ -347,6 +348,7 @@ class DuckDBStore:
                 report.min_date,
                 report.max_date,
                 report.message,
+                report.rows_current_basis,
                 report.run_id,
             ],
         )
@@ -369,6 +371,44 @@ class DuckDBStore:
         return _dicts(cur)
 
     # ------------------------------------------------------------------ engine reads
+    def stored_sessions(
+        self, symbols: Sequence[str], start: dt.date, end: dt.date
+    ) -> dict[str, set[dt.date]]:
+        """The dates stored per symbol in [start, end] (what a re-run need not fetch)."""
+        stored: dict[str, set[dt.date]] = {}
+        params = {"symbols": list(symbols), "start": start, "end": end}
+        for symbol, day in self._rows("stored_sessions", params):
+            stored.setdefault(symbol, set()).add(day)
+        return stored
+
+    def quarantine_provider_rejects(
+        self, run_id: int, rejects: Sequence[tuple[str, str, str, str, str | None]]
+    ) -> None:
+        """Quarantine provider failures ``(provider, symbol, reason, message, snippet)``."""
+        for provider, symbol, reason, message, snippet in rejects:
+            self._exec(
+                "quarantine_provider_reject",
+                {
+                    "run_id": run_id,
+                    "provider": provider,
+                    "symbol": symbol,
+                    "reason": reason,
+                    "message": message[:500],
+                    "snippet": None if snippet is None else snippet[:300],
+                },
+            )
+
+    def set_run_outcome(self, run_id: int, status: str, message: str | None) -> None:
+        """Record a provider run's status (``succeeded``, ``partial``, ``failed``) and summary."""
+        self._exec(
+            "set_run_outcome",
+            {
+                "run_id": run_id,
+                "status": status,
+                "message": None if message is None else message[:2000],
+            },
+        )
+
     def trading_days(self, as_of: dt.datetime | None = None) -> list[dt.date]:
         """All trading days (dates with at least one valid bar), ascending.
 
@@ -672,6 +712,20 @@ class DuckDBStore:
     def current_build_states(self) -> list[BuildState]:
         """The build state of every index's current results (no as-of builds)."""
         return [_build_state(row) for row in self._rows("current_build_states")]
+
+    # ------------------------------------------------------------------ daily schedule
+    def next_cycle_id(self) -> int:
+        """A new id for one run of the daily cycle."""
+        return int(self._one("next_cycle_id")[0])  # type: ignore[index]
+
+    def record_schedule_step(self, step: ScheduleStep) -> None:
+        """Record one step of a daily cycle (a row of ``schedule_runs``)."""
+        self._exec("record_schedule_step", dict(step.__dict__))
+
+    def schedule_runs(self, cycles: int = 10) -> list[dict[str, Any]]:
+        """The steps of the last ``cycles`` daily cycles, newest cycle first."""
+        cur = self.cursor().execute(query("schedule_runs"), {"cycles": cycles})
+        return _dicts(cur)
 
 
 _ANNOUNCEMENT_SCHEMA = pa.schema(

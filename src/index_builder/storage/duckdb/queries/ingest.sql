@@ -73,9 +73,15 @@ CREATE OR REPLACE TEMP TABLE stg_prices_raw AS SELECT * FROM raw_prices;
 -- later steps read it.
 CREATE OR REPLACE TEMP TABLE stg_prices_checked AS
 SELECT
-    p.* EXCLUDE (given_market_cap, given_known_at, parse_error),
+    p.* EXCLUDE (given_market_cap, given_known_at, parse_error, given_source,
+                 given_fetched_at, given_basis),
     coalesce(p.given_market_cap, p.close * p.shares_outstanding) AS market_cap,
     coalesce(p.given_known_at, $known_at) AS known_at,
+    coalesce(p.given_source, $provider) AS source,
+    coalesce(p.given_fetched_at, $known_at) AS fetched_at,
+    CASE WHEN p.shares_outstanding IS NOT NULL
+         THEN coalesce(p.given_basis, 'point_in_time') END AS basis,
+    false AS shares_inferred,   -- true: shares taken from shares_history (fill_shares)
     CASE
         WHEN p.parse_error IS NOT NULL THEN p.parse_error
         WHEN k.symbol IS NULL THEN 'unknown_symbol'
@@ -90,12 +96,14 @@ SELECT
             THEN 'invalid_split_ratio'
         WHEN p.dividend IS NOT NULL AND (NOT isfinite(p.dividend) OR p.dividend < 0)
             THEN 'invalid_dividend'
+        WHEN p.given_basis NOT IN ('point_in_time', 'current') THEN 'invalid_basis'
         WHEN p.given_known_at > $known_at THEN 'future_known_at'
     END AS reason
 FROM (
     SELECT
         _row, date, symbol, close, adj_close, volume, shares_outstanding, given_market_cap,
-        dividend, split_ratio, given_known_at, parse_error,
+        dividend, split_ratio, given_known_at, parse_error, given_source, given_fetched_at,
+        given_basis,
         -- the raw text is kept only for rows that do not parse (quarantine evidence)
         CASE WHEN parse_error IS NOT NULL THEN to_json(struct_pack(
                 date := CAST(raw_date AS VARCHAR),
@@ -107,7 +115,10 @@ FROM (
                 market_cap := CAST(raw_market_cap AS VARCHAR),
                 dividend := CAST(raw_dividend AS VARCHAR),
                 split_ratio := CAST(raw_split_ratio AS VARCHAR),
-                known_at := raw_known_at
+                known_at := raw_known_at,
+                source := given_source,
+                fetched_at := raw_fetched_at,
+                basis := given_basis
         )) END AS raw_record
     FROM (
         SELECT
@@ -125,6 +136,10 @@ FROM (
             -- a publication time: ISO 8601, naive = UTC, an offset is converted
             CAST(TRY_CAST(NULLIF(trim(CAST(known_at AS VARCHAR)), '') AS TIMESTAMPTZ)
                  AS TIMESTAMP)                                      AS given_known_at,
+            NULLIF(trim(CAST(source AS VARCHAR)), '')               AS given_source,
+            CAST(TRY_CAST(NULLIF(trim(CAST(fetched_at AS VARCHAR)), '') AS TIMESTAMPTZ)
+                 AS TIMESTAMP)                                      AS given_fetched_at,
+            lower(NULLIF(trim(CAST(basis AS VARCHAR)), ''))         AS given_basis,
             CASE
                 WHEN coalesce(TRY_CAST(date AS DATE),
                               TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE)) IS NULL
@@ -147,6 +162,9 @@ FROM (
                 WHEN NULLIF(trim(CAST(known_at AS VARCHAR)), '') IS NOT NULL
                      AND TRY_CAST(trim(CAST(known_at AS VARCHAR)) AS TIMESTAMPTZ) IS NULL
                     THEN 'unparseable_known_at'
+                WHEN NULLIF(trim(CAST(fetched_at AS VARCHAR)), '') IS NOT NULL
+                     AND TRY_CAST(trim(CAST(fetched_at AS VARCHAR)) AS TIMESTAMPTZ) IS NULL
+                    THEN 'unparseable_fetched_at'
             END AS parse_error,
             date AS raw_date,
             symbol AS raw_symbol,
@@ -157,7 +175,8 @@ FROM (
             market_cap AS raw_market_cap,
             dividend AS raw_dividend,
             split_ratio AS raw_split_ratio,
-            CAST(known_at AS VARCHAR) AS raw_known_at
+            CAST(known_at AS VARCHAR) AS raw_known_at,
+            CAST(fetched_at AS VARCHAR) AS raw_fetched_at
         FROM stg_prices_raw
     )
 ) p
@@ -171,6 +190,56 @@ LEFT JOIN calendar_sessions c ON c.date = p.date;
 
 DROP TABLE stg_prices_raw;
 
+-- name: fill_shares
+-- A bar with neither market_cap nor shares_outstanding is valued at close x the
+-- shares in force ON ITS DATE: the latest effective_date on or before it among
+-- the shares_history rows known at the run's start and the input's own counts
+-- (as-of join), never today's count silently: the row keeps that count's basis.
+CREATE OR REPLACE TEMP TABLE stg_shares_fill AS
+WITH known AS (
+    SELECT symbol, effective_date, shares_outstanding, basis FROM (
+        SELECT symbol, effective_date, shares_outstanding, basis,
+               row_number() OVER (PARTITION BY symbol, effective_date
+                                  ORDER BY from_input DESC, known_at DESC) AS pick
+        FROM (
+            SELECT symbol, effective_date, shares_outstanding, basis, known_at,
+                   false AS from_input
+            FROM shares_history WHERE known_at <= $known_at
+            UNION ALL
+            SELECT symbol, date, shares_outstanding, basis, known_at, true
+            FROM stg_prices_checked
+            WHERE reason IS NULL AND shares_outstanding IS NOT NULL
+        )
+    ) WHERE pick = 1
+),
+missing AS (
+    SELECT _row, symbol, date FROM stg_prices_checked WHERE reason = 'missing_market_cap'
+)
+SELECT m._row, h.shares_outstanding, h.basis
+FROM missing m
+ASOF JOIN known h ON h.symbol = m.symbol AND m.date >= h.effective_date;
+
+-- The filled rows pass the remaining checks of stage_prices again.
+UPDATE stg_prices_checked AS k
+SET shares_outstanding = f.shares_outstanding,
+    market_cap = k.close * f.shares_outstanding,
+    basis = f.basis,
+    shares_inferred = true,
+    reason = CASE
+        WHEN NOT isfinite(k.close * f.shares_outstanding) OR k.close * f.shares_outstanding <= 0
+            THEN 'invalid_market_cap'
+        WHEN k.split_ratio IS NOT NULL AND (NOT isfinite(k.split_ratio) OR k.split_ratio <= 0)
+            THEN 'invalid_split_ratio'
+        WHEN k.dividend IS NOT NULL AND (NOT isfinite(k.dividend) OR k.dividend < 0)
+            THEN 'invalid_dividend'
+        WHEN k.known_at > $known_at THEN 'future_known_at'
+    END
+FROM stg_shares_fill f
+WHERE k._row = f._row;
+
+DROP TABLE stg_shares_fill;
+
+-- name: stage_price_keys
 -- Keys given more than once among valid rows. Exact copies collapse into the
 -- first row (known since the earliest copy); different values for one (date,
 -- symbol) are a conflict and every copy is quarantined.
@@ -193,7 +262,8 @@ GROUP BY r.date, r.symbol;
 -- Valid rows: not conflicting, one per key (before the comparison with the store).
 CREATE OR REPLACE TEMP VIEW stg_prices_valid AS
 SELECT k._row, k.date, k.symbol, k.close, k.adj_close, k.volume, k.shares_outstanding,
-       k.market_cap, k.dividend, k.split_ratio, coalesce(r.known_at, k.known_at) AS known_at
+       k.market_cap, k.dividend, k.split_ratio, coalesce(r.known_at, k.known_at) AS known_at,
+       k.source, k.fetched_at, k.basis, k.shares_inferred
 FROM stg_prices_checked k
 LEFT JOIN stg_prices_repeated r ON r.date = k.date AND r.symbol = k.symbol
 WHERE k.reason IS NULL AND (r.date IS NULL OR (NOT r.conflicting AND k._row = r.first_row));
@@ -213,9 +283,9 @@ FROM stg_prices_valid a
 JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
     AND p.date BETWEEN $min_date AND $max_date
 WHERE (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-       a.split_ratio) IS DISTINCT FROM
+       a.split_ratio, a.basis) IS DISTINCT FROM
       (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-       p.split_ratio);
+       p.split_ratio, p.basis);
 
 -- Accepted rows: valid and not stale.
 CREATE OR REPLACE TEMP VIEW stg_prices_accepted AS
@@ -275,7 +345,8 @@ SELECT
     (SELECT coalesce(sum(copies - 1), 0) FROM stg_prices_repeated
      WHERE NOT conflicting)                                                  AS duplicates_collapsed,
     (SELECT min(date) FROM stg_prices_accepted)                              AS min_date,
-    (SELECT max(date) FROM stg_prices_accepted)                              AS max_date;
+    (SELECT max(date) FROM stg_prices_accepted)                              AS max_date,
+    (SELECT count(*) FROM stg_prices_accepted WHERE basis = 'current')       AS rows_current_basis;
 
 -- name: price_action_counts
 -- Compare with what is stored; only the window of the input is scanned.
@@ -283,14 +354,14 @@ SELECT
     count(*) FILTER (WHERE p.symbol IS NULL) AS rows_inserted,
     count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
         (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-         a.split_ratio) IS DISTINCT FROM
+         a.split_ratio, a.basis) IS DISTINCT FROM
         (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-         p.split_ratio))) AS rows_updated,
+         p.split_ratio, p.basis))) AS rows_updated,
     count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
         (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-         a.split_ratio) IS NOT DISTINCT FROM
+         a.split_ratio, a.basis) IS NOT DISTINCT FROM
         (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-         p.split_ratio))) AS rows_unchanged
+         p.split_ratio, p.basis))) AS rows_unchanged
 FROM stg_prices_accepted a
 LEFT JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
     AND p.date BETWEEN $min_date AND $max_date;
@@ -324,9 +395,11 @@ FROM stg_securities WHERE action = 'insert';
 -- are left alone (run_id and known_at keep pointing at the version in force).
 INSERT INTO price_versions
     (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
-     split_ratio, run_id, known_at, superseded_at, superseded_by_run_id)
+     split_ratio, run_id, known_at, superseded_at, superseded_by_run_id, source, fetched_at,
+     basis)
 SELECT p.date, p.symbol, p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap,
-       p.dividend, p.split_ratio, p.run_id, p.known_at, c.known_at, $run_id
+       p.dividend, p.split_ratio, p.run_id, p.known_at, c.known_at, $run_id, p.source,
+       p.fetched_at, p.basis
 FROM prices p
 JOIN stg_prices_changed c ON c.date = p.date AND c.symbol = p.symbol AND NOT c.stale
 WHERE p.date BETWEEN $min_date AND $max_date;
@@ -338,12 +411,42 @@ WHERE p.date = c.date AND p.symbol = c.symbol AND NOT c.stale
 
 INSERT INTO prices
     (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
-     split_ratio, run_id, known_at)
+     split_ratio, run_id, known_at, source, fetched_at, basis)
 SELECT a.date, a.symbol, a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap,
-       a.dividend, a.split_ratio, $run_id, a.known_at
+       a.dividend, a.split_ratio, $run_id, a.known_at, a.source, a.fetched_at, a.basis
 FROM stg_prices_accepted a
 ANTI JOIN (SELECT date, symbol FROM prices WHERE date BETWEEN $min_date AND $max_date) p
     ON p.date = a.date AND p.symbol = a.symbol;
+
+-- name: record_shares
+-- Every accepted count (not one taken from the history itself) that differs from
+-- the count in force before it becomes a shares_history row: the first of a
+-- symbol in the input is compared with the stored history (as-of join), later ones
+-- with the previous input row, so unchanged consecutive counts collapse.
+INSERT INTO shares_history
+    (symbol, effective_date, shares_outstanding, known_at, source, basis, run_id)
+WITH incoming AS (
+    SELECT symbol, date, shares_outstanding, known_at, source, basis,
+           lag(shares_outstanding) OVER (PARTITION BY symbol ORDER BY date) AS previous,
+           row_number() OVER (PARTITION BY symbol ORDER BY date) AS nth
+    FROM stg_prices_accepted
+    WHERE shares_outstanding IS NOT NULL AND NOT shares_inferred
+),
+stored AS (
+    SELECT symbol, effective_date, shares_outstanding, basis FROM (
+        SELECT *, row_number() OVER (PARTITION BY symbol, effective_date
+                                     ORDER BY known_at DESC) AS pick
+        FROM shares_history
+    ) WHERE pick = 1
+)
+SELECT i.symbol, i.date, i.shares_outstanding, i.known_at, i.source, i.basis, $run_id
+FROM incoming i
+ASOF LEFT JOIN stored h ON h.symbol = i.symbol AND i.date >= h.effective_date
+ANTI JOIN stored s ON s.symbol = i.symbol AND s.effective_date = i.date
+    AND s.shares_outstanding = i.shares_outstanding AND s.basis = i.basis
+WHERE (i.nth = 1 AND (i.shares_outstanding, i.basis)
+                     IS DISTINCT FROM (h.shares_outstanding, h.basis))
+   OR (i.nth > 1 AND i.shares_outstanding <> i.previous);
 
 -- name: drop_staging
 DROP TABLE IF EXISTS stg_securities_parsed;
@@ -357,3 +460,4 @@ DROP TABLE IF EXISTS stg_prices_changed;
 DROP TABLE IF EXISTS stg_prices_repeated;
 DROP TABLE IF EXISTS stg_prices_checked;
 DROP TABLE IF EXISTS stg_prices_raw;
+DROP TABLE IF EXISTS stg_shares_fill;

@@ -212,3 +212,65 @@ CREATE MACRO securities_as_of(k) AS TABLE
     UNION ALL
     SELECT symbol, name, exchange, sector, industry, currency, type, company_id
     FROM security_versions WHERE known_at <= k AND superseded_at > k;
+
+-- name: v6_provenance_and_shares
+-- Provenance of every bar (README "Data sources"): the provider that delivered it,
+-- when it was fetched, and the basis of its shares_outstanding: point_in_time (the
+-- count in force on that date) or current (today's count applied to a past date;
+-- survivorship and look-ahead bias). Rows stored before this migration came from
+-- their run's provider at its start; their shares count as point_in_time.
+ALTER TABLE prices ADD COLUMN source VARCHAR;
+ALTER TABLE prices ADD COLUMN fetched_at TIMESTAMP;
+ALTER TABLE prices ADD COLUMN basis VARCHAR;
+UPDATE prices SET source = r.provider, fetched_at = r.started_at
+FROM ingest_runs r WHERE r.run_id = prices.run_id;
+UPDATE prices SET basis = 'point_in_time' WHERE shares_outstanding IS NOT NULL;
+
+ALTER TABLE price_versions ADD COLUMN source VARCHAR;
+ALTER TABLE price_versions ADD COLUMN fetched_at TIMESTAMP;
+ALTER TABLE price_versions ADD COLUMN basis VARCHAR;
+UPDATE price_versions SET source = r.provider, fetched_at = r.started_at
+FROM ingest_runs r WHERE r.run_id = price_versions.run_id;
+UPDATE price_versions SET basis = 'point_in_time' WHERE shares_outstanding IS NOT NULL;
+
+-- How many accepted rows of a run have shares of basis 'current' (warned about).
+ALTER TABLE ingest_runs ADD COLUMN rows_current_basis BIGINT;
+
+-- Shares outstanding as a point-in-time history: the count in force from
+-- effective_date until the next effective_date of the symbol, known from
+-- known_at. Unchanged consecutive counts collapse into one row; a corrected count
+-- for an effective date is a new row known later (read the latest one known at a
+-- moment). A bar without market_cap is valued at close x the count in force on
+-- its date among the rows known when it is ingested.
+CREATE TABLE shares_history (
+    symbol              VARCHAR   NOT NULL,
+    effective_date      DATE      NOT NULL,
+    shares_outstanding  DOUBLE    NOT NULL,
+    known_at            TIMESTAMP NOT NULL,
+    source              VARCHAR,
+    basis               VARCHAR   NOT NULL,   -- point_in_time | current
+    run_id              BIGINT    NOT NULL
+);
+INSERT INTO shares_history
+SELECT symbol, date, shares_outstanding, known_at, source, basis, run_id
+FROM (
+    SELECT symbol, date, shares_outstanding, known_at, source, basis, run_id,
+           lag(shares_outstanding) OVER (PARTITION BY symbol ORDER BY date) AS previous
+    FROM prices WHERE shares_outstanding IS NOT NULL
+)
+WHERE previous IS DISTINCT FROM shares_outstanding;
+
+-- name: v7_schedule_runs
+-- The daily cycle (index-builder daily / scheduler): one row per step per cycle.
+CREATE SEQUENCE schedule_cycle_ids START 1;
+CREATE TABLE schedule_runs (
+    cycle_id     BIGINT    NOT NULL,
+    step         VARCHAR   NOT NULL,   -- backfill | ingest | build | invalidate
+    session      DATE,                 -- the session the cycle brings in
+    status       VARCHAR   NOT NULL,   -- succeeded | failed | skipped
+    attempts     INTEGER   NOT NULL,
+    started_at   TIMESTAMP NOT NULL,
+    finished_at  TIMESTAMP NOT NULL,
+    duration_ms  DOUBLE    NOT NULL,
+    message      VARCHAR
+);

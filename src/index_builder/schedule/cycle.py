@@ -1,0 +1,216 @@
+"""One daily cycle: backfill missing sessions, ingest the latest, build, invalidate.
+
+The cycle's target is the latest XNYS session whose close + the offset has
+passed (early closes come from the calendar's session closes; holidays are no
+sessions). Every step is retried with exponential backoff (injectable sleep) and
+recorded in ``schedule_runs`` with its status, attempts, duration and message.
+A step that still fails ends the cycle ``failed``; the steps after it are
+recorded as ``skipped``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from index_builder.ingest.job import run_ingestion
+from index_builder.ingest.universe import read_universe_file
+from index_builder.ops.flags import FlagStore
+from index_builder.ops.metrics import SCHEDULE_LAST_SUCCESS, SCHEDULE_STEP_FAILURES
+from index_builder.providers import get_provider
+from index_builder.providers.synthetic import DEFAULT_SEED, SyntheticProvider
+from index_builder.services.builds import IndexBuilder
+from index_builder.settings import Settings
+from index_builder.storage.base import ScheduleStep
+from index_builder.storage.duckdb.store import DuckDBStore
+
+log = logging.getLogger("index_builder.schedule")
+
+STEPS = ("backfill", "ingest", "build", "invalidate")
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    """What a cycle ingests and how it retries (from the ``schedule_*`` settings)."""
+
+    provider: str = "synthetic"
+    offset: dt.timedelta = dt.timedelta(minutes=30)
+    universe: list[str] | None = None
+    synthetic_symbols: int = 3000
+    backfill_sessions: int = 30
+    retries: int = 3
+    retry_seconds: float = 60.0
+
+    def query(self, first: dt.date, last: dt.date) -> dict[str, Any]:
+        """The provider query for the sessions ``first`` .. ``last``."""
+        query: dict[str, Any] = {"start": first, "end": last}
+        if all(isinstance(get_provider(p), SyntheticProvider) for p in self.provider.split(",")):
+            query.update(seed=DEFAULT_SEED, symbols=self.synthetic_symbols)
+        if self.universe is not None:
+            query["universe"] = self.universe
+        return query
+
+
+def config_from_settings(settings: Settings) -> CycleConfig:
+    """The cycle's configuration from the ``schedule_*`` settings."""
+    return CycleConfig(
+        provider=settings.schedule_provider,
+        offset=dt.timedelta(minutes=settings.schedule_offset_minutes),
+        universe=(
+            read_universe_file(settings.schedule_universe) if settings.schedule_universe else None
+        ),
+        synthetic_symbols=settings.schedule_symbols,
+        backfill_sessions=settings.schedule_backfill_sessions,
+        retries=settings.schedule_retries,
+        retry_seconds=settings.schedule_retry_seconds,
+    )
+
+
+@dataclass
+class CycleResult:
+    """The outcome of one cycle."""
+
+    cycle_id: int | None
+    session: dt.date | None
+    status: str  # succeeded | failed | up-to-date | no-session
+    steps: list[ScheduleStep] = field(default_factory=list)
+    backfilled: list[dt.date] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True unless a step failed."""
+        return self.status != "failed"
+
+
+def run_daily_cycle(
+    store: DuckDBStore,
+    config: CycleConfig,
+    *,
+    now: dt.datetime,
+    flags: FlagStore | None = None,
+    invalidate: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    record_clock: Callable[[], dt.datetime] | None = None,
+) -> CycleResult:
+    """Run one cycle for the latest session closed (plus the offset) at ``now`` (aware).
+
+    ``invalidate`` refreshes the caches of a server sharing this store (the API's
+    in-memory build versions and local cache tier); standalone there is none.
+    """
+    calendar = store.calendar
+    target = calendar.last_closed_session(now, config.offset)
+    if target is None:
+        return CycleResult(None, None, "no-session")
+    last = store.last_trading_day()
+    if last is not None and last >= target:
+        log.info("daily cycle: data already through %s (latest session %s)", last, target)
+        return CycleResult(None, target, "up-to-date")
+    missing = calendar.sessions_between(last, target) if last is not None else [target]
+    backfill = missing[:-1][-config.backfill_sessions :] if config.backfill_sessions else []
+    clock = record_clock or (lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None))
+    result = CycleResult(store.next_cycle_id(), target, "running", backfilled=backfill)
+    log.info("daily cycle %s: session %s, backfill %s", result.cycle_id, target, backfill)
+
+    def ingest(first: dt.date, last_day: dt.date) -> str:
+        report = run_ingestion(store, config.provider, config.query(first, last_day))
+        if report.rows_accepted == 0:
+            raise RuntimeError(f"no valid bars for {first}..{last_day} from {config.provider}")
+        return (
+            f"run {report.run_id}: {report.rows_accepted} rows accepted, "
+            f"{report.rows_rejected} rejected, {report.rows_current_basis} current-basis"
+        )
+
+    def build() -> str:
+        builder = IndexBuilder(store, calendar, flags)
+        ids = [d.id for d, _ in store.list_definitions()]
+        off = builder.switched_off(ids)
+        results = builder.build([i for i in ids if i not in off])
+        modes = sorted({r.mode for r in results})
+        return f"{len(results)} indices built ({', '.join(modes)}); {len(off)} switched off"
+
+    def clear() -> str:
+        if invalidate is None:
+            return "no server caches in this process (Redis keys name the build version)"
+        invalidate()
+        return "API build versions forgotten, local cache tier dropped"
+
+    actions: dict[str, Callable[[], str] | None] = {
+        "backfill": (lambda: ingest(backfill[0], backfill[-1])) if backfill else None,
+        "ingest": lambda: ingest(target, target),
+        "build": build,
+        "invalidate": clear,
+    }
+    failed = False
+    for name in STEPS:
+        action = actions[name]
+        if failed or action is None:
+            why = "an earlier step failed" if failed else "no missing session"
+            result.steps.append(_record(store, result, name, "skipped", 0, clock, clock(), why))
+            continue
+        step = _run_step(store, result, name, action, config, sleep, clock)
+        result.steps.append(step)
+        failed = step.status == "failed"
+    result.status = "failed" if failed else "succeeded"
+    if not failed:
+        SCHEDULE_LAST_SUCCESS.set(now.timestamp())
+    log.info("daily cycle %s %s", result.cycle_id, result.status)
+    return result
+
+
+def _run_step(
+    store: DuckDBStore,
+    result: CycleResult,
+    name: str,
+    action: Callable[[], str],
+    config: CycleConfig,
+    sleep: Callable[[float], None],
+    clock: Callable[[], dt.datetime],
+) -> ScheduleStep:
+    """Run one step with retries and exponential backoff, and record it."""
+    started = clock()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            message = action()
+        except Exception as exc:  # any failure is retried: the next attempt may succeed
+            SCHEDULE_STEP_FAILURES.labels(step=name).inc()
+            message = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("daily cycle step %s failed (attempt %d): %s", name, attempts, message)
+            if attempts > config.retries:
+                log.error("daily cycle step %s gave up after %d attempts", name, attempts)
+                return _record(store, result, name, "failed", attempts, clock, started, message)
+            sleep(config.retry_seconds * 2 ** (attempts - 1))
+            continue
+        return _record(store, result, name, "succeeded", attempts, clock, started, message)
+
+
+def _record(
+    store: DuckDBStore,
+    result: CycleResult,
+    name: str,
+    status: str,
+    attempts: int,
+    clock: Callable[[], dt.datetime],
+    started: dt.datetime,
+    message: str | None,
+) -> ScheduleStep:
+    finished = clock()
+    assert result.cycle_id is not None
+    step = ScheduleStep(
+        cycle_id=result.cycle_id,
+        step=name,
+        session=result.session,
+        status=status,
+        attempts=attempts,
+        started_at=started,
+        finished_at=finished,
+        duration_ms=(finished - started).total_seconds() * 1000.0,
+        message=message,
+    )
+    store.record_schedule_step(step)
+    return step

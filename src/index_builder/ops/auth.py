@@ -43,6 +43,7 @@ log = logging.getLogger("index_builder.ops.auth")
 Scope = Literal["read", "build", "export", "admin"]
 SCOPES: frozenset[str] = frozenset(get_args(Scope))
 HEADER = "X-API-Key"
+_HEADER_NAME = HEADER.lower().encode()
 MIN_KEY_LENGTH = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CALLER = "api_caller"
@@ -205,10 +206,16 @@ class ApiKeyAuth:
         """The caller of ``request`` (computed once per request; anonymous when disabled)."""
         if not self.enabled:
             return ANONYMOUS
-        state = request.scope.setdefault("state", {})
+        scope = request.scope
+        state = scope.setdefault("state", {})
         caller: Caller | None = state.get(_CALLER)
         if caller is None:
-            caller = state[_CALLER] = self.match(request.headers.get(HEADER))
+            presented = None
+            for name, value in scope["headers"]:  # raw headers: cheaper than request.headers
+                if name == _HEADER_NAME:
+                    presented = value.decode("latin-1")
+                    break
+            caller = state[_CALLER] = self.match(presented)
         return caller
 
     def authorize(self, request: Request, scope: Scope) -> ApiKey | None:

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index_builder.api.problems import problem_response
 from index_builder.errors import InvalidInputError
-from index_builder.ops.ratelimit import add_rate_limit_headers
+from index_builder.ops.ratelimit import STATE_KEY, add_rate_limit_headers
 
 log = logging.getLogger("index_builder.ops.limits")
 
@@ -63,6 +63,23 @@ def page_limit(limit: int | None, max_page_size: int) -> int:
     return limit
 
 
+class _Flight:
+    """A GET in flight: its deadline, whether its response started, its 504 if any."""
+
+    __slots__ = ("answer", "deadline", "receive", "scope", "send", "started", "state")
+
+    def __init__(
+        self, deadline: float, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]
+    ) -> None:
+        self.deadline = deadline
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.state = state
+        self.started = False
+        self.answer: asyncio.Task[None] | None = None
+
+
 class ProtectionMiddleware:
     """One ASGI layer for the protection concerns (one layer costs less than three):
 
@@ -72,19 +89,23 @@ class ProtectionMiddleware:
     * other methods: the body size (``413``), from ``Content-Length`` before
       anything is read, and counted while a body without one streams.
 
-    The timeout is a timer, not a task per request (that would cost a tenth of
-    a cached read): at the deadline, unless the route has started its
-    response, the 504 is sent at once and whatever the route sends later is
-    dropped. The route itself cannot be interrupted (its database work runs in
-    a worker thread): it finishes, its answer is cached, and only then does
-    this call return, so the server still knows about the work when it shuts
-    down gracefully.
+    The timeout costs a set insertion per GET, not a timer or a task (those
+    cost a noticeable share of a cached read): one watchdog task per process,
+    running while GETs are in flight, wakes every tenth of the timeout (1 ms
+    to 1 s) and answers ``504`` for each GET past its deadline whose response
+    has not started; whatever the route sends later is dropped. The route
+    itself cannot be interrupted (its database work runs in a worker thread):
+    it finishes, its answer is cached, and only then does this call return, so
+    the server still knows about the work when it shuts down gracefully.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, timeout_seconds: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.timeout_seconds = timeout_seconds
+        self._tick = min(max(timeout_seconds / 10, 0.001), 1.0)
+        self._in_flight: set[_Flight] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,39 +117,48 @@ class ProtectionMiddleware:
 
     async def _timed(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: dict[str, Any] = scope.setdefault("state", {})
-        started = False
-        answer: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
+        flight = _Flight(loop.time() + self.timeout_seconds, scope, receive, send, state)
+        self._in_flight.add(flight)
+        if self._watchdog is None:
+            self._watchdog = loop.create_task(self._watch())
 
         async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if answer is not None:
+            if flight.answer is not None:
                 return  # the client already has its 504
             if message["type"] == "http.response.start":
-                started = True
-                add_rate_limit_headers(message, state)
+                flight.started = True
+                quota = state.get(STATE_KEY)
+                if quota is not None:
+                    message["headers"] = [*message.get("headers", ()), *quota.header_items()]
             await send(message)
 
-        def expire() -> None:
-            nonlocal answer
-            if not started:
-                answer = loop.create_task(self._answer_timeout(scope, receive, send, state))
-
-        deadline = loop.call_later(self.timeout_seconds, expire)
         try:
             await self.app(scope, receive, guarded_send)
         except Exception:
-            if answer is None:
+            if flight.answer is None:
                 raise
             log.exception("a request answered 504 (timeout) failed afterwards")
         finally:
-            deadline.cancel()
-            if answer is not None:
-                await answer
+            self._in_flight.discard(flight)
+            if flight.answer is not None:
+                await flight.answer
 
-    async def _answer_timeout(
-        self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]
-    ) -> None:
+    async def _watch(self) -> None:
+        """Answer the GETs past their deadline; stop when none is in flight."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._in_flight:
+                await asyncio.sleep(self._tick)
+                now = loop.time()
+                for flight in list(self._in_flight):
+                    if not flight.started and flight.answer is None and now >= flight.deadline:
+                        flight.answer = loop.create_task(self._answer_timeout(flight))
+        finally:
+            self._watchdog = None
+
+    async def _answer_timeout(self, flight: _Flight) -> None:
+        scope = flight.scope
         log.warning(
             "request timeout: %s %s not answered within %.3g s; answered 504, the work goes on",
             scope["method"],
@@ -146,10 +176,10 @@ class ProtectionMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_rate_limit_headers(message, state)
-            await send(message)
+                add_rate_limit_headers(message, flight.state)
+            await flight.send(message)
 
-        await response(scope, receive, send_with_headers)
+        await response(scope, flight.receive, send_with_headers)
 
     def _too_large(self) -> str:
         return (

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from index_builder.api.responses import json_response
 from index_builder.api.routers.common import READ_PROBLEMS, problems
 from index_builder.api.schemas import ProvidersResponse
-from index_builder.ops.protection import ReadServices
+from index_builder.ops.protection import OPTIONAL_API_KEY, ReadServices
 from index_builder.providers.listing import describe_providers
 
 router = APIRouter(tags=["providers"])
@@ -18,6 +18,7 @@ router = APIRouter(tags=["providers"])
     "/providers",
     response_model=ProvidersResponse,
     responses=problems(*READ_PROBLEMS),
+    openapi_extra=OPTIONAL_API_KEY,
     summary="Market data providers: capabilities, rate limit, auth, configured",
 )
 async def list_providers(services: ReadServices) -> Response:

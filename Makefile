@@ -52,6 +52,7 @@ lint: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py --sizes 3000x252,6000x2520
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/ops_overhead.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --sizes 3000x252

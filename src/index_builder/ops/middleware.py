@@ -97,12 +97,12 @@ class ObservabilityMiddleware:
             status = 500
             # the context stays bound (it ends with this request's task), so the
             # error handler's log line outside this middleware names the request
-            self._record(scope, status, started)
+            self._record(scope, status, started, request_id)
             raise
-        self._record(scope, status, started)
+        self._record(scope, status, started, request_id)
         structlog.contextvars.reset_contextvars(**tokens)
 
-    def _record(self, scope: Scope, status: int, started: float) -> None:
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         duration = time.perf_counter() - started
         route_obj = scope.get("route")
         route = getattr(route_obj, "path", None) or UNMATCHED
@@ -121,9 +121,10 @@ class ObservabilityMiddleware:
         index = index_from_query(scope.get("query_string", b""))
         if index is not None:
             fields["index"] = index
+        context = {"request_id": request_id}  # what this middleware bound
         if status >= 500:
-            log_access(logging.ERROR, fields)
+            log_access(logging.ERROR, fields, context)
         elif route in QUIET_ROUTES:
-            log_access(logging.DEBUG, fields)
+            log_access(logging.DEBUG, fields, context)
         else:
-            log_access(logging.INFO, fields)
+            log_access(logging.INFO, fields, context)

@@ -16,6 +16,8 @@ from index_builder.calendar import get_calendar  # noqa: E402
 from index_builder.services.catalog import ensure_builtins  # noqa: E402
 from index_builder.storage.duckdb.store import DuckDBStore  # noqa: E402
 
+from redis_server import RedisServer  # noqa: E402
+
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
@@ -29,3 +31,12 @@ def store(db_path: Path) -> Iterator[DuckDBStore]:
     with DuckDBStore(db_path, calendar=get_calendar(), threads=2) as s:
         ensure_builtins(s)
         yield s
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, shared by the session (per worker)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

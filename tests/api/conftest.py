@@ -17,17 +17,9 @@ from index_builder.services.catalog import ensure_builtins
 from index_builder.storage.duckdb.store import DuckDBStore
 
 from api_helpers import make_settings
-from redis_server import RedisServer
+from redis_server import RedisServer  # the redis_server fixture: tests/conftest.py
 
 START = dt.date(2023, 1, 3)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

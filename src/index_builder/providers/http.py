@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -75,7 +76,7 @@ def payload_error(
     )
 
 
-class HttpProvider:
+class HttpProvider(ABC):
     """Shared machinery of the HTTP providers (subclasses set the class attributes)."""
 
     name: str
@@ -140,26 +141,30 @@ class HttpProvider:
         """Whether the provider can be used (its key is set when it needs one)."""
         return self.api_key_setting is None or self.api_key() is not None
 
+    auth_scheme: ClassVar[str | None] = None
+    """``Authorization: <scheme> <key>`` when set and the key is configured."""
+
     def auth_headers(self) -> dict[str, str]:
-        """Headers carrying the credentials (none by default)."""
-        return {}
+        """Headers carrying the credentials (none without a scheme or a key)."""
+        key = self.api_key() if self.auth_scheme else None
+        return {"Authorization": f"{self.auth_scheme} {key}"} if key else {}
 
     def close(self) -> None:
         """Close the HTTP client."""
         self.client.close()
 
     # ------------------------------------------------------------------ fetching
+    @abstractmethod
     def transform_query(self, query: SymbolQuery) -> dict[str, Any]:
         """The provider's request parameters for one symbol."""
-        raise NotImplementedError
 
+    @abstractmethod
     def extract(self, params: dict[str, Any], query: SymbolQuery) -> Any:
         """The raw payload(s) for one symbol."""
-        raise NotImplementedError
 
+    @abstractmethod
     def transform(self, raw: Any, query: SymbolQuery) -> SymbolData:
         """The standard rows from the raw payload(s); raises on a malformed payload."""
-        raise NotImplementedError
 
     def fetch_symbol(self, symbol: str, start: dt.date, end: dt.date) -> SymbolData:
         """One symbol's daily bars over [start, end], or a :class:`ProviderError`."""

@@ -56,13 +56,9 @@ class PolygonProvider(HttpProvider):
         rate_limit_per_minute=5,
         auth="API key (Authorization: Bearer)",
     )
+    auth_scheme = "Bearer"  # Authorization: Bearer <key>
     api_key_setting = "polygon_api_key"
     rate_limit_setting = "polygon_rate_limit_per_minute"
-
-    def auth_headers(self) -> dict[str, str]:
-        """The key as a bearer token (so ``next_url`` pages need no key in the URL)."""
-        key = self.api_key()
-        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def transform_query(self, query: SymbolQuery) -> dict[str, Any]:
         """The window and the dates at which shares outstanding are sampled."""

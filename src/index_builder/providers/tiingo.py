@@ -39,13 +39,9 @@ class TiingoProvider(HttpProvider):
         rate_limit_per_minute=0.8,
         auth="API token (Authorization: Token)",
     )
+    auth_scheme = "Token"  # Authorization: Token <key>
     api_key_setting = "tiingo_api_key"
     rate_limit_setting = "tiingo_rate_limit_per_minute"
-
-    def auth_headers(self) -> dict[str, str]:
-        """The token header."""
-        key = self.api_key()
-        return {"Authorization": f"Token {key}"} if key else {}
 
     def transform_query(self, query: SymbolQuery) -> dict[str, Any]:
         """Tiingo's query parameters."""

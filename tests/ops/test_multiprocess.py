@@ -96,8 +96,22 @@ def test_requests_are_counted_once_across_two_processes(
         )
         assert response.status_code == 200 and response.headers["x-request-id"] == f"mp-{i}"
 
+    # each process adds its requests to the shared files in batches within 50 ms
+    # (a scrape flushes its own process's at once)
+    deadline = time.monotonic() + 5
     for scraped in (a, b):
-        text = httpx.get(f"{scraped.base}/metrics", timeout=10).text
+        while (
+            sample(
+                text := httpx.get(f"{scraped.base}/metrics", timeout=10).text,
+                REQUESTS,
+                route="/indices",
+                method="GET",
+                status="200",
+            )
+            < n
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
         assert sample(text, REQUESTS, route="/indices", method="GET", status="200") == n
         assert (
             sample(

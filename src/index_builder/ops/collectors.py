@@ -34,6 +34,7 @@ from index_builder.api.deps import Services
 from index_builder.ops import metrics as m
 from index_builder.ops.flags import FlagStore
 from index_builder.ops.health import store_state
+from index_builder.ops.request_records import flush_request_records
 from index_builder.ops.state import StoreState, last_build_success
 
 router = APIRouter(tags=["operations"])
@@ -151,6 +152,7 @@ async def metrics(request: Request) -> Response:
     exports, ingestion, data age, Redis and circuit breakers (summed over every
     process in multiprocess mode)."""
     services: Services = request.app.state.services
+    flush_request_records()  # this process's requests so far, not up to 50 ms ago
     try:
         state: StoreState | None = await store_state(services)
     except Exception:  # storage down: the process's own metrics still answer

@@ -4,26 +4,27 @@
 formatter is structlog's ``ProcessorFormatter``: records of the standard
 library's ``logging`` (every ``logging.getLogger(...)`` of the project, uvicorn's)
 and of structlog loggers come out alike, with a UTC timestamp, the level, the
-logger name and the context bound with :mod:`structlog.contextvars` (the request
-id of the request being served).
+logger name, the context bound with :mod:`structlog.contextvars`, and the id of
+the request being served (:data:`REQUEST_ID`, set by the request middleware).
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import datetime as dt
 import logging
 import sys
-import threading
-import time
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 import orjson
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 from index_builder.settings import Settings
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("index_builder_request_id", default=None)
+"""The id of the request this task serves (one context variable set per request: a
+fraction of the cost of binding it with :mod:`structlog.contextvars`)."""
 
 _HANDLER_MARK = "_index_builder_handler"
 ACCESS_LOGGER = "index_builder.access"
@@ -62,9 +63,18 @@ def resolve_format(setting: str, stream: TextIO | None = None) -> str:
     return "console" if callable(isatty) and isatty() else "json"
 
 
+def add_request_id(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """A structlog processor: the current :data:`REQUEST_ID`, unless the event has one."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_request_id,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -96,7 +106,7 @@ def configure_logging(
     handler.setFormatter(formatter)
     setattr(handler, _HANDLER_MARK, True)
 
-    flush_access_log()
+    _flush_pending_access_lines()
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
@@ -127,7 +137,7 @@ def configure_structlog() -> None:
 
 def reset_logging() -> None:
     """Remove the handler :func:`configure_logging` installed (tests)."""
-    flush_access_log()
+    _flush_pending_access_lines()
     global _json_handler
     _json_handler = None
     root = logging.getLogger()
@@ -155,44 +165,54 @@ _access_structlog = structlog.stdlib.get_logger(ACCESS_LOGGER)
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.ERROR: "error"}
 
 
-def log_access(level: int, fields: dict[str, Any], context: dict[str, Any] | None = None) -> None:
-    """Log one access line (event ``request``) at ``level``, with the bound context.
+def write_access_lines(entries: list[tuple[int, dict[str, Any], float]]) -> None:
+    """Log a batch of access lines (event ``request``): (level, fields, Unix time) each.
 
-    ``context``: the request's bound context when the caller knows it (the request
-    middleware passes the request id it bound), which spares copying every context
-    variable of the task on the hot path.
-
-    In JSON mode the line is rendered here with orjson (the same keys as every
-    other line: event, logger, level, timestamp and the bound context) and
-    written in batches by :data:`ACCESS_BUFFER`, at a fraction of the cost of the
-    general path: this runs once per request, on the hot path of cached reads.
-    Otherwise (console, or logging not configured) it goes through structlog.
+    In JSON mode the lines are rendered here with orjson (the same keys as every
+    other line: event, logger, level, timestamp, and the request id among the
+    fields) and written in one go, at a fraction of the cost of the general path
+    (the batches come from :mod:`index_builder.ops.request_records`). Otherwise
+    (console, or logging not configured) each goes through structlog.
     """
-    if not _access_stdlib.isEnabledFor(level):
-        return
     handler = _json_handler
-    if handler is None or level < handler.level:
-        _access_structlog.log(level, "request", **fields)
-        return
-    line = {
-        "event": "request",
-        **fields,
-        **(structlog.contextvars.get_contextvars() if context is None else context),
-        "logger": ACCESS_LOGGER,
-        "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
-        "timestamp": _utc_timestamp(),
-    }
-    ACCESS_BUFFER.add(orjson.dumps(line, default=str) + b"\n", urgent=level >= logging.WARNING)
+    rendered: list[bytes] = []
+    for level, fields, when in entries:
+        if not _access_stdlib.isEnabledFor(level):
+            continue
+        if handler is None or level < handler.level:
+            _access_structlog.log(level, "request", **fields)
+            continue
+        line = {
+            "event": "request",
+            **fields,
+            "logger": ACCESS_LOGGER,
+            "level": _LEVEL_NAMES.get(level) or logging.getLevelName(level).lower(),
+            "timestamp": utc_timestamp(when),
+        }
+        rendered.append(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))
+    if rendered and handler is not None:
+        _write(handler, b"".join(rendered).decode())
+
+
+def _write(handler: _StderrHandler, text: str) -> None:
+    """Write rendered lines to the handler's stream (never failing the caller)."""
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.stream.flush()
+    except Exception:  # a closed or broken stream must not fail a request
+        pass
+    finally:
+        handler.release()
 
 
 _second_prefix: tuple[int, str] = (-1, "")
 
 
-def _utc_timestamp() -> str:
-    """Now in UTC as ISO 8601 with microseconds and ``Z`` (the same text as
-    ``datetime.isoformat``), formatting the date and time once per second."""
+def utc_timestamp(now: float) -> str:
+    """Unix time ``now`` in UTC as ISO 8601 with microseconds and ``Z`` (the same
+    text as ``datetime.isoformat``), formatting the date and time once per second."""
     global _second_prefix
-    now = time.time()
     second = int(now)
     if _second_prefix[0] != second:
         stamp = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
@@ -200,66 +220,12 @@ def _utc_timestamp() -> str:
     return f"{_second_prefix[1]}.{int((now - second) * 1e6):06d}Z"
 
 
-class AccessBuffer:
-    """Access lines waiting to be written: one write per batch instead of per request.
+def _flush_pending_access_lines() -> None:
+    """Write the access lines still waiting to the handler in place (before it changes)."""
+    # imported here: request_records renders its lines with this module
+    from index_builder.ops.request_records import flush_request_records
 
-    Lines are written when :attr:`max_lines` are waiting, :attr:`delay` seconds
-    after the first one (a timer on the running event loop), at once for
-    warnings and errors, outside an event loop, and by :func:`flush_access_log`
-    (on shutdown and at exit).
-    """
-
-    def __init__(self, max_lines: int = 256, delay: float = 0.05) -> None:
-        self.max_lines = max_lines
-        self.delay = delay
-        self._lines: list[bytes] = []
-        self._lock = threading.Lock()
-        self._scheduled = False
-
-    def add(self, line: bytes, *, urgent: bool = False) -> None:
-        """Queue one rendered line."""
-        with self._lock:
-            self._lines.append(line)
-            full = urgent or len(self._lines) >= self.max_lines
-            schedule = not full and not self._scheduled
-            if schedule:
-                self._scheduled = True
-        if full:
-            self.flush()
-        elif schedule:
-            try:
-                asyncio.get_running_loop().call_later(self.delay, self.flush)
-            except RuntimeError:  # no event loop here: write now
-                self.flush()
-
-    def flush(self) -> None:
-        """Write every waiting line to the JSON handler's stream."""
-        with self._lock:
-            lines, self._lines = self._lines, []
-            self._scheduled = False
-        handler = _json_handler
-        if not lines or handler is None:
-            return
-        text = b"".join(lines).decode()
-        handler.acquire()
-        try:
-            handler.stream.write(text)
-            handler.stream.flush()
-        except Exception:  # a closed or broken stream must not fail a request
-            pass
-        finally:
-            handler.release()
-
-
-ACCESS_BUFFER = AccessBuffer()
-
-
-def flush_access_log() -> None:
-    """Write the access lines still waiting (shutdown, exit, tests)."""
-    ACCESS_BUFFER.flush()
-
-
-atexit.register(flush_access_log)
+    flush_request_records()
 
 
 configure_structlog()

@@ -12,9 +12,9 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from index_builder.ops import collectors, health
-from index_builder.ops.logging import flush_access_log
 from index_builder.ops.metrics import multiprocess_enabled
 from index_builder.ops.middleware import ObservabilityMiddleware
+from index_builder.ops.request_records import flush_request_records
 from index_builder.settings import Settings
 
 log = logging.getLogger("index_builder.ops")
@@ -64,7 +64,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
                 finally:  # before the app's own shutdown closes the store
                     await run_in_threadpool(health.drain_probes)
         finally:
-            flush_access_log()
+            flush_request_records()
             collectors.mark_process_dead()
 
     app.router.lifespan_context = lifespan

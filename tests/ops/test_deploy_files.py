@@ -38,6 +38,7 @@ CONTRACT = {
     "index_builder_export_failures_total",
     "index_builder_ingest_rows",
     "index_builder_last_ingest_success",
+    "index_builder_last_ingest_status",
     "index_builder_last_ingest_timestamp_seconds",
     "index_builder_data_age_seconds",
     "index_builder_data_stale",

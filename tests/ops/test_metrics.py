@@ -146,6 +146,8 @@ def test_data_metrics_come_from_the_database(client: TestClient, last_day: dt.da
     assert sample(text, rows, outcome="rejected", reason="prices:invalid_close") == 3
     assert sample(text, rows, outcome="rejected", reason="prices:not_a_session") == 1
     assert sample(text, "index_builder_last_ingest_success") == 0
+    assert sample(text, "index_builder_last_ingest_status", status="failed") == 1
+    assert sample(text, "index_builder_last_ingest_status", status="succeeded") == 0
     assert sample(text, "index_builder_data_stale") == 1
 
 

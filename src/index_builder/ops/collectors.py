@@ -100,10 +100,19 @@ class StoreCollector(Collector):
             rows.add_metric(["rejected", reason], float(count))
         yield rows
         success = GaugeMetricFamily(
-            m.LAST_INGEST_SUCCESS, "1 when the last finished ingestion run succeeded, else 0."
+            m.LAST_INGEST_SUCCESS,
+            "1 when the last finished ingestion run succeeded, else 0 (failed, or partial).",
         )
         success.add_metric([], 1.0 if run["status"] == "succeeded" else 0.0)
         yield success
+        status = GaugeMetricFamily(
+            m.LAST_INGEST_STATUS,
+            "The last finished ingestion run's status: 1 for it, 0 for the others.",
+            labels=["status"],
+        )
+        for name in RUN_OUTCOMES:
+            status.add_metric([name], 1.0 if run["status"] == name else 0.0)
+        yield status
         finished = run["finished_at"] or run["started_at"]
         if finished is not None:
             stamp = GaugeMetricFamily(
@@ -112,6 +121,10 @@ class StoreCollector(Collector):
             # stored timestamps are naive UTC
             stamp.add_metric([], finished.replace(tzinfo=dt.UTC).timestamp())
             yield stamp
+
+
+RUN_OUTCOMES = ("succeeded", "partial", "failed")
+"""How a finished ingestion run ends (``partial``: some symbols could not be fetched)."""
 
 
 def render(state: StoreState | None, redis_status: str) -> bytes:

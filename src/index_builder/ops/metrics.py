@@ -149,7 +149,9 @@ FEATURE_FLAG = Gauge(
 INGEST_ROWS = PREFIX + "ingest_rows"
 """{outcome="accepted|rejected", reason}: rows of the last finished ingestion run."""
 LAST_INGEST_SUCCESS = PREFIX + "last_ingest_success"
-"""1 when the last finished ingestion run succeeded, else 0."""
+"""1 when the last finished ingestion run succeeded, else 0 (failed, or partial)."""
+LAST_INGEST_STATUS = PREFIX + "last_ingest_status"
+"""{status="succeeded|partial|failed"}: 1 for the last finished run's status, 0 for the others."""
 LAST_INGEST_TIMESTAMP = PREFIX + "last_ingest_timestamp_seconds"
 """When the last finished ingestion run ended (Unix time)."""
 DATA_AGE = PREFIX + "data_age_seconds"
@@ -164,6 +166,7 @@ REDIS_UP = PREFIX + "redis_up"
 SCRAPE_TIME_METRICS = (
     INGEST_ROWS,
     LAST_INGEST_SUCCESS,
+    LAST_INGEST_STATUS,
     LAST_INGEST_TIMESTAMP,
     DATA_AGE,
     DATA_STALE,

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from index_builder import __version__
 from index_builder.api.cache import ResponseCache
+from index_builder.api.dashboard import install_dashboard
 from index_builder.api.deps import BuildVersions, Services
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
@@ -135,4 +136,5 @@ def create_app(
     routers = (builds, reads, indices, exports, admin, providers)
     for router in (module.router for module in routers):
         app.include_router(router)
+    install_dashboard(app)  # last: the API's routes are matched first
     return app

@@ -125,8 +125,11 @@ def test_gzip_etag_and_conditional_requests(app_client: TestClient) -> None:
     # a stale or missing version is served but revalidated, never cached for a year
     stale = app_client.get(url, params={"v": "0" * 16})
     assert stale.status_code == 200 and stale.headers["cache-control"] == "no-cache"
-    page = app_client.get("/")
-    assert app_client.get("/", headers={"If-None-Match": page.headers["etag"]}).status_code == 304
+    page = app_client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert page.headers["content-encoding"] == "gzip" and "Content-Security" not in page.text
+    assert "content-security-policy" in page.headers
+    not_modified = app_client.get("/", headers={"If-None-Match": page.headers["etag"]})
+    assert not_modified.status_code == 304
     head = app_client.head(url, headers={"Accept-Encoding": "identity"})
     assert head.status_code == 200 and head.content == b""
     assert int(head.headers["content-length"]) == len(plotly_script())

@@ -51,6 +51,8 @@ compositions and composition changes, and export them.
   changes, exports and admin endpoints (`401` missing or unknown, `403` without
   the scope); request bodies, windows and page sizes are bounded; a read not
   answered in time is `504`.
+* The dashboard: `/` (levels, drawdowns, comparisons, compositions, changes, builds
+  and exports in the browser, through this API).
 * The methodology: docs/methodology.md in the repository.
 """
 

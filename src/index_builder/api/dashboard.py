@@ -56,6 +56,7 @@ GZIP_MIN_BYTES = 1024
 GZIP_LEVEL = 6
 _ASSET_URL = re.compile(r"\{\{asset:([^}]+)\}\}")
 _IMPORTMAP = "{{importmap}}"
+_MODULEPRELOAD = "{{modulepreload}}"
 
 
 @dataclass
@@ -98,10 +99,9 @@ class Asset:
 
 @dataclass(frozen=True)
 class Page:
-    """The dashboard's HTML with hashed asset URLs, and its security headers."""
+    """The dashboard's HTML (with hashed asset URLs) and its Content-Security-Policy."""
 
-    body: bytes
-    etag: str
+    html: Asset
     csp: str
 
 
@@ -124,6 +124,8 @@ class DashboardAssets:
             if a.path.startswith("js/") and a.path.endswith(".js")
         }
         importmap = orjson.dumps({"imports": modules}, option=orjson.OPT_INDENT_2).decode()
+        # every module fetched at once, not level by level as imports are discovered
+        preloads = "\n".join(f'<link rel="modulepreload" href="{u}">' for u in modules.values())
 
         def url(match: re.Match[str]) -> str:
             name = match.group(1).strip()
@@ -131,7 +133,8 @@ class DashboardAssets:
                 raise KeyError(f"index.html names an unknown asset {name!r}")
             return self.assets[name].url
 
-        html = _ASSET_URL.sub(url, template).replace(_IMPORTMAP, importmap)
+        html = _ASSET_URL.sub(url, template)
+        html = html.replace(_IMPORTMAP, importmap).replace(_MODULEPRELOAD, preloads)
         digest = base64.b64encode(hashlib.sha256(importmap.encode()).digest()).decode()
         # inline scripts: only the import map (by its hash); styles: Plotly sets some inline
         csp = "; ".join(
@@ -148,8 +151,7 @@ class DashboardAssets:
                 "frame-ancestors 'none'",
             ]
         )
-        body = html.encode("utf-8")
-        return Page(body, f'"{hashlib.sha256(body).hexdigest()[:16]}"', csp)
+        return Page(Asset("index.html", html.encode("utf-8"), MEDIA_TYPES[".html"]), csp)
 
 
 def plotly_script() -> bytes:
@@ -174,13 +176,17 @@ def _not_modified(request: Request, etag: str) -> bool:
     return header.strip() == "*" or etag in (t.strip() for t in header.split(","))
 
 
-async def _asset_response(request: Request, asset: Asset, cache_control: str) -> Response:
+async def _asset_response(
+    request: Request, asset: Asset, cache_control: str, **extra: str
+) -> Response:
+    """``asset`` (gzip when accepted), or ``304`` when the client's copy is current."""
     gzipped = asset.compressible and _accepts_gzip(request)
     etag = f'"{asset.version}{"-gz" if gzipped else ""}"'
     headers = {
         "ETag": etag,
         "Cache-Control": cache_control,
         "X-Content-Type-Options": "nosniff",
+        **extra,
     }
     if asset.compressible:
         headers["Vary"] = "Accept-Encoding"
@@ -199,19 +205,12 @@ async def _asset_response(request: Request, asset: Asset, cache_control: str) ->
 async def dashboard_page(request: Request) -> Response:
     """The dashboard (HTML; always revalidated, the assets it names are immutable)."""
     page = dashboard_assets().page
-    headers = {
-        "ETag": page.etag,
-        "Cache-Control": REVALIDATE,
-        "Content-Security-Policy": page.csp,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    }
-    if _not_modified(request, page.etag):
-        return Response(status_code=304, headers=headers)
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(page.body))
-        return Response(status_code=200, headers=headers, media_type=MEDIA_TYPES[".html"])
-    return Response(page.body, media_type=MEDIA_TYPES[".html"], headers=headers)
+    return await _asset_response(
+        request,
+        page.html,
+        REVALIDATE,
+        **{"Content-Security-Policy": page.csp, "Referrer-Policy": "no-referrer"},
+    )
 
 
 async def static_asset(path: str, request: Request) -> Response:

@@ -71,7 +71,14 @@ function layout(narrow, yTitle) {
     hovermode: "x unified",
     showlegend: true,
     legend: { orientation: "h", y: 1.02, yanchor: "bottom", x: 0, font: { size: 12 } },
-    xaxis: { type: "date", anchor: "y2", showspikes: true, spikemode: "across", spikethickness: 1 },
+    xaxis: {
+      type: "date",
+      anchor: "y2",
+      rangebreaks: [{ bounds: ["sat", "mon"] }], // no empty weekends between sessions
+      showspikes: true,
+      spikemode: "across",
+      spikethickness: 1,
+    },
     yaxis: { domain: [0.34, 1], title: { text: narrow ? "" : yTitle }, tickformat: ",.0f", automargin: true },
     yaxis2: { domain: [0, 0.26], title: { text: narrow ? "" : "Drawdown" }, tickformat: ".0%", automargin: true, rangemode: "tozero" },
     plot_bgcolor: "#ffffff",

@@ -42,7 +42,7 @@ def app_client(database: Path) -> Iterator[TestClient]:
 
 
 def _asset_urls(html: str) -> list[str]:
-    return re.findall(r'(?:href|src|data-plotly-src)="(/static/[^"]+)"', html)
+    return re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
 
 
 def test_the_page_is_served_at_the_root_with_hashed_assets(app_client: TestClient) -> None:

@@ -223,10 +223,16 @@ def watched(browser_context: Any, server: Server) -> Iterator[Watched]:
         page.close()
 
 
-def _screenshot(w: Watched, name: str) -> Path:
+def _keep(request: pytest.FixtureRequest, path: Path) -> None:
+    """Print ``path`` and list it in the run's summary (tests/conftest.py)."""
+    print(f"artifact: {path}")
+    request.node.user_properties.append(("artifact", str(path)))
+
+
+def _screenshot(w: Watched, name: str, request: pytest.FixtureRequest) -> Path:
     path = artifacts_dir() / name
     w.page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
+    _keep(request, path)
     return path
 
 
@@ -242,7 +248,7 @@ def _window(server: Server, index: str) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------- tests
 def test_pick_an_index_and_a_window_and_see_the_apis_numbers(
-    watched: Watched, server: Server
+    watched: Watched, server: Server, request: pytest.FixtureRequest
 ) -> None:
     w, page = watched, watched.page
     w.open()
@@ -318,7 +324,7 @@ def test_pick_an_index_and_a_window_and_see_the_apis_numbers(
 
     health = page.inner_text("#health")
     assert "Redis up" in health and "run 1 succeeded" in health
-    _screenshot(w, "dashboard-desktop.png")
+    _screenshot(w, "dashboard-desktop.png", request)
 
 
 def test_sort_the_composition_by_a_column(watched: Watched, server: Server) -> None:
@@ -366,7 +372,9 @@ def test_comparison_mode_overlays_indices_rebased_to_100(watched: Watched, serve
     assert page.is_checked("#compare-toggle") and page.is_checked("#compare-ew-tech50")
 
 
-def test_build_synchronously_and_export_a_valid_workbook(watched: Watched, server: Server) -> None:
+def test_build_synchronously_and_export_a_valid_workbook(
+    watched: Watched, server: Server, request: pytest.FixtureRequest
+) -> None:
     w, page = watched, watched.page
     w.open()
     page.fill("#api-key", KEY)
@@ -389,7 +397,7 @@ def test_build_synchronously_and_export_a_valid_workbook(watched: Watched, serve
     download = info.value
     saved = artifacts_dir() / download.suggested_filename
     download.save_as(saved)
-    print(f"export: {saved}")
+    _keep(request, saved)
     assert download.suggested_filename.endswith(".xlsx")
     book = openpyxl.load_workbook(io.BytesIO(saved.read_bytes()), read_only=True)
     assert book.sheetnames[:4] == ["Summary", "Performance", "Compositions", "Changes"]
@@ -455,6 +463,19 @@ def test_api_problems_are_shown_with_their_title_and_detail(
     assert page.inner_text("#page-error .problem-title") == bad["title"]
 
 
+def test_without_the_chart_library_the_numbers_still_show(watched: Watched, server: Server) -> None:
+    w, page = watched, watched.page
+    page.route("**/static/vendor/plotly.min.js*", lambda route: route.abort())
+    w.open()
+    page.wait_for_selector("#page-error:not([hidden])")
+    assert "could not be loaded" in page.inner_text("#page-error")
+    summary = server.api("/index-performance", index="ew100")["summary"]
+    total = page.get_attribute("#cards .card[data-stat=total_return]", "data-value")
+    assert total is not None and float(total) == summary["total_return"]
+    rows = page.locator("#composition-table tbody tr").count()
+    assert rows == server.api("/index-composition", index="ew100")["total"]
+
+
 def test_keyboard_reaches_every_control(watched: Watched) -> None:
     w, page = watched, watched.page
     w.open()
@@ -509,7 +530,9 @@ def test_keyboard_reaches_every_control(watched: Watched) -> None:
     assert unlabelled == []
 
 
-def test_phone_width_has_no_horizontal_overflow(watched: Watched) -> None:
+def test_phone_width_has_no_horizontal_overflow(
+    watched: Watched, request: pytest.FixtureRequest
+) -> None:
     w, page = watched, watched.page
     page.set_viewport_size(PHONE)
     w.open()
@@ -532,4 +555,4 @@ def test_phone_width_has_no_horizontal_overflow(watched: Watched) -> None:
         " return [e.scrollWidth, e.clientWidth]; }"
     )
     assert table[0] <= table[1], f"the composition table scrolls sideways on a phone: {table}"
-    _screenshot(w, "dashboard-phone.png")
+    _screenshot(w, "dashboard-phone.png", request)

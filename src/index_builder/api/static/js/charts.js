@@ -19,26 +19,23 @@ const CONFIG = {
 let plotly = null;
 
 /**
- * Load plotly.js once (a script element with the hashed URL the page names). The
- * page preloads its bytes but runs it only when the first chart is drawn, after the
- * cards and tables are on screen: its 4.8 MB take the main thread for a while.
+ * plotly.js, once it has run. The page loads it with an async script element (its
+ * 4.8 MB compile off the main thread while the page fetches its data); a failed
+ * load shows as an error on the charts, not as a page that waits forever.
  */
 export function loadPlotly() {
   if (!plotly) {
     plotly = new Promise((resolve, reject) => {
-      if (window.Plotly) {
-        resolve(window.Plotly);
+      const settle = () =>
+        window.Plotly ? resolve(window.Plotly) : reject(new Error("the chart library (plotly.js) could not be loaded"));
+      if (window.Plotly || document.readyState === "complete") {
+        settle();
         return;
       }
-      const script = document.createElement("script");
-      script.src = document.body.dataset.plotlySrc;
-      script.async = true;
-      script.addEventListener("load", () => resolve(window.Plotly));
-      script.addEventListener("error", () => {
-        plotly = null; // a later draw tries again
-        reject(new Error("the chart library could not be loaded"));
-      });
-      document.head.append(script);
+      const script = document.getElementById("plotly-script");
+      script.addEventListener("load", settle);
+      script.addEventListener("error", settle);
+      window.addEventListener("load", settle); // every script has loaded or failed by then
     });
   }
   return plotly;

@@ -297,7 +297,12 @@ async function loadComposition() {
     $("composition-table").dataset.date = body.effective_date;
     const sectors = sectorWeights(body.constituents);
     renderSectorTable($("sector-table"), sectors);
-    await drawSectorChart($("sector-chart"), sectors);
+    try {
+      await drawSectorChart($("sector-chart"), sectors);
+      report("sector chart", null);
+    } catch (error) {
+      report("sector chart", error); // the table above still has the numbers
+    }
   } catch (error) {
     if (generation !== state.compositionGeneration) return;
     table.show([]);

@@ -51,7 +51,8 @@ import api  # bench/api.py: processes, the database
 RESULTS = api.HERE / "results" / "dashboard.json"
 TARGET_MS = 1000.0
 METRICS = ("response_end", "dom_content_loaded", "load_event_end", "data_shown", "chart_drawn")
-READY = "() => performance.getEntriesByName('dashboard-ready').length > 0"
+READY = """() => performance.getEntriesByName('dashboard-ready').length > 0
+    || !document.getElementById('page-error').hidden"""
 TIMINGS = """() => {
     const nav = performance.getEntriesByType('navigation')[0];
     const mark = (name) => performance.getEntriesByName(name)[0]?.startTime ?? null;

@@ -461,6 +461,11 @@ def test_api_problems_are_shown_with_their_title_and_detail(
         arg=bad["detail"],
     )
     assert page.inner_text("#page-error .problem-title") == bad["title"]
+    # a good key: what was refused is asked for again
+    page.fill("#api-key", KEY)
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("#page-error", state="hidden")
+    assert page.locator("#composition-table tbody tr").count() > 0
 
 
 def test_without_the_chart_library_the_numbers_still_show(watched: Watched, server: Server) -> None:

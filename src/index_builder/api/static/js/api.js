@@ -98,7 +98,8 @@ export async function getJson(path, params = {}, options = {}) {
   for (const [name, value] of Object.entries(params)) {
     if (value !== null && value !== undefined && value !== "") query.set(name, value);
   }
-  const url = query.size ? `${path}?${query}` : path;
+  const search = query.toString();
+  const url = search ? `${path}?${search}` : path;
   const response = await request(url, options);
   return response.json();
 }

@@ -41,9 +41,9 @@ export function loadPlotly() {
   return plotly;
 }
 
-/** Style of the i-th series: colour and dash. */
+/** Style of the i-th series: colour and dash both change (24 distinct pairs). */
 export function seriesStyle(i) {
-  return { color: PALETTE[i % PALETTE.length], dash: DASHES[Math.floor(i / PALETTE.length) % DASHES.length] };
+  return { color: PALETTE[i % PALETTE.length], dash: DASHES[i % DASHES.length] };
 }
 
 /** Drawdown of a level series: level / running peak - 1 (for display; the API gives the max). */

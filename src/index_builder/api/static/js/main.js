@@ -435,15 +435,13 @@ function wire() {
   });
 }
 
-async function start() {
-  onResponse(noteCache);
-  wire();
-  const health = refreshHealth();
+/** Read the index list and show the bookmarked (or default) index. False on failure. */
+async function boot() {
   try {
     await loadIndices();
   } catch (error) {
     report("index list", error);
-    return;
+    return false;
   }
   const wanted = readHash();
   const ids = state.indices.map((i) => i.definition.id);
@@ -453,7 +451,7 @@ async function start() {
     : built(DEFAULT_INDEX) ? DEFAULT_INDEX : firstBuilt || ids[0] || null;
   if (!state.index) {
     report("index list", new ApiError({ title: "No indices", detail: "the server has no index definitions" }));
-    return;
+    return false;
   }
   Object.assign(state, { start: wanted.start, end: wanted.end, date: wanted.date });
   if (wanted.compare !== null) {
@@ -463,8 +461,23 @@ async function start() {
   }
   fillIndexPicker();
   pickIndex(state.index);
-  await Promise.all([loadAll(), health]);
-  performance.mark("dashboard-ready");
+  await loadAll();
+  return true;
+}
+
+/** A new API key: try again what the old one (or none) was refused. */
+function retryWithNewKey() {
+  const refused = [...problems.values()].some((p) => p.status === 401 || p.status === 403);
+  if (!state.indices.length) boot();
+  else if (refused) loadAll();
+}
+
+async function start() {
+  onResponse(noteCache);
+  wire();
+  $("api-key").addEventListener("change", retryWithNewKey);
+  const [booted] = await Promise.all([boot(), refreshHealth()]);
+  if (booted) performance.mark("dashboard-ready");
 }
 
 start();

@@ -26,9 +26,10 @@ run: $(STAMP)
 	$(BIN)/index-builder serve
 
 # Real services the tests start themselves (redis-server on a free loopback port),
-# the load tool of the benchmarks and promtool (alert rule unit tests); Debian
-# packages, installed when missing. An entry is `command` or `command:package`.
-SYSTEM_TOOLS := redis-server wrk promtool:prometheus
+# the load tool of the benchmarks, promtool (alert rule unit tests) and the headless
+# browser of the dashboard tests (driven by Playwright, which downloads no browser);
+# Debian packages, installed when missing. An entry is `command` or `command:package`.
+SYSTEM_TOOLS := redis-server wrk promtool:prometheus chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
@@ -53,6 +54,7 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py --sizes 3000x252,6000x2520
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/ops_overhead.py
+	$(BIN)/python bench/dashboard.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --sizes 3000x252

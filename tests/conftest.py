@@ -40,3 +40,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the files tests kept as artifacts (``user_properties`` named ``artifact``;
+    they travel from xdist workers with the reports)."""
+    paths = sorted(
+        {
+            str(value)
+            for reports in terminalreporter.stats.values()
+            for report in reports
+            for name, value in getattr(report, "user_properties", ())
+            if name == "artifact"
+        }
+    )
+    if paths:
+        terminalreporter.write_sep("-", "artifacts kept by the tests")
+        for path in paths:
+            terminalreporter.write_line(path)

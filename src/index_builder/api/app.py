@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from index_builder import __version__
 from index_builder.api.cache import ResponseCache
+from index_builder.api.dashboard import install_dashboard
 from index_builder.api.deps import BuildVersions, Services
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
@@ -50,6 +51,8 @@ compositions and composition changes, and export them.
   changes, exports and admin endpoints (`401` missing or unknown, `403` without
   the scope); request bodies, windows and page sizes are bounded; a read not
   answered in time is `504`.
+* The dashboard: `/` (levels, drawdowns, comparisons, compositions, changes, builds
+  and exports in the browser, through this API).
 * The methodology: docs/methodology.md in the repository.
 """
 
@@ -135,4 +138,5 @@ def create_app(
     routers = (builds, reads, indices, exports, admin, providers)
     for router in (module.router for module in routers):
         app.include_router(router)
+    install_dashboard(app)  # last: the API's routes are matched first
     return app

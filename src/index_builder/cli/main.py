@@ -662,7 +662,10 @@ def serve(
     from index_builder.api.app import create_app
 
     url = f"http://{settings.api_host}:{settings.api_port}"
-    out.print(f"Index Builder API on {url}  (docs: {url}/docs, database: {settings.database})")
+    out.print(
+        f"Index Builder API on {url}  (dashboard: {url}/, docs: {url}/docs, "
+        f"database: {settings.database})"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,15 +99,31 @@ def test_no_external_urls_in_the_page_or_its_own_files(app_client: TestClient) -
         assert not re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), where
 
 
-def test_plotly_is_the_installed_packages_file_and_not_in_the_repository(
+def test_plotly_is_an_installed_file_and_not_in_the_repository(
     app_client: TestClient,
 ) -> None:
     served = app_client.get("/static/vendor/plotly.min.js", headers={"Accept-Encoding": "identity"})
     assert served.status_code == 200
-    assert served.content == plotly_script()
+    assert served.content == plotly_script()[1]
+    assert served.content.startswith(b"/**\n* plotly.js")
     assert served.headers["content-type"].startswith("text/javascript")
     repo = Path(__file__).resolve().parents[2]
     assert not list(repo.glob("src/**/plotly*.js")), "plotly.js must not be committed"
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.js"], cwd=repo, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert all(path.startswith("src/index_builder/api/static/js/") for path in tracked)
+
+
+def test_the_npm_partial_bundle_is_preferred_and_the_package_is_the_fallback(
+    tmp_path: Path,
+) -> None:
+    full_source, full = plotly_script(tmp_path / "missing")
+    assert "plotly Python package" in full_source and len(full) > 3_000_000
+    bundle = tmp_path / "plotly.js-basic-dist-min"
+    bundle.mkdir()
+    (bundle / "plotly-basic.min.js").write_bytes(b"/** partial */")
+    assert plotly_script(bundle) == (str(bundle / "plotly-basic.min.js"), b"/** partial */")
 
 
 def test_gzip_etag_and_conditional_requests(app_client: TestClient) -> None:
@@ -115,8 +132,8 @@ def test_gzip_etag_and_conditional_requests(app_client: TestClient) -> None:
     zipped = app_client.get(url, params={"v": version}, headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.headers["vary"] == "Accept-Encoding"
-    assert zipped.content == plotly_script()  # httpx decodes it
-    assert int(zipped.headers["content-length"]) < len(plotly_script()) / 2
+    assert zipped.content == plotly_script()[1]  # httpx decodes it
+    assert int(zipped.headers["content-length"]) < len(plotly_script()[1]) / 2
     etag = zipped.headers["etag"]
     again = app_client.get(
         url, params={"v": version}, headers={"Accept-Encoding": "gzip", "If-None-Match": etag}
@@ -132,7 +149,7 @@ def test_gzip_etag_and_conditional_requests(app_client: TestClient) -> None:
     assert not_modified.status_code == 304
     head = app_client.head(url, headers={"Accept-Encoding": "identity"})
     assert head.status_code == 200 and head.content == b""
-    assert int(head.headers["content-length"]) == len(plotly_script())
+    assert int(head.headers["content-length"]) == len(plotly_script()[1])
 
 
 def test_gzip_bytes_are_valid(app_client: TestClient) -> None:

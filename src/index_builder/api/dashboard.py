@@ -1,10 +1,14 @@
 """The web dashboard: ``GET /`` (the page) and ``GET /static/{path}`` (its files).
 
 The page's own HTML, CSS and JavaScript modules live in ``api/static/`` (package
-data). The charting library is the ``plotly.min.js`` that the installed ``plotly``
-Python package ships: it is served from memory at ``/static/vendor/plotly.min.js``,
-never copied into the repository and never fetched from a CDN, so the page works
-offline.
+data). The charting library is plotly.js, served from memory at
+``/static/vendor/plotly.min.js``, never copied into the repository and never
+fetched from a CDN, so the page works offline: the partial bundle
+``plotly.js-basic-dist-min`` (scatter and bar traces, all the page draws; 1.1 MB)
+that ``make`` installs with npm from ``package.json`` into the checkout's
+``node_modules/``, or, where that was not installed (no npm, or a wheel installed
+elsewhere), the full ``plotly.min.js`` (4.8 MB) that the ``plotly`` Python package
+ships. The partial bundle is what makes a first visit fast (``docs/benchmarks.md``).
 
 Caching: every asset is addressed by a content hash (``?v=<hash>``). The page
 names its stylesheet and scripts with their hashed URLs, and an import map gives
@@ -25,6 +29,7 @@ import base64
 import gzip
 import hashlib
 import importlib.resources
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +42,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from index_builder.errors import NotFoundError
+
+log = logging.getLogger("index_builder.api.dashboard")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """The page's own files (package data)."""
@@ -154,15 +161,28 @@ class DashboardAssets:
         return Page(Asset("index.html", html.encode("utf-8"), MEDIA_TYPES[".html"]), csp)
 
 
-def plotly_script() -> bytes:
-    """The minified plotly.js that the installed ``plotly`` package ships."""
-    return (importlib.resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
+NPM_BUNDLE = Path(__file__).resolve().parents[3] / "node_modules" / "plotly.js-basic-dist-min"
+"""Where ``make`` installs the partial bundle in a checkout (``npm ci``, ``package.json``)."""
+
+
+def plotly_script(npm_bundle: Path = NPM_BUNDLE) -> tuple[str, bytes]:
+    """(where it comes from, the minified plotly.js the page uses): the partial bundle
+    installed with npm when it is there, else the full one of the ``plotly`` package."""
+    partial = npm_bundle / "plotly-basic.min.js"
+    if partial.is_file():
+        return str(partial), partial.read_bytes()
+    full = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    return "the plotly Python package (full bundle; run make for the faster one)", (
+        full.read_bytes()
+    )
 
 
 @lru_cache(maxsize=1)
 def dashboard_assets() -> DashboardAssets:
     """The process's assets (package data does not change while it runs)."""
-    return DashboardAssets(STATIC_DIR, plotly_script())
+    source, script = plotly_script()
+    log.info("dashboard: plotly.js from %s (%d KB)", source, len(script) // 1024)
+    return DashboardAssets(STATIC_DIR, script)
 
 
 def _accepts_gzip(request: Request) -> bool:

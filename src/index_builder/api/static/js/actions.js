@@ -92,8 +92,9 @@ export class Actions {
         `Built ${result.index} through ${result.end_date}: ${result.trading_days} trading days, ` +
           `${result.rebalances} rebalances, version ${result.version} (${Math.round(result.duration_ms)} ms).`,
       );
-      this.status.dataset.outcome = "built";
       await this.onBuilt(result.index);
+      // after the page shows the new build (tests and scripts wait for this)
+      this.status.dataset.outcome = "built";
     } catch (error) {
       this.fail(error);
     } finally {

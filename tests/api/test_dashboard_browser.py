@@ -194,6 +194,14 @@ class Watched:
             arg=previous,
         )
 
+    def show_window(self, start: str, end: str) -> None:
+        """Type a window into the date pickers, apply it and wait for its data."""
+        self.page.fill("#start-date", start)
+        self.page.fill("#end-date", end)
+        before = self.loaded()
+        self.page.click("#apply")
+        self.reloaded(before)
+
     def loaded(self) -> str | None:
         value: str | None = self.page.evaluate("() => document.body.dataset.loaded || null")
         return value
@@ -261,11 +269,7 @@ def test_pick_an_index_and_a_window_and_see_the_apis_numbers(
     page.select_option("#index-select", "ew-tech50")
     w.reloaded(before)
     start, end = _window(server, "ew-tech50")
-    page.fill("#start-date", start)
-    page.fill("#end-date", end)
-    before = w.loaded()
-    page.click("#apply")
-    w.reloaded(before)
+    w.show_window(start, end)
     assert "index=ew-tech50" in page.url and f"start={start}" in page.url
 
     perf = server.api("/index-performance", index="ew-tech50", start_date=start, end_date=end)
@@ -387,11 +391,7 @@ def test_build_synchronously_and_export_a_valid_workbook(
     assert page.is_hidden("#action-error")
 
     start, end = _window(server, "ew100")
-    page.fill("#start-date", start)
-    page.fill("#end-date", end)
-    before = w.loaded()
-    page.click("#apply")
-    w.reloaded(before)
+    w.show_window(start, end)
     with page.expect_download() as info:
         page.click("#export-button")
     download = info.value

@@ -160,3 +160,19 @@ def test_index_from_query() -> None:
     assert index_from_query(b"reindex=1") is None
     assert index_from_query(b"a=1&index=ew100&b=2") == "ew100"
     assert index_from_query(b"index=my+index%21") == "my index!"
+
+
+def test_a_metrics_failure_is_logged_and_the_access_lines_still_written(
+    log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RequestRecorder()
+
+    def broken(records: list[Record]) -> None:
+        raise RuntimeError("metric files unwritable")
+
+    monkeypatch.setattr(recorder, "_count", broken)
+    recorder.add(record("/index-performance", request_id="kept"))
+    lines = [json.loads(x) for x in log_stream.getvalue().splitlines() if x.strip()]
+    (failure,) = [x for x in lines if x.get("logger") == "index_builder.ops.request_records"]
+    assert failure["level"] == "error" and "not recorded" in str(failure["event"])
+    assert [x["request_id"] for x in access_lines(log_stream)] == ["kept"]

@@ -27,6 +27,8 @@ from urllib.parse import unquote_plus
 from index_builder.ops.logging import write_access_lines
 from index_builder.ops.metrics import HTTP_DURATION, HTTP_REQUESTS, LATENCY_BUCKETS
 
+log = logging.getLogger("index_builder.ops.request_records")
+
 UNMATCHED = "unmatched"
 """The route label of requests no route matched (label values stay bounded)."""
 QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/metrics"})
@@ -86,9 +88,13 @@ class RequestRecorder:
         with self._lock:
             records, self._records = self._records, []
             self._timer_loop = None
-        if records:
+        if not records:
+            return
+        try:
             self._count(records)
-            write_access_lines([_access_entry(record) for record in records])
+        except Exception:  # metrics must never fail a request nor cost its access line
+            log.exception("request metrics of %d requests were not recorded", len(records))
+        write_access_lines([_access_entry(record) for record in records])
 
     def _count(self, records: list[Record]) -> None:
         """Add the batch to the request counter and the latency histogram."""

@@ -28,7 +28,8 @@ JS_STAMP := node_modules/.installed
 
 $(JS_STAMP): package.json package-lock.json
 	@if command -v npm >/dev/null; then \
-	  npm ci --no-audit --no-fund --loglevel=error && touch $(JS_STAMP); \
+	  npm ci --no-audit --no-fund --loglevel=error && touch $(JS_STAMP) \
+	    || echo "npm ci failed: the dashboard will serve plotly's full bundle (slower first load)"; \
 	else \
 	  echo "npm not found: the dashboard will serve plotly's full bundle (slower first load)"; \
 	fi

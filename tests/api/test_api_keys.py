@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +15,10 @@ from prometheus_client import REGISTRY
 from index_builder.api.app import create_app
 from index_builder.ops.auth import ApiKeyConfigError, load_keys
 from index_builder.settings import Settings
+from serve_process import ServeProcess
 
 from api_helpers import make_settings
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer
 
 PROBLEM = "application/problem+json"
 SECRETS = {
@@ -213,34 +209,20 @@ def test_keys_never_appear_in_logs(keyed: TestClient, caplog: Any) -> None:
         assert secret not in logged
 
 
-def test_serve_process_logs_names_never_keys(database: Path, redis_server: RedisServer) -> None:
+def test_serve_process_logs_names_never_keys(
+    database: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
     """The real server: startup, access and auth logs name keys, never show them."""
-    port = free_port()
     env = {
-        **os.environ,
         "INDEX_BUILDER_DATABASE": str(database),
         "INDEX_BUILDER_REDIS_URL": redis_server.url,
         "INDEX_BUILDER_API_KEYS": ENTRIES,
         "INDEX_BUILDER_READS_REQUIRE_KEY": "true",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "index_builder.cli.main", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess(tmp_path / "serve.log", env)
+    base = server.base
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/openapi.json", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.stdout.read() if proc.stdout else "") from None
-                time.sleep(0.1)
+        server.wait_ready(30, path="/openapi.json")
         assert httpx.get(f"{base}/indices", timeout=10).status_code == 401
         assert httpx.get(f"{base}/indices", headers=_key("reader"), timeout=10).status_code == 200
         wrong = httpx.get(f"{base}/indices", headers={"X-API-Key": UNKNOWN}, timeout=10)
@@ -250,13 +232,8 @@ def test_serve_process_logs_names_never_keys(database: Path, redis_server: Redis
         )
         assert build.status_code == 403
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    output = proc.stdout.read() if proc.stdout else ""
+        server.stop()
+    output = server.output()
     assert "auth missing: GET /indices needs scope 'read' (no valid key)" in output
     assert "auth forbidden: POST /build-index needs scope 'build' (key reader)" in output
     for secret in [*SECRETS.values(), UNKNOWN]:

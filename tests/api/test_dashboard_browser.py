@@ -16,10 +16,6 @@ import datetime as dt
 import io
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +24,9 @@ import httpx
 import openpyxl
 import pytest
 
-import index_builder
+from serve_process import ServeProcess
 
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer
 
 KEY = "dash-browser-key-0123456789"
 KEYS = f"dashboard:read+build+export:{KEY}"
@@ -61,62 +57,29 @@ def artifacts_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------- server
-class Server:
-    """``index-builder serve`` on a free loopback port; stopped with Ctrl-C."""
+class Server(ServeProcess):
+    """``index-builder serve`` with API keys, and a client that reads with a key."""
 
     def __init__(self, database: Path, redis_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INDEX_BUILDER_")}
-        # the code under test, whatever the working directory (cwd: no stray .env)
-        source = str(Path(index_builder.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH")) if p)
-        env |= {
+        env = {
             "INDEX_BUILDER_DATABASE": str(database),
             "INDEX_BUILDER_REDIS_URL": redis_url,
             "INDEX_BUILDER_API_KEYS": KEYS,
             "INDEX_BUILDER_DUCKDB_THREADS": "2",
             "INDEX_BUILDER_LOG_FORMAT": "json",
         }
-        cmd = [sys.executable, "-m", "index_builder.cli.main", "-q", "serve"]
-        self._out = log.open("wb")
-        self.proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            cwd=database.parent,
-        )
+        # cwd: a folder with no stray .env
+        super().__init__(log, env, options=["-q"], cwd=database.parent)
         self.http = httpx.Client(base_url=self.base, timeout=20)
-
-    def wait(self, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                if self.http.get("/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"serve did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
 
     def api(self, path: str, **params: Any) -> Any:
         response = self.http.get(path, params=params, headers={"X-API-Key": KEY})
         assert response.status_code == 200, response.text
         return response.json()
 
-    def stop(self) -> None:
+    def stop(self) -> int:
         self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._out.close()
+        return super().stop()
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +93,7 @@ def server(
     redis_server.flush()
     served = Server(database, redis_server.url, folder / "serve.log")
     try:
-        served.wait()
+        served.wait_ready()
         yield served
     finally:
         served.stop()

@@ -4,11 +4,7 @@ is counted exactly once, whichever process answers the scrape; logs are JSON lin
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,68 +12,38 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serve_process import ServeProcess
+
 from ops_helpers import sample
-from redis_server import free_port
 
 REQUESTS = "index_builder_http_requests_total"
 
 
-class Server:
-    """One ``index-builder serve`` process on a free loopback port."""
-
-    def __init__(self, database: Path, metrics_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {
-            **os.environ,
-            "INDEX_BUILDER_DATABASE": str(database),
-            "INDEX_BUILDER_METRICS_DIR": str(metrics_dir),
-            "INDEX_BUILDER_LOG_FORMAT": "json",
-            "INDEX_BUILDER_DUCKDB_THREADS": "1",
-        }
-        env.pop("INDEX_BUILDER_REDIS_URL", None)
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        with log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "index_builder.cli.main", "serve", "--port", str(self.port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, deadline: float) -> None:
-        while True:
-            try:
-                if httpx.get(f"{self.base}/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(self.log.read_text()) from None
-                time.sleep(0.1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+def serve(database: Path, metrics_dir: Path, log: Path) -> ServeProcess:
+    """One server over ``database`` writing its metrics to the shared ``metrics_dir``."""
+    env = {
+        "INDEX_BUILDER_DATABASE": str(database),
+        "INDEX_BUILDER_METRICS_DIR": str(metrics_dir),
+        "INDEX_BUILDER_LOG_FORMAT": "json",
+        "INDEX_BUILDER_DUCKDB_THREADS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": None,
+    }
+    return ServeProcess(log, env)
 
 
 @pytest.fixture
-def servers(built_template: Path, tmp_path: Path) -> Iterator[tuple[Server, Server, Path]]:
+def servers(
+    built_template: Path, tmp_path: Path
+) -> Iterator[tuple[ServeProcess, ServeProcess, Path]]:
     metrics_dir = tmp_path / "metrics"
     started = []
     for name in ("a", "b"):
         database = tmp_path / f"{name}.duckdb"  # DuckDB: one writing process per file
         shutil.copy(built_template, database)
-        started.append(Server(database, metrics_dir, tmp_path / f"{name}.log"))
+        started.append(serve(database, metrics_dir, tmp_path / f"{name}.log"))
     try:
-        deadline = time.monotonic() + 60
         for server in started:
-            server.wait_ready(deadline)
+            server.wait_ready()
         yield started[0], started[1], metrics_dir
     finally:
         for server in started:
@@ -85,7 +51,7 @@ def servers(built_template: Path, tmp_path: Path) -> Iterator[tuple[Server, Serv
 
 
 def test_requests_are_counted_once_across_two_processes(
-    servers: tuple[Server, Server, Path],
+    servers: tuple[ServeProcess, ServeProcess, Path],
 ) -> None:
     a, b, metrics_dir = servers
     n = 11
@@ -143,7 +109,7 @@ def test_requests_are_counted_once_across_two_processes(
     assert sample(text, REQUESTS, route="/indices", method="GET", status="200") == n
 
 
-def _access_ids(*servers: Server) -> list[str]:
+def _access_ids(*servers: ServeProcess) -> list[str]:
     """Request ids of the JSON access lines for GET /indices in the servers' logs."""
     ids = []
     for server in servers:

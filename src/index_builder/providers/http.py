@@ -327,6 +327,11 @@ def number(value: Any, what: str, provider: str, symbol: str, raw: Any) -> float
     return float(value)
 
 
+def number_field(obj: Any, key: str, provider: str, symbol: str, raw: Any) -> float:
+    """``obj[key]`` as a float: :func:`field_of` then :func:`number`."""
+    return number(field_of(obj, key, provider, symbol, raw), key, provider, symbol, raw)
+
+
 def field_of(obj: Any, key: str, provider: str, symbol: str, raw: Any) -> Any:
     """``obj[key]``, or a ``malformed_payload`` error naming the missing field."""
     if not isinstance(obj, dict) or key not in obj:

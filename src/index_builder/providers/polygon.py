@@ -31,6 +31,7 @@ from index_builder.providers.http import (
     SymbolQuery,
     field_of,
     number,
+    number_field,
     payload_error,
     securities_table,
 )
@@ -122,10 +123,8 @@ class PolygonProvider(HttpProvider):
         splits: dict[dt.date, float] = {}
         for item in raw["splits"]:
             day = _date(field_of(item, "execution_date", name, sym, item), name, sym)
-            to = number(field_of(item, "split_to", name, sym, item), "split_to", name, sym, item)
-            frm = number(
-                field_of(item, "split_from", name, sym, item), "split_from", name, sym, item
-            )
+            to = number_field(item, "split_to", name, sym, item)
+            frm = number_field(item, "split_from", name, sym, item)
             if to <= 0 or frm <= 0:
                 raise payload_error(
                     name, "malformed_payload", "split ratio <= 0", symbol=sym, raw=item
@@ -134,15 +133,13 @@ class PolygonProvider(HttpProvider):
         dividends: dict[dt.date, float] = {}
         for item in raw["dividends"]:
             day = _date(field_of(item, "ex_dividend_date", name, sym, item), name, sym)
-            cash = number(
-                field_of(item, "cash_amount", name, sym, item), "cash_amount", name, sym, item
-            )
+            cash = number_field(item, "cash_amount", name, sym, item)
             dividends[day] = dividends.get(day, 0.0) + cash
         samples, security = self._shares(raw["details"], sym)
         fetched_at = self.now()
         rows: list[dict[str, Any]] = []
         for bar in results:
-            stamp = number(field_of(bar, "t", name, sym, bar), "t", name, sym, bar)
+            stamp = number_field(bar, "t", name, sym, bar)
             day = dt.datetime.fromtimestamp(stamp / 1000, tz=NEW_YORK).date()
             shares = _shares_on(samples, splits, day)
             volume = bar.get("v")
@@ -150,7 +147,7 @@ class PolygonProvider(HttpProvider):
                 {
                     "date": day,
                     "symbol": sym,
-                    "close": number(field_of(bar, "c", name, sym, bar), "c", name, sym, bar),
+                    "close": number_field(bar, "c", name, sym, bar),
                     "volume": None if volume is None else number(volume, "v", name, sym, bar),
                     "shares_outstanding": shares,
                     "dividend": dividends.get(day),

@@ -19,6 +19,7 @@ from index_builder.providers.http import (
     SymbolQuery,
     field_of,
     number,
+    number_field,
     payload_error,
 )
 
@@ -85,9 +86,7 @@ class TiingoProvider(HttpProvider):
                 {
                     "date": day,
                     "symbol": sym,
-                    "close": number(
-                        field_of(item, "close", name, sym, item), "close", name, sym, item
-                    ),
+                    "close": number_field(item, "close", name, sym, item),
                     "volume": None if volume is None else number(volume, "volume", name, sym, item),
                     "dividend": div if div else None,
                     "split_ratio": ratio if ratio is not None and ratio != 1.0 else None,

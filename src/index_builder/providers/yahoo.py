@@ -27,6 +27,7 @@ from index_builder.providers.http import (
     SymbolQuery,
     field_of,
     number,
+    number_field,
     payload_error,
 )
 from index_builder.providers.schema import COMMON_STOCK
@@ -143,20 +144,9 @@ class YahooProvider(HttpProvider):
     def _splits(self, events: Any, zone: ZoneInfo, sym: str, raw: Any) -> dict[dt.date, float]:
         out: dict[dt.date, float] = {}
         for event in _event_list(events, self.name, sym, raw):
-            day = _day(
-                number(field_of(event, "date", self.name, sym, raw), "date", self.name, sym, raw),
-                zone,
-            )
-            num = number(
-                field_of(event, "numerator", self.name, sym, raw), "numerator", self.name, sym, raw
-            )
-            den = number(
-                field_of(event, "denominator", self.name, sym, raw),
-                "denominator",
-                self.name,
-                sym,
-                raw,
-            )
+            day = _day(number_field(event, "date", self.name, sym, raw), zone)
+            num = number_field(event, "numerator", self.name, sym, raw)
+            den = number_field(event, "denominator", self.name, sym, raw)
             if num <= 0 or den <= 0:
                 raise payload_error(
                     self.name, "malformed_payload", "split ratio <= 0", symbol=sym, raw=raw
@@ -167,13 +157,8 @@ class YahooProvider(HttpProvider):
     def _dividends(self, events: Any, zone: ZoneInfo, sym: str, raw: Any) -> dict[dt.date, float]:
         out: dict[dt.date, float] = {}
         for event in _event_list(events, self.name, sym, raw):
-            day = _day(
-                number(field_of(event, "date", self.name, sym, raw), "date", self.name, sym, raw),
-                zone,
-            )
-            amount = number(
-                field_of(event, "amount", self.name, sym, raw), "amount", self.name, sym, raw
-            )
+            day = _day(number_field(event, "date", self.name, sym, raw), zone)
+            amount = number_field(event, "amount", self.name, sym, raw)
             out[day] = out.get(day, 0.0) + amount
         return out
 

@@ -127,6 +127,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 LEVEL_COLUMNS = ["date", "level", "daily_return", "is_rebalance", "turnover", "n_constituents"]
@@ -186,6 +187,22 @@ class ReferenceResult:
     pending: list[PendingSelection] = field(default_factory=list)
     # {symbol: weight} in force after the last close (the last composition's weights)
     current_weights: dict[str, float] = field(default_factory=dict)
+
+
+def assert_identical_results(a: ReferenceResult, b: ReferenceResult) -> None:
+    """Two reference results are the same bit for bit (levels, compositions, changes,
+    errors, return variants, pending selections and the weights in force)."""
+    pd.testing.assert_frame_equal(a.levels, b.levels, check_exact=True)
+    assert list(a.compositions) == list(b.compositions)
+    for day in a.compositions:
+        pd.testing.assert_frame_equal(a.compositions[day], b.compositions[day], check_exact=True)
+    assert a.changes == b.changes
+    assert a.errors == b.errors
+    assert a.variant_levels.keys() == b.variant_levels.keys()
+    for variant in a.variant_levels:
+        assert np.array_equal(a.variant_levels[variant], b.variant_levels[variant], equal_nan=True)
+    assert a.pending == b.pending
+    assert a.current_weights == b.current_weights
 
 
 @dataclass

@@ -19,7 +19,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from engine_scenarios import (
@@ -33,7 +32,13 @@ from engine_scenarios import (
     securities_frame,
     security,
 )
-from reference_engine import ReferenceResult, buffered_selection, reference_build, xnys_sessions
+from reference_engine import (
+    ReferenceResult,
+    assert_identical_results,
+    buffered_selection,
+    reference_build,
+    xnys_sessions,
+)
 
 approx = pytest.approx
 
@@ -296,15 +301,6 @@ def test_buffer_on_weekly_rebalance_uses_last_selection() -> None:
 # --------------------------------------------------------------------------- defaults = Part 1
 
 
-def assert_same_result(a: ReferenceResult, b: ReferenceResult) -> None:
-    pd.testing.assert_frame_equal(a.levels, b.levels, check_exact=True)
-    assert list(a.compositions) == list(b.compositions)
-    for day in a.compositions:
-        pd.testing.assert_frame_equal(a.compositions[day], b.compositions[day], check_exact=True)
-    assert a.changes == b.changes
-    assert a.errors == b.errors
-
-
 def default_buffers(top_n: int) -> list[dict[str, int]]:
     return [{}, {"entry_rank": top_n, "exit_rank": top_n}]
 
@@ -319,7 +315,7 @@ def test_default_buffer_is_part_one(s: Scenario) -> None:
                 reference_build(s.securities, s.prices, buffered)
             continue
         plain = reference_build(s.securities, s.prices, s.definition)
-        assert_same_result(reference_build(s.securities, s.prices, buffered), plain)
+        assert_identical_results(reference_build(s.securities, s.prices, buffered), plain)
 
 
 def test_buffer_none_is_part_one() -> None:
@@ -327,7 +323,7 @@ def test_buffer_none_is_part_one() -> None:
     s.definition["buffer"] = None
     plain = copy.deepcopy(s)
     del plain.definition["buffer"]
-    assert_same_result(build(s), build(plain))
+    assert_identical_results(build(s), build(plain))
 
 
 # --------------------------------------------------------------------------- turnover

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,6 +47,7 @@ from reference_engine import (  # noqa: E402
     PENDING_COLUMNS,
     PendingSelection,
     ReferenceResult,
+    assert_identical_results,
     expected_turnover,
     reference_build,
 )
@@ -118,21 +118,6 @@ def pending_view(p: PendingSelection) -> tuple[dt.date, int, list[str], list[int
         list(p.constituents["symbol"]),
         [int(r) for r in p.constituents["rank"]],
     )
-
-
-def assert_same_result(a: ReferenceResult, b: ReferenceResult) -> None:
-    """Bit for bit."""
-    pd.testing.assert_frame_equal(a.levels, b.levels, check_exact=True)
-    assert list(a.compositions) == list(b.compositions)
-    for day in a.compositions:
-        pd.testing.assert_frame_equal(a.compositions[day], b.compositions[day], check_exact=True)
-    assert a.changes == b.changes
-    assert a.errors == b.errors
-    assert a.variant_levels.keys() == b.variant_levels.keys()
-    for v in a.variant_levels:
-        assert np.array_equal(a.variant_levels[v], b.variant_levels[v], equal_nan=True)
-    assert a.pending == b.pending == []
-    assert a.current_weights == b.current_weights
 
 
 # --------------------------------------------------------------------------- markets
@@ -235,7 +220,8 @@ def lag_scenarios() -> list[Scenario]:
 )
 def test_lag_zero_is_no_key(s: Scenario) -> None:
     plain = build(s, None)
-    assert_same_result(plain, build(s, 0))
+    assert_identical_results(plain, build(s, 0))
+    assert plain.pending == []
     # current_weights: the weights of the last composition
     last = plain.compositions[column(plain, "date")[-1]]
     assert plain.current_weights == dict(zip(last["symbol"], last["weight"], strict=True))

@@ -31,7 +31,7 @@ from engine_scenarios import (
     prices_frame,
     security,
 )
-from reference_engine import ReferenceResult, company_key, reference_build
+from reference_engine import ReferenceResult, assert_identical_results, company_key, reference_build
 
 approx = pytest.approx
 NAN = math.nan
@@ -313,16 +313,6 @@ def test_unknown_rank_by_raises() -> None:
 # --------------------------------------------------------------------------- Part 1 unchanged
 
 
-def assert_same_result(a: ReferenceResult, b: ReferenceResult) -> None:
-    pd.testing.assert_frame_equal(a.levels, b.levels, check_exact=True)
-    assert list(a.compositions) == list(b.compositions)
-    for day in a.compositions:
-        pd.testing.assert_frame_equal(a.compositions[day], b.compositions[day], check_exact=True)
-    assert a.changes == b.changes
-    assert a.errors == b.errors
-    assert a.variant_levels == b.variant_levels
-
-
 def with_companies(securities: pd.DataFrame) -> pd.DataFrame:
     """Pairs of consecutive symbols share a company."""
     out = securities.copy()
@@ -342,7 +332,7 @@ def test_rank_by_security_is_part_one(s: Scenario) -> None:
         return
     plain = reference_build(s.securities, s.prices, s.definition)
     for securities, definition_ in inputs:
-        assert_same_result(reference_build(securities, s.prices, definition_), plain)
+        assert_identical_results(reference_build(securities, s.prices, definition_), plain)
 
 
 @pytest.mark.parametrize("s", all_scenarios(), ids=lambda s: s.name)
@@ -356,4 +346,4 @@ def test_rank_by_company_without_company_ids_is_part_one(s: Scenario) -> None:
             reference_build(s.securities, s.prices, by_company)
         return
     plain = reference_build(s.securities, s.prices, s.definition)
-    assert_same_result(reference_build(s.securities, s.prices, by_company), plain)
+    assert_identical_results(reference_build(s.securities, s.prices, by_company), plain)

@@ -65,6 +65,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(JS_STAMP) system-deps
 	$(BIN)/python bench/run.py --sizes 3000x252,6000x2520
+	$(BIN)/python bench/incremental.py --symbols 6000 --days 2520 --repeats 3
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/ops_overhead.py
 	$(BIN)/python bench/dashboard.py

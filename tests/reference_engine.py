@@ -13,28 +13,47 @@ Part 2 rules implemented here (all optional; absent, the results are exactly Par
   :class:`PendingSelection`.
 
 This module is deliberately naive: plain Python, one trading day at a time, dicts and loops,
-no vectorisation. Every step is meant to be checked line by line against Part 1 of
+no vectorisation. Every step is meant to be checked line by line against
 /work/shared/METHODOLOGY.md. It is only used by the tests, never by the product.
 
-Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
+Conventions (the contract's rules, and the project's where the contract is silent):
 
-* Trading days are the distinct dates carrying at least one valid row (any symbol, whether
-  or not it passes the universe filters). Rows whose close or market cap is not finite and
-  > 0 are ignored defensively (the engine's input is already valid).
-* market cap = ``market_cap`` when finite, else ``close * shares_outstanding``.
+* Valid rows (METHODOLOGY "Inputs"), see :func:`_read_bars`. Rows are keyed by (date,
+  symbol). A key given more than once: exact copies (every column equal, null == null)
+  collapse into one row; copies that differ are all invalid. A row is valid when its date is
+  an XNYS session (:func:`xnys_sessions`, also when a ``next_session`` is injected), ``close``
+  is finite and > 0, its market cap is finite and > 0, a given ``split_ratio`` is finite and
+  > 0 and a given ``dividend`` finite and >= 0 (null = NaN / None: not given; a missing
+  column is all null). Invalid rows are ignored: they give no share count, and their split
+  and dividend are not seen. Trading days are the distinct dates carrying at least one valid
+  row (any symbol, whether or not it passes the universe filters).
+* Shares and market cap: each symbol's rows are processed in date order (validity needs the
+  market cap and only valid rows give counts and splits). ``shares_outstanding`` is "given"
+  when finite. A row's shares are its own count when given; else the shares in force: the
+  count of the symbol's latest earlier valid row that gave one, times the split ratio of
+  every valid row after it, this row included (so a 2:1 split on a row without a count
+  doubles the count carried in); else none. Market cap = ``market_cap`` when finite, else
+  ``close * shares``; with no shares either the row has no market cap and is invalid.
 * P = ``adj_close`` when finite and > 0 on that row, else ``close``.
 * ``min_price`` compares to ``close`` (unadjusted) and ``min_market_cap`` to the market cap,
-  both inclusive (>=). String filters (sectors, exchanges, types) are case-insensitive; a
-  filter that is None (or an empty list) does not filter. A symbol that has bars but no row
-  in the securities table is never eligible.
-* Weekly (ISO week), monthly and quarterly rebalances happen on a trading day whose next
-  exchange session (XNYS calendar, not the next day in the data) falls in a later period.
-  The base date is always a rebalance.
-* No eligible security at a scheduled rebalance: at the base date ``ValueError``; later the
-  constituents, units and weights stay unchanged, the date goes to ``errors``, the day is
-  not flagged ``is_rebalance``, its turnover is NaN and the ranks shown stay those of the last
-  rebalance that happened (with ``effective_lag``, unless the day is the effective date of an
-  earlier selection).
+  both inclusive (>=). String filters (sectors, exchanges, types) match case-insensitively,
+  ignoring surrounding whitespace on both sides (the definition's values and the
+  securities'); a filter that is None (or an empty list) does not filter. A symbol that has
+  bars but no row in the securities table is never eligible.
+* Schedule, see :func:`is_rebalance_day`. The base date is always a rebalance. Daily: every
+  trading day. Weekly (ISO week), monthly and quarterly: the period ends at the close of its
+  last exchange session, a session whose next exchange session (XNYS calendar, or the
+  injected ``next_session``; not the next day in the data) falls in a later period
+  (:func:`is_scheduled_rebalance`). When that session is not a trading day of the data, the
+  rebalance is postponed to the next trading day (never moved back): trading day t after the
+  base date is a rebalance iff some period-end session e has t_prev < e <= t, t_prev = the
+  previous trading day of the data. Several period ends missed before one trading day give
+  one rebalance.
+* No eligible security at a rebalance: at the base date ``ValueError``; later the rebalance
+  is skipped (constituents, units and weights stay unchanged), the date goes to ``errors``,
+  the day is not flagged ``is_rebalance``, its turnover is NaN and the ranks shown stay those
+  of the last rebalance that happened (with ``effective_lag``, unless the day is the
+  effective date of an earlier selection).
 * capped_market_cap: if n * cap < 1, with n the number of selected constituents, equal
   weights; otherwise iterative capping with tolerance 1e-12.
 * Selection buffer: the previous constituents C(prev) are those of the latest successful
@@ -43,30 +62,39 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   Ranks are among all eligible securities, so a kept member can show a rank > top_n. No
   buffer key means plain top N; an explicit buffer (even entry = exit = top_n) goes through
   :func:`buffered_selection`.
-* Aggregate capping: the project's algorithm, documented in :func:`group_capped_weights`.
+* Aggregate capping: the contract's pinned algorithm, see :func:`group_capped_weights`. When
+  no m works, the single-name capped weights w0 are used and the reference date goes to
+  ``group_cap_fallbacks`` (the build's warning).
 * ``n_constituents`` in the levels is the size of the composition in force after the close
   of that day (the same set as the day's composition).
 * Turnover is NaN on days that are not rebalances; 0 on the base date; on a later rebalance
   0.5 * sum |w_target - w_drifted| over the union of old and new constituents.
-* Return variants (the project's rules): a security "has actions" when any of its valid rows
-  carries a non-null, finite ``dividend`` or ``split_ratio`` (a missing column is all null).
-  Each variant v has a per-security return price RI_v on the security's valid rows (t' = its
-  previous valid row; halted days carry the last RI forward like Part 1 prices):
+* Return variants, per security and point in time (see :func:`_return_prices`). A security's
+  dividend formulas are in force from its first valid row that gives a ``dividend`` value
+  (0 included) on, that row included; a missing value counts as 0 after it. Each variant v
+  has a per-security return price RI_v chained over the security's valid rows (t' = its
+  previous valid row; halted days carry the last RI forward like Part 1 prices); on its
+  first valid row RI_price = close and RI_total = RI_net = close when the dividend formulas
+  are in force, else P. With s = split_ratio (null -> 1) and d = dividend (null -> 0):
 
-  - without actions: RI_total = P exactly; RI_price = close; RI_net starts at P(first) and
-    RI_net(t) = RI_net(t') * (1 + r_p + (1 - tax) * (r_t - r_p)), r_p = close(t)/close(t') - 1,
-    r_t = P(t)/P(t') - 1;
-  - with actions (s = split_ratio, null -> 1; d = dividend, null -> 0): all three start at
-    close(first); RI_price(t) = RI_price(t') * close(t) * s / close(t'),
-    RI_total(t) = RI_total(t') * (close(t) * s + d) / close(t'),
-    RI_net(t) = RI_net(t') * (close(t) * s + (1 - tax) * d) / close(t').
+  - always: RI_price(t) = RI_price(t') * close(t) * s / close(t');
+  - dividend formulas in force at t: RI_total(t) = RI_total(t') * (close(t) * s + d) /
+    close(t'), RI_net(t) = RI_net(t') * (close(t) * s + (1 - tax) * d) / close(t');
+  - before (or never): RI_total(t) = P(t) exactly (the ratio of P, no products, so Part 1 is
+    reproduced bit for bit; splits without dividends are not seen by the total return, only
+    by adj_close), and RI_net(t) = RI_net(t') * (1 + r_p + (1 - tax) * (r_t - r_p)) with
+    r_p = close(t) * s / close(t') - 1 and r_t = P(t) / P(t') - 1.
 
   Selection, ranks and target weights are Part 1's. Each variant is an index of its own:
   units q_v,i = L_v(r) * w_i(r) / RI_v,i(r), all starting at base_value. The headline variant
   (``return_type``) gives the levels, daily returns, turnover (its drifted weights) and the
-  compositions (price = RI_headline). ``variant_levels`` holds all three level series.
+  compositions. Compositions quote money: price(t) = real(e) * RI(t) / RI(e) and units =
+  q * RI(e) / real(e), e the effective date of the composition in force, real = the close of
+  the security's last valid row on or before e when its dividend formulas are in force
+  there, else its P (so Part 1 outputs are unchanged: the anchor is exactly 1).
+  ``variant_levels`` holds all three level series.
 * Companies and share classes (``rank_by``: ``security`` (default, Part 1) | ``company``), see
-  :func:`_company_selection`. The securities table may carry ``company_id`` (missing column or
+  :func:`_rank_companies`. The securities table may carry ``company_id`` (missing column or
   null: the security is its own company, key = its symbol; else key = the company_id string);
   bars may carry ``volume`` (missing or NaN: 0). On a rebalance with ``rank_by: company``:
   company cap = sum of the market caps of its eligible classes (Part 1 eligibility; classes
@@ -81,15 +109,15 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
   (absent / None: 0; bools, floats, strings and negatives raise ``ValueError``). With lag 0
   the results are exactly those without the key.
 
-  1. Reference dates t are the rebalance dates above (the base date and the scheduled
-     rebalances). Selection (buffer and company ranking included), ranks and target weights
-     w_i(t) are computed at t with the data of t, as with lag 0. C(prev) for the buffer is the
-     latest successful selection by reference date, in effect or not; for ``rank_by:
-     company`` the companies of that selection. A reference date with no eligible security
-     goes to ``errors`` and schedules nothing.
+  1. Reference dates t are the rebalance dates above (the base date and the scheduled or
+     postponed rebalances). Selection (buffer and company ranking included), ranks and
+     target weights w_i(t) are computed at t with the data of t, as with lag 0. C(prev) for
+     the buffer is the latest successful selection by reference date, in effect or not; for
+     ``rank_by: company`` the companies of that selection. A reference date with no eligible
+     security goes to ``errors`` and schedules nothing.
   2. The selection takes effect at the close of the trading day ``effective_lag`` trading
-     days after t (trading days = the distinct dates of the data: index of t in the days +
-     lag). The base date's selection takes effect at once (the lag is ignored there).
+     days after t, counted in the trading days of the data (index of t in the days + lag).
+     The base date's selection takes effect at once (the lag is ignored there).
      Effective dates are strictly increasing because reference dates are, so selections in
      flight (several at once when the lag is longer than the gap between reference dates)
      take effect in reference-date order, at most one per day.
@@ -97,8 +125,7 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
      q_v,i = L_v(e) * w_i(t) / RI_v,i(e), RI carried forward: a selected security without a
      valid row on e (halted, or delisted after t) enters at its last return price, like a
      Part 1 halt, and can only leave at a later effective date. Eligibility is not checked
-     again on e. The composition anchor is real(e) / RI(e) from the security's last valid bar
-     on or before e (its close if it has actions, else P).
+     again on e. The composition anchor is real(e) / RI(e) as above.
   4. On e: ``is_rebalance`` True (the flag marks effective dates), turnover =
      0.5 * sum |w_i(t) - drifted w_i(e)| over the union (0 on the base date), and a change
      entry (e, entered = C(t) minus the constituents in force before the close of e, exited =
@@ -108,9 +135,11 @@ Conventions fixed where Part 1 is silent (kept identical to the engine's brief):
      effective date <= d, with ``rank`` = its rank at its reference date; weight, price,
      units and market_cap (last valid market cap) as with lag 0.
   6. Selections whose effective date falls after the last day of the data are ``pending``
-     (:class:`PendingSelection`, in reference-date order): reference date, effective_offset
-     (trading days after the last data day: 1 = the next session) and the constituents in
-     rank order with rank and market cap at t and target weight. ``current_weights`` are the
+     (:class:`PendingSelection`, all of them, in reference-date order): reference date,
+     effective_offset (trading days after the last data day, counted on in exchange
+     sessions: 1 = the next session) and the constituents in rank order with rank and market
+     cap at t and target weight. The pro-forma view is :attr:`ReferenceResult.announced`: the
+     latest pending selection (latest reference date), or None. ``current_weights`` are the
      weights in force after the last close; the expected one-way turnover of every pending
      selection is measured against them (:func:`expected_turnover`), also for a second one in
      flight.
@@ -187,11 +216,25 @@ class ReferenceResult:
     pending: list[PendingSelection] = field(default_factory=list)
     # {symbol: weight} in force after the last close (the last composition's weights)
     current_weights: dict[str, float] = field(default_factory=dict)
+    # group_cap: reference dates where no m of the pinned algorithm worked and the
+    # single-name capped weights w0 were used (the build's warning), in date order
+    group_cap_fallbacks: list[dt.date] = field(default_factory=list)
+
+    @property
+    def announced(self) -> PendingSelection | None:
+        """The pro-forma view: the latest pending selection (latest reference date), or None.
+
+        With several pending it is the index once every announced change is in force.
+        """
+        if not self.pending:
+            return None
+        return max(self.pending, key=lambda p: p.reference_date)
 
 
 def assert_identical_results(a: ReferenceResult, b: ReferenceResult) -> None:
     """Two reference results are the same bit for bit (levels, compositions, changes,
-    errors, return variants, pending selections and the weights in force)."""
+    errors, return variants, pending selections, the weights in force and the group-cap
+    fallback dates)."""
     pd.testing.assert_frame_equal(a.levels, b.levels, check_exact=True)
     assert list(a.compositions) == list(b.compositions)
     for day in a.compositions:
@@ -203,6 +246,7 @@ def assert_identical_results(a: ReferenceResult, b: ReferenceResult) -> None:
         assert np.array_equal(a.variant_levels[variant], b.variant_levels[variant], equal_nan=True)
     assert a.pending == b.pending
     assert a.current_weights == b.current_weights
+    assert a.group_cap_fallbacks == b.group_cap_fallbacks
 
 
 @dataclass
@@ -264,10 +308,47 @@ def period_key(day: dt.date, rebalance: str) -> tuple[int, int]:
 def is_scheduled_rebalance(
     day: dt.date, rebalance: str, next_session: Callable[[dt.date], dt.date]
 ) -> bool:
-    """Daily: every trading day. Otherwise: the next exchange session is in a later period."""
+    """``day`` is itself a period end: daily, every day; otherwise the next exchange session
+    is in a later period (the session closing the ISO week / month / quarter).
+
+    A trading day whose period end is missing from the data is a (postponed) rebalance too:
+    see :func:`is_rebalance_day`.
+    """
     if rebalance == "daily":
         return True
     return period_key(next_session(day), rebalance) > period_key(day, rebalance)
+
+
+def period_end_sessions(
+    after: dt.date, upto: dt.date, rebalance: str, next_session: Callable[[dt.date], dt.date]
+) -> list[dt.date]:
+    """The period-end exchange sessions e with ``after`` < e <= ``upto``, walking the sessions
+    of the calendar one at a time (``next_session``)."""
+    ends = []
+    session = next_session(after)
+    while session <= upto:
+        if is_scheduled_rebalance(session, rebalance, next_session):
+            ends.append(session)
+        session = next_session(session)
+    return ends
+
+
+def is_rebalance_day(
+    day: dt.date,
+    previous_day: dt.date,
+    rebalance: str,
+    next_session: Callable[[dt.date], dt.date],
+) -> bool:
+    """Trading day ``day`` (after the base date) is a scheduled rebalance.
+
+    ``previous_day``: the previous trading day of the data. Daily: always. Otherwise iff some
+    period-end session e has ``previous_day`` < e <= ``day``: the period's own last session
+    (e = day), or a missed one whose rebalance is postponed to this first trading day after
+    it (several missed ends give one rebalance).
+    """
+    if rebalance == "daily":
+        return True
+    return bool(period_end_sessions(previous_day, day, rebalance, next_session))
 
 
 # --------------------------------------------------------------------------- input helpers
@@ -295,73 +376,153 @@ def _finite_positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
 
 
+@lru_cache(maxsize=1)
+def _xnys_session_set() -> frozenset[dt.date]:
+    return frozenset(xnys_sessions())
+
+
+def _is_null(value: Any) -> bool:
+    """None, NaN, pd.NA, NaT: not given."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal values, null == null (for telling exact copies of a row)."""
+    if _is_null(a) or _is_null(b):
+        return _is_null(a) and _is_null(b)
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _same_row(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two rows of one (date, symbol) are exact copies: every other column equal."""
+    columns = (set(a) | set(b)) - {"date", "symbol"}
+    return all(_same_value(a.get(c), b.get(c)) for c in sorted(columns))
+
+
+def _valid_on_its_own(row: dict[str, Any], day: dt.date, sessions: frozenset[dt.date]) -> bool:
+    """The checks a row passes or fails alone (everything but the shares in force)."""
+    market_cap = _number(row.get("market_cap"))
+    split_ratio = _number(row.get("split_ratio"))
+    dividend = _number(row.get("dividend"))
+    return (
+        day in sessions
+        and _finite_positive(_number(row.get("close")))
+        and (math.isnan(market_cap) or _finite_positive(market_cap))
+        and (math.isnan(split_ratio) or _finite_positive(split_ratio))
+        and (math.isnan(dividend) or (math.isfinite(dividend) and dividend >= 0))
+    )
+
+
 def _read_bars(prices: pd.DataFrame) -> dict[dt.date, dict[str, _Bar]]:
-    """{date: {symbol: bar}} keeping valid rows only."""
-    bars: dict[dt.date, dict[str, _Bar]] = {}
+    """{date: {symbol: bar}} keeping valid rows only (METHODOLOGY "Inputs").
+
+    1. A row that fails a check of its own (not a session, close, a given market cap, split
+       ratio or dividend out of range) is invalid, as ingestion quarantines it for that
+       reason. The others are grouped by (date, symbol): exact copies collapse into one
+       row; copies that differ are all invalid (``conflicting_duplicate``: dropped here,
+       they give nothing).
+    2. Each symbol's rows in date order: the row's shares (its own finite count, else the
+       shares in force times its split ratio), its market cap (``market_cap`` when finite,
+       else close * shares), its validity; a valid row updates the shares in force.
+    """
+    sessions = _xnys_session_set()
+    copies: dict[tuple[dt.date, str], list[dict[str, Any]]] = {}
     for row in prices.to_dict("records"):
         day = _as_date(row["date"])
-        symbol = str(row["symbol"])
-        close = _number(row.get("close"))
-        market_cap = _number(row.get("market_cap"))
-        if not math.isfinite(market_cap):
-            market_cap = close * _number(row.get("shares_outstanding"))
-        if not (_finite_positive(close) and _finite_positive(market_cap)):
-            continue  # invalid row: ignored
-        volume = _number(row.get("volume"))
-        volume = volume if math.isfinite(volume) else 0.0
-        adj_close = _number(row.get("adj_close"))
-        price = adj_close if _finite_positive(adj_close) else close
-        day_bars = bars.setdefault(day, {})
-        if symbol in day_bars:
-            raise ValueError(f"duplicate bar for {symbol} on {day}")
-        day_bars[symbol] = _Bar(
-            close=close,
-            price=price,
-            market_cap=market_cap,
-            dividend=_number(row.get("dividend")),
-            split_ratio=_number(row.get("split_ratio")),
-            volume=volume,
-        )
+        if _valid_on_its_own(row, day, sessions):
+            copies.setdefault((day, str(row["symbol"])), []).append(row)
+    by_symbol: dict[str, list[tuple[dt.date, dict[str, Any]]]] = {}
+    for (day, symbol), rows in copies.items():
+        if all(_same_row(rows[0], other) for other in rows[1:]):
+            by_symbol.setdefault(symbol, []).append((day, rows[0]))
+        # else: copies that differ, all invalid
+
+    bars: dict[dt.date, dict[str, _Bar]] = {}
+    for symbol in sorted(by_symbol):
+        in_force: float | None = None  # shares in force after the last valid row (or none)
+        for day, row in sorted(by_symbol[symbol], key=lambda pair: pair[0]):
+            close = _number(row.get("close"))
+            split_ratio = _number(row.get("split_ratio"))  # NaN: not given
+            dividend = _number(row.get("dividend"))  # NaN: not given
+            count = _number(row.get("shares_outstanding"))
+            split = 1.0 if math.isnan(split_ratio) else split_ratio
+            if math.isfinite(count):
+                shares = count  # the row's own count
+            elif in_force is not None:
+                shares = in_force * split  # the count carried in, times this row's split
+            else:
+                shares = math.nan  # no count given, none in force
+            market_cap = _number(row.get("market_cap"))
+            if not math.isfinite(market_cap):
+                market_cap = close * shares
+            valid = (
+                day in sessions
+                and _finite_positive(close)
+                and _finite_positive(market_cap)
+                and (math.isnan(split_ratio) or _finite_positive(split_ratio))
+                and (math.isnan(dividend) or (math.isfinite(dividend) and dividend >= 0))
+            )
+            if not valid:
+                continue  # ignored: no count, its split and dividend are not seen
+            if math.isfinite(count):
+                in_force = count
+            elif in_force is not None:
+                in_force = shares
+            volume = _number(row.get("volume"))
+            adj_close = _number(row.get("adj_close"))
+            bars.setdefault(day, {})[symbol] = _Bar(
+                close=close,
+                price=adj_close if _finite_positive(adj_close) else close,
+                market_cap=market_cap,
+                dividend=dividend,
+                split_ratio=split_ratio,
+                volume=volume if math.isfinite(volume) else 0.0,
+            )
     return bars
-
-
-def _has_actions(bars: dict[dt.date, dict[str, _Bar]]) -> set[str]:
-    """Symbols with a finite dividend or split_ratio on any of their valid rows."""
-    out: set[str] = set()
-    for day_bars in bars.values():
-        for symbol, bar in day_bars.items():
-            if math.isfinite(bar.dividend) or math.isfinite(bar.split_ratio):
-                out.add(symbol)
-    return out
 
 
 def _return_prices(
     bar: _Bar,
     previous: _Bar | None,
     previous_ri: dict[str, float] | None,
-    actions: bool,
+    dividends: bool,
     tax: float,
 ) -> dict[str, float]:
-    """RI_v for one security on one valid row; ``previous`` is its previous valid row."""
-    if not actions:
-        if previous is None or previous_ri is None:
-            return {"price": bar.close, "total": bar.price, "net_total": bar.price}
-        r_p = bar.close / previous.close - 1.0
-        r_t = bar.price / previous.price - 1.0
-        r_net = r_p + (1.0 - tax) * (r_t - r_p)
-        return {
-            "price": bar.close,
-            "total": bar.price,  # exactly P: no products, so Part 1 is reproduced exactly
-            "net_total": previous_ri["net_total"] * (1.0 + r_net),
-        }
-    if previous is None or previous_ri is None:
-        return {v: bar.close for v in RETURN_TYPES}
+    """RI_v for one security on one valid row; ``previous`` is its previous valid row.
+
+    ``dividends``: the security's dividend formulas are in force on this row (it is, or
+    follows, the security's first valid row that gives a dividend value).
+    """
+    if previous is None or previous_ri is None:  # first valid row: no return yet
+        start = bar.close if dividends else bar.price
+        return {"price": bar.close, "total": start, "net_total": start}
     s = bar.split_ratio if math.isfinite(bar.split_ratio) else 1.0
-    d = bar.dividend if math.isfinite(bar.dividend) else 0.0
+    price = previous_ri["price"] * (bar.close * s) / previous.close
+    if dividends:
+        d = bar.dividend if math.isfinite(bar.dividend) else 0.0
+        return {
+            "price": price,
+            "total": previous_ri["total"] * (bar.close * s + d) / previous.close,
+            "net_total": previous_ri["net_total"]
+            * (bar.close * s + (1.0 - tax) * d)
+            / previous.close,
+        }
+    # Before the first dividend value (or never): total = the ratio of P, net inferred.
+    r_p = bar.close * s / previous.close - 1.0
+    r_t = bar.price / previous.price - 1.0
+    r_net = r_p + (1.0 - tax) * (r_t - r_p)
     return {
-        "price": previous_ri["price"] * (bar.close * s) / previous.close,
-        "total": previous_ri["total"] * (bar.close * s + d) / previous.close,
-        "net_total": previous_ri["net_total"] * (bar.close * s + (1.0 - tax) * d) / previous.close,
+        "price": price,
+        "total": bar.price,  # exactly P: no products, so Part 1 is reproduced exactly
+        "net_total": previous_ri["net_total"] * (1.0 + r_net),
     }
 
 
@@ -380,12 +541,18 @@ def company_key(symbol: str, security: dict[str, Any] | None) -> str:
 # --------------------------------------------------------------------------- selection
 
 
+def _normalised(text: str) -> str:
+    """Case-insensitive, surrounding whitespace ignored."""
+    return text.strip().lower()
+
+
 def _matches(value: Any, allowed: list[str] | None) -> bool:
+    """String filter: case-insensitive, ignoring surrounding spaces on both sides."""
     if not allowed:  # None or empty: no filter
         return True
     if not isinstance(value, str):
         return False
-    return value.lower() in {a.lower() for a in allowed}
+    return _normalised(value) in {_normalised(a) for a in allowed if isinstance(a, str)}
 
 
 def _is_eligible(security: dict[str, Any] | None, bar: _Bar, universe: dict[str, Any]) -> bool:
@@ -472,15 +639,34 @@ def buffered_selection(
 # --------------------------------------------------------------------------- weights
 
 
-def fill_to_bounds(market_caps: list[float], bounds: list[float]) -> list[float] | None:
-    """w_i = min(bound_i, lam * mcap_i) with sum w = 1; None when sum(bounds) < 1 - 1e-12.
+def _above(weight: float, bound: float) -> bool:
+    """weight > bound, allowing 1e-12 (relative)."""
+    return weight > bound * (1 + CAP_TOLERANCE)
 
-    Iterative: all names start free; a free name gets mcap_i / (sum of free mcaps) times
-    (1 - sum of fixed weights); any free name above bound_i * (1 + 1e-12) is fixed at its bound;
-    repeat until no free name exceeds its bound.
+
+def _at_most(value: float, bound: float) -> bool:
+    """value <= bound, allowing 1e-12 (relative)."""
+    return value <= bound * (1 + CAP_TOLERANCE)
+
+
+def _at_least(value: float, bound: float) -> bool:
+    """value >= bound, allowing 1e-12 (relative)."""
+    return value >= bound * (1 - CAP_TOLERANCE)
+
+
+def fill_to_bounds(
+    market_caps: list[float], bounds: list[float], total: float = 1.0
+) -> list[float] | None:
+    """w_i = min(bound_i, lam * mcap_i) with sum w = ``total``; None when the bounds sum to
+    less than ``total`` (allowing 1e-12).
+
+    Pro rata by market cap: all names start free; a free name gets mcap_i / (sum of free
+    mcaps) times (total - sum of fixed weights); any free name above its bound (allowing
+    1e-12) is set to its bound and fixed, the excess going pro rata to the names still
+    below theirs; repeat until no free name exceeds its bound.
     """
     n = len(market_caps)
-    if sum(bounds) < 1.0 - CAP_TOLERANCE:
+    if sum(bounds) < total * (1 - CAP_TOLERANCE):
         return None
     fixed = [False] * n
     while True:
@@ -492,111 +678,36 @@ def fill_to_bounds(market_caps: list[float], bounds: list[float]) -> list[float]
             else:
                 free_total += market_caps[i]
         if free_total == 0.0:
-            # Every name is at its bound (sum(bounds) is within 1e-12 of 1): the bounds are
-            # the weights. Not reachable unless the bounds sum to 1 up to rounding.
+            # Every name is at its bound (the bounds sum to ``total`` up to rounding): the
+            # bounds are the weights.
             return list(bounds)
         weights = []
         for i in range(n):
             if fixed[i]:
                 weights.append(bounds[i])
             else:
-                weights.append(market_caps[i] / free_total * (1.0 - fixed_total))
-        over = [
-            i for i in range(n) if not fixed[i] and weights[i] > bounds[i] * (1 + CAP_TOLERANCE)
-        ]
+                weights.append(market_caps[i] / free_total * (total - fixed_total))
+        over = [i for i in range(n) if not fixed[i] and _above(weights[i], bounds[i])]
         if not over:
             return weights
         for i in over:
             fixed[i] = True
 
 
-def group_capped_weights(
-    selected: list[str],
-    market_caps: dict[str, float],
-    cap: float,
-    threshold: float,
-    limit: float,
-    rank_of: dict[str, int] | None = None,
-) -> tuple[dict[str, float], str | None]:
-    """Aggregate capping (Part 2): (weights, fallback), fallback None when the rules were met.
-
-    The project's algorithm:
-
-    * names in rank order (market cap descending, ties by symbol ascending);
-    * c = n: names at positions < c are bounded by ``cap``, those at positions >= c by
-      ``threshold``;
-    * loop: w = fill_to_bounds(bounds); group = names with w > threshold * (1 + 1e-12); if the
-      group's total <= limit * (1 + 1e-12) return w; else c = the position of the group's last
-      member (smallest market cap): it and every later name get bound ``threshold``; repeat.
-    * Fallback to equal weights 1/n: ``"n*cap<1"`` when the single-name cap cannot be met,
-      ``"infeasible"`` when some fill is infeasible (c * cap + (n - c) * threshold < 1), and
-      ``"exhausted"`` when c reaches 0 and the limit still fails (not reachable in exact
-      arithmetic: at c = 0 no weight exceeds the threshold).
-
-    With threshold <= cap the bounds are non-increasing along the rank order, and so is
-    lam * mcap, hence the weights are: a larger market cap never gets a smaller weight. With
-    c = n the fill is the Part 1 capping (up to rounding), so when the group limit does not
-    bind, the weights are the single-cap weights.
-
-    ``rank_of`` (rank_by company): names are ordered by that rank instead (company cap
-    descending, ties by company key).
-    """
-    if rank_of is None:
-        order = sorted(selected, key=lambda s: (-market_caps[s], s))
-    else:
-        order = sorted(selected, key=lambda s: rank_of[s])
-    n = len(order)
-    equal = {s: 1.0 / n for s in selected}
-    if n * cap < 1:
-        return equal, "n*cap<1"
-    caps = [market_caps[s] for s in order]
-    c = n
-    while True:
-        bounds = [cap if i < c else threshold for i in range(n)]
-        weights = fill_to_bounds(caps, bounds)
-        if weights is None:
-            return equal, "infeasible"
-        group = [i for i in range(n) if weights[i] > threshold * (1 + CAP_TOLERANCE)]
-        group_total = sum(weights[i] for i in group)
-        if group_total <= limit * (1 + CAP_TOLERANCE):
-            return {s: weights[i] for i, s in enumerate(order)}, None
-        if c == 0:
-            return equal, "exhausted"
-        c = max(group)  # the group's last member in rank order, and all after it: threshold
-
-
-def target_weights(
-    selected: list[str],
-    market_caps: dict[str, float],
-    weighting: str,
-    cap: float | None,
-    group_cap: dict[str, Any] | None = None,
-    rank_of: dict[str, int] | None = None,
+def _single_capped_weights(
+    selected: list[str], market_caps: dict[str, float], cap: float
 ) -> dict[str, float]:
+    """Part 1 capping: market-cap weights, any weight above the cap set to it and the excess
+    redistributed pro rata, repeated; equal weights when n * cap < 1."""
     n = len(selected)
     equal = {s: 1.0 / n for s in selected}
-    if weighting == "equal":
-        return equal
-    total = sum(market_caps[s] for s in selected)
-    weights = {s: market_caps[s] / total for s in selected}
-    if weighting == "market_cap":
-        return weights
-    if weighting == "sqrt_market_cap":  # the project's feature-flagged scheme
-        roots = {s: math.sqrt(market_caps[s]) for s in selected}
-        root_total = sum(roots[s] for s in selected)
-        return {s: roots[s] / root_total for s in selected}
-    if weighting != "capped_market_cap":
-        raise ValueError(f"unknown weighting {weighting!r}")
-    if cap is None or not cap > 0:
-        raise ValueError("capped_market_cap needs a positive cap")
-    if group_cap is not None:
-        threshold, limit = _group_cap_params(group_cap)
-        return group_capped_weights(selected, market_caps, cap, threshold, limit, rank_of)[0]
     if n * cap < 1:
         return equal  # the cap cannot be met: equal weights are the smallest maximum
+    total = sum(market_caps[s] for s in selected)
+    weights = {s: market_caps[s] / total for s in selected}
     capped: set[str] = set()
     while True:
-        over = [s for s in selected if s not in capped and weights[s] > cap + CAP_TOLERANCE]
+        over = [s for s in selected if s not in capped and _above(weights[s], cap)]
         if not over:
             return weights
         capped.update(over)
@@ -609,6 +720,118 @@ def target_weights(
         budget = 1.0 - cap * len(capped)
         free_cap = sum(market_caps[s] for s in free)
         weights = {s: cap if s in capped else budget * market_caps[s] / free_cap for s in selected}
+
+
+def _group_limit_holds(weights: list[float], threshold: float, limit: float) -> bool:
+    """The weights above the threshold (strictly, allowing 1e-12) sum to at most the limit."""
+    return _at_most(sum(w for w in weights if _above(w, threshold)), limit)
+
+
+def group_capped_weights(
+    selected: list[str],
+    market_caps: dict[str, float],
+    cap: float,
+    threshold: float,
+    limit: float,
+    rank_of: dict[str, int] | None = None,
+) -> tuple[dict[str, float], str | None]:
+    """Aggregate capping (Part 2): (weights, fallback), fallback None when a solution was
+    found and ``"no_solution"`` when the single-name capped weights w0 are used instead.
+
+    The contract's pinned algorithm, step by step (comparisons allow 1e-12, relative):
+
+    1. w0 = the single-name capped weights (Part 1 capping; equal weights when n * cap < 1).
+       If w0 meets the group limit (the weights above the threshold sum to <= limit), w0.
+    2. Names in rank order (market cap descending, ties by symbol ascending; ``rank_of``
+       for rank_by company: company cap descending, ties by company key); m = the number of
+       w0 weights above the threshold. For m, m - 1, ..., 0:
+
+       a. bounds: ``cap`` for the top m names, ``threshold`` for the others;
+          :func:`fill_to_bounds` (skip this m when the bounds sum to less than 1); if the
+          group limit holds, done;
+       b. else, if m * cap >= limit and (n - m) * threshold >= 1 - limit: fill the top m pro
+          rata to exactly ``limit`` (bound ``cap``) and the others pro rata to 1 - limit
+          (bound ``threshold``); if the smallest of the top m weights is >= the largest of
+          the others, done. (b's two conditions imply bounds summing to >= 1, so skipping a
+          skipped m never skips a b that could apply.)
+    3. No m works: no solution exists (e.g. UCITS 10/5/40 with fewer than 16 names): w0.
+    """
+    if rank_of is None:
+        order = sorted(selected, key=lambda s: (-market_caps[s], s))
+    else:
+        order = sorted(selected, key=lambda s: rank_of[s])
+    n = len(order)
+    caps = [market_caps[s] for s in order]
+    w0 = _single_capped_weights(selected, market_caps, cap)  # exactly target_weights' w0
+    # 1. w0 when it meets the group limit
+    if _group_limit_holds([w0[s] for s in order], threshold, limit):
+        return {s: w0[s] for s in selected}, None
+    # 2. m = the number of w0 weights above the threshold, down to 0
+    first_m = sum(1 for s in order if _above(w0[s], threshold))
+    for m in range(first_m, -1, -1):
+        # a. cap for the top m, threshold for the others, one fill
+        bounds = [cap if i < m else threshold for i in range(n)]
+        weights = fill_to_bounds(caps, bounds)
+        if weights is None:
+            continue  # the bounds sum to less than 1: skip this m
+        if _group_limit_holds(weights, threshold, limit):
+            return {s: weights[i] for i, s in enumerate(order)}, None
+        # b. the top m at exactly the limit, the others at 1 - limit
+        if _at_least(m * cap, limit) and _at_least((n - m) * threshold, 1.0 - limit):
+            top = fill_to_bounds(caps[:m], [cap] * m, limit)
+            rest = fill_to_bounds(caps[m:], [threshold] * (n - m), 1.0 - limit)
+            assert top is not None and rest is not None  # guaranteed by the two conditions
+            if not top or not rest or _at_least(min(top), max(rest)):
+                weights = top + rest
+                return {s: weights[i] for i, s in enumerate(order)}, None
+    # 3. no m works: w0, reported
+    return {s: w0[s] for s in selected}, "no_solution"
+
+
+def _weights_with_fallback(
+    selected: list[str],
+    market_caps: dict[str, float],
+    weighting: str,
+    cap: float | None,
+    group_cap: dict[str, Any] | None = None,
+    rank_of: dict[str, int] | None = None,
+) -> tuple[dict[str, float], bool]:
+    """Target weights, and whether aggregate capping fell back to w0 (no solution)."""
+    n = len(selected)
+    if weighting == "equal":
+        return {s: 1.0 / n for s in selected}, False
+    total = sum(market_caps[s] for s in selected)
+    if weighting == "market_cap":
+        return {s: market_caps[s] / total for s in selected}, False
+    if weighting == "sqrt_market_cap":  # the project's feature-flagged scheme
+        roots = {s: math.sqrt(market_caps[s]) for s in selected}
+        root_total = sum(roots[s] for s in selected)
+        return {s: roots[s] / root_total for s in selected}, False
+    if weighting != "capped_market_cap":
+        raise ValueError(f"unknown weighting {weighting!r}")
+    if cap is None or not cap > 0:
+        raise ValueError("capped_market_cap needs a positive cap")
+    if group_cap is not None:
+        threshold, limit = _group_cap_params(group_cap)
+        weights, fallback = group_capped_weights(
+            selected, market_caps, cap, threshold, limit, rank_of
+        )
+        return weights, fallback is not None
+    return _single_capped_weights(selected, market_caps, cap), False
+
+
+def target_weights(
+    selected: list[str],
+    market_caps: dict[str, float],
+    weighting: str,
+    cap: float | None,
+    group_cap: dict[str, Any] | None = None,
+    rank_of: dict[str, int] | None = None,
+) -> dict[str, float]:
+    """The target weights w_i(r) of the selected names (Part 1, and Part 2 aggregate capping
+    with ``group_cap``; its fallback is reported by the build, see
+    :attr:`ReferenceResult.group_cap_fallbacks`)."""
+    return _weights_with_fallback(selected, market_caps, weighting, cap, group_cap, rank_of)[0]
 
 
 def _group_cap_params(group_cap: dict[str, Any]) -> tuple[float, float]:
@@ -688,7 +911,6 @@ def reference_build(
 
     secs = _read_securities(securities)
     bars = _read_bars(prices)
-    with_actions = _has_actions(bars)
     days = sorted(bars)
     if not days:
         raise ValueError("no trading days in the data")
@@ -716,10 +938,13 @@ def reference_build(
     latest_selected: set[str] = set()
     companies: set[str] = set()  # rank_by company: the companies of the latest selection
     in_flight: list[_Selection] = []  # selections not yet in effect, in reference-date order
+    # Securities whose dividend formulas are in force: from their first valid row giving a
+    # dividend value (0 included) on.
+    with_dividends: set[str] = set()
     # Compositions report prices in real money: price(t) = real(e) * RI(t) / RI(e) and
     # units = q * RI(e) / real(e), e the effective date, with real = the close of the last
-    # valid bar on or before e for securities with actions, else its Part 1 price P (so Part 1
-    # outputs are unchanged: anchor 1 exactly).
+    # valid bar on or before e for securities whose dividend formulas are in force there,
+    # else its Part 1 price P (so Part 1 outputs are unchanged: anchor 1 exactly).
     anchor: dict[str, float] = {}
     previous_level = math.nan
 
@@ -727,11 +952,14 @@ def reference_build(
     compositions: dict[dt.date, pd.DataFrame] = {}
     changes: list[tuple[dt.date, list[str], list[str]]] = []
     errors: list[dt.date] = []
+    group_cap_fallbacks: list[dt.date] = []
 
     for index, day in enumerate(days):
         for symbol, bar in bars[day].items():
+            if math.isfinite(bar.dividend):  # a dividend value (0 included): from now on
+                with_dividends.add(symbol)
             ri = _return_prices(
-                bar, last_bar.get(symbol), last_ri.get(symbol), symbol in with_actions, tax
+                bar, last_bar.get(symbol), last_ri.get(symbol), symbol in with_dividends, tax
             )
             last_ri[symbol] = ri
             last_bar[symbol] = bar
@@ -754,10 +982,11 @@ def reference_build(
         level = variant_level[headline]
         daily_return = 0.0 if day == base else level / previous_level - 1.0
 
-        # 2. Selection at the close of a reference date (the base date or a scheduled
-        # rebalance), with the data of the day. It takes effect ``lag`` trading days later
-        # (the base date's at once).
-        if day == base or is_scheduled_rebalance(day, rebalance, next_session):
+        # 2. Selection at the close of a reference date (the base date, or a scheduled
+        # rebalance: a period end in (previous trading day, day], postponed to this day when
+        # it is missing from the data), with the data of the day. It takes effect ``lag``
+        # trading days of the data later (the base date's at once).
+        if day == base or is_rebalance_day(day, days[index - 1], rebalance, next_session):
             if rank_by == "company":
                 by_company = _rank_companies(bars[day], secs, universe)
                 ranked = by_company.ranked  # company keys
@@ -786,12 +1015,17 @@ def reference_build(
                     caps = {s: bars[day][s].market_cap for s in selected}
                     new_ranks = {s: i + 1 for i, s in enumerate(ranked)}
                 latest_selected = set(selected)
+                weights, fell_back = _weights_with_fallback(
+                    selected, caps, weighting, cap, group_cap, rank_of
+                )
+                if fell_back:
+                    group_cap_fallbacks.append(day)  # no solution: w0, with a warning
                 in_flight.append(
                     _Selection(
                         reference_date=day,
                         effective_index=index if day == base else index + lag,
                         selected=selected,
-                        weights=target_weights(selected, caps, weighting, cap, group_cap, rank_of),
+                        weights=weights,
                         ranks=new_ranks,
                         market_caps={s: bars[day][s].market_cap for s in selected},
                     )
@@ -822,7 +1056,7 @@ def reference_build(
                 }
             units = variant_units[headline]
             anchor = {
-                s: (last_bar[s].close if s in with_actions else last_bar[s].price)
+                s: (last_bar[s].close if s in with_dividends else last_bar[s].price)
                 / last_ri[s][headline]
                 for s in sel.selected
             }
@@ -891,6 +1125,7 @@ def reference_build(
         compositions=compositions,
         changes=changes,
         errors=errors,
+        group_cap_fallbacks=group_cap_fallbacks,
         variant_levels=variant_levels,
         pending=pending,
         current_weights=current_weights,

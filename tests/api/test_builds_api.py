@@ -59,6 +59,8 @@ def test_sync_build_reports_the_window(client: TestClient) -> None:
     body = response.json()
     assert set(body) == {
         "index",
+        "outcome",
+        "mode",
         "start_date",
         "end_date",
         "trading_days",
@@ -66,14 +68,18 @@ def test_sync_build_reports_the_window(client: TestClient) -> None:
         "changes",
         "duration_ms",
         "version",
+        "warnings",
         "as_of",
     }
+    assert body["outcome"] == "built" and body["mode"] == "full"
     assert body["as_of"] is None  # the current results
+    assert isinstance(body["warnings"], list)
     assert body["trading_days"] == body["rebalances"] == 60
     again = client.post(
         "/build-index", json={"index": "ew-sector-energy", "start_date": "2023-02-01"}
     ).json()
     assert again["version"] == body["version"]  # nothing new: same build
+    assert again["outcome"] == "unchanged" and again["mode"] == "up-to-date"
     assert again["start_date"] == "2023-02-01" and again["trading_days"] < 60
 
 
@@ -240,3 +246,148 @@ def test_builds_wait_while_the_daily_cycle_holds_the_write_gate(client: TestClie
         assert job.status == "queued"
     job.future.result(timeout=30)
     assert job.status == "succeeded"
+
+
+UNBUILDABLE = {"id": "no-sector", "name": "Nothing", "top_n": 5, "universe": {"sectors": ["None"]}}
+"""A user index whose universe matches no security: it cannot be built."""
+
+
+def test_build_all_reports_every_outcome_and_one_failure_does_not_stop_the_rest(
+    client: TestClient,
+) -> None:
+    assert client.post("/indices", json=UNBUILDABLE).status_code == 201
+    every = [i["definition"]["id"] for i in client.get("/indices").json()]
+    response = client.post("/builds")
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert response.headers["location"] == accepted["status_url"]
+    assert accepted["joined"] is False
+    job = _wait_for_job(client, accepted["status_url"])
+    assert job["status"] == "succeeded", job  # an index's failure is its outcome
+    assert job["index"] is None and job["indices"] == every
+    result = job["result"]
+    outcomes = {o["index"]: o for o in result["outcomes"]}
+    assert list(outcomes) == every
+    failed = outcomes.pop("no-sector")
+    assert failed["outcome"] == "failed" and failed["mode"] == "failed"
+    assert "no eligible security on the base date" in failed["reason"]
+    assert failed["error_code"] == "build-failed" and failed["version"] is None
+    # ew100 and ew-tech50 were built in the template: unchanged; the others built now
+    last = outcomes["ew100"]["end_date"]
+    assert outcomes.pop("ew100")["outcome"] == outcomes.pop("ew-tech50")["outcome"] == "unchanged"
+    assert {o["outcome"] for o in outcomes.values()} == {"built"}
+    assert all(o["end_date"] == last and o["reason"] is None for o in outcomes.values())
+    assert (result["built"], result["unchanged"], result["failed"]) == (len(outcomes), 2, 1)
+    assert result["skipped"] == []
+    # the built indices are served at once
+    perf = client.get("/index-performance", params={"index": "ew-sector-energy"})
+    assert perf.status_code == 200 and perf.json()["end_date"] == last
+    # readiness names the failed index
+    builds = client.get("/health/ready").json()["components"]["builds"]
+    assert builds["status"] == "degraded" and "no-sector" in builds["detail"]
+    assert builds["indices"]["ew-sector-energy"]["status"] == "ok"
+
+    # the one index alone: its problem, as POST /build-index always answered
+    alone = client.post("/build-index", json={"index": "no-sector"})
+    assert alone.status_code == 422
+    assert alone.headers["content-type"].startswith("application/problem+json")
+    problem = alone.json()
+    assert problem["type"].endswith("build-failed")
+    assert "no eligible security on the base date" in problem["detail"]
+    queued = client.post("/build-index", json={"index": "no-sector", "async": True})
+    job = _wait_for_job(client, queued.json()["status_url"])
+    assert job["status"] == "failed" and job["error"]["type"] == "build-failed"
+    assert job["index"] == "no-sector" and job["indices"] == ["no-sector"]
+
+
+def test_build_several_named_indices(client: TestClient) -> None:
+    body = {"indices": ["ew-sector-energy", "ew100", "ew-sector-energy"]}
+    response = client.post("/builds", json=body)
+    assert response.status_code == 202, response.text
+    job = _wait_for_job(client, response.json()["status_url"])
+    assert job["status"] == "succeeded" and job["indices"] == ["ew-sector-energy", "ew100"]
+    result = job["result"]
+    assert [(o["index"], o["outcome"]) for o in result["outcomes"]] == [
+        ("ew-sector-energy", "built"),
+        ("ew100", "unchanged"),
+    ]
+    assert (result["built"], result["unchanged"], result["failed"]) == (1, 1, 0)
+    built = result["outcomes"][0]
+    assert built["mode"] == "full" and built["trading_days"] == 60 and built["version"]
+
+
+def test_build_all_validates_like_build_index(client: TestClient) -> None:
+    missing = client.post("/builds", json={"indices": ["ew100", "nope"]})
+    assert missing.status_code == 404 and missing.json()["field"] == "index"
+    assert "nope" in missing.json()["detail"]
+    assert client.post("/builds", json={"indices": []}).status_code == 422
+    assert client.post("/builds", json={"index": "ew100"}).status_code == 422  # unknown field
+    assert client.get("/jobs/unknown").status_code == 404
+
+
+def test_build_all_needs_the_async_builds_flag_and_skips_switched_off_indices(
+    database: Path, redis_server: RedisServer
+) -> None:
+    flags = '{"async_builds": false, "methodology_part2": false}'
+    settings = make_settings(database, redis_server.url, flags=flags)
+    with TestClient(create_app(settings)) as client:
+        refused = client.post("/builds")
+        assert refused.status_code == 409 and refused.json()["field"] == "async_builds"
+    settings = make_settings(database, redis_server.url, flags='{"methodology_part2": false}')
+    with TestClient(create_app(settings)) as client:
+        off = client.post("/builds", json={"indices": ["ew100-buffer"]})
+        assert off.status_code == 409 and off.json()["field"] == "methodology_part2"
+        job = _wait_for_job(client, client.post("/builds").json()["status_url"])
+        assert job["status"] == "succeeded"
+        skipped = {s["index"]: s["reason"] for s in job["result"]["skipped"]}
+        assert set(skipped) == {"ew100-buffer", "mcap50-ucits"}
+        assert "methodology_part2" in skipped["mcap50-ucits"]
+        assert not set(skipped) & {o["index"] for o in job["result"]["outcomes"]}
+
+
+def test_a_multi_index_job_waits_for_the_lock_of_each_of_its_indices(
+    database: Path, redis_server: RedisServer
+) -> None:
+    settings = make_settings(database, redis_server.url, build_workers=2)
+    with TestClient(create_app(settings)) as client:
+        jobs = _services(client).jobs
+        # what a running build of ew-sector-energy holds (taken here by hand)
+        lock = jobs._index_locks.setdefault("ew-sector-energy", threading.Lock())
+        with lock:
+            body = {"indices": ["ew100", "ew-sector-energy"]}
+            first = client.post("/builds", json=body).json()
+            second = client.post("/builds", json=body).json()
+            assert second["job_id"] == first["job_id"] and second["joined"] is True
+            other = client.post("/builds", json={"indices": ["ew-tech50"]}).json()
+            assert _wait_for_job(client, other["status_url"])["status"] == "succeeded"
+            waiting = jobs.get(first["job_id"])
+            assert waiting is not None and waiting.status == "queued"
+        job = _wait_for_job(client, first["status_url"])
+        assert job["status"] == "succeeded"
+        outcomes = {o["index"]: o["outcome"] for o in job["result"]["outcomes"]}
+        assert outcomes == {"ew100": "unchanged", "ew-sector-energy": "built"}
+
+
+def test_the_openapi_document_describes_build_all_and_the_outcomes(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    post = doc["paths"]["/builds"]["post"]
+    assert set(post["responses"]) >= {"202", "404", "409", "422", "401", "403", "429"}
+    assert post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/JobAccepted"
+    )
+    assert not post["requestBody"].get("required")  # no body: every index
+    schemas = doc["components"]["schemas"]
+    outcome = schemas["BuildOutcomeInfo"]["properties"]
+    assert outcome["outcome"]["enum"] == ["built", "unchanged", "failed"]
+    assert all(p.get("description") for p in outcome.values())
+    assert set(schemas["BuildsResult"]["properties"]) == {
+        "outcomes",
+        "built",
+        "unchanged",
+        "failed",
+        "skipped",
+    }
+    single = schemas["BuildResponse"]["properties"]
+    assert single["outcome"]["enum"] == ["built", "unchanged"] and "warnings" in single
+    job = schemas["JobStatusResponse"]["properties"]
+    assert "indices" in job and len(job["result"]["anyOf"]) == 3  # two shapes or null

@@ -180,3 +180,25 @@ def test_the_dashboard_routes_have_bounded_metric_labels(app_client: TestClient)
     metrics = app_client.get("/metrics").text
     assert 'route="/static/{path:path}"' in metrics
     assert "nope.js" not in metrics
+
+
+def test_build_all_is_a_button_with_an_outcome_list_and_no_inline_code() -> None:
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    row = re.search(r'<div class="button-row">(.*?)</div>', html, re.S)
+    assert row is not None  # next to the single build button
+    assert 'id="build-button"' in row.group(1) and 'id="build-all-button"' in row.group(1)
+    outcomes = re.search(r'<div id="build-outcomes"[^>]*hidden>(.*?)</div>', html, re.S)
+    assert outcomes is not None
+    headers = re.findall(r'<th scope="col">([^<]+)</th>', outcomes.group(1))
+    assert headers == ["Index", "Outcome", "Mode", "Through", "Reason"]
+    assert not re.search(r"\son[a-z]+\s*=", html)  # no inline event handlers
+    assert len(re.findall(r"<script\b", html)) == 3  # plotly, the import map, main.js
+    actions = (STATIC_DIR / "js" / "actions.js").read_text(encoding="utf-8")
+    assert 'request("/builds", { method: "POST", accept: [202] })' in actions
+    assert 'this.follow(await response.json(), "Build-all job")' in actions  # the job polling
+    assert 'this.status.dataset.outcome = "built-all"' in actions
+    assert 'this.status.dataset.outcome = "built"' in actions  # kept for the single build
+    assert "result.outcome" in actions  # the single build says built or unchanged
+    assert "innerHTML" not in actions  # reasons are text, never markup
+    css = (STATIC_DIR / "dashboard.css").read_text(encoding="utf-8")
+    assert '.build-outcomes tr[data-outcome="failed"]' in css

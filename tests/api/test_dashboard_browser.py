@@ -524,3 +524,52 @@ def test_phone_width_has_no_horizontal_overflow(
     )
     assert table[0] <= table[1], f"the composition table scrolls sideways on a phone: {table}"
     _screenshot(w, "dashboard-phone.png", request)
+
+
+def test_build_all_lists_every_outcome_with_the_failure_first(
+    watched: Watched, server: Server, request: pytest.FixtureRequest
+) -> None:
+    w, page = watched, watched.page
+    unbuildable = {"id": "dash-none", "name": "Nothing", "top_n": 5, "universe": {"sectors": ["-"]}}
+    headers = {"X-API-Key": KEY}
+    assert server.http.post("/indices", json=unbuildable, headers=headers).status_code == 201
+    try:
+        w.open()
+        page.fill("#api-key", KEY)
+        page.click("#build-all-button")
+        page.wait_for_selector("#action-status[data-outcome=built-all]", timeout=120_000)
+        job = server.api(f"/jobs/{page.get_attribute('#job', 'data-job-id')}")
+        assert job["status"] == "succeeded" and job["result"]["failed"] == 1
+        assert page.get_attribute("#job", "data-status") == "succeeded"
+        rows = page.eval_on_selector_all(
+            "#build-outcomes-table tbody tr",
+            "rs => rs.map(r => [r.dataset.index, r.dataset.outcome,"
+            " [...r.cells].map(c => c.textContent)])",
+        )
+        outcomes = job["result"]["outcomes"]
+        assert len(rows) == len(outcomes)
+        index, outcome, cells = rows[0]  # the failure first
+        assert (index, outcome) == ("dash-none", "failed")
+        assert cells[:4] == ["dash-none", "failed", "", ""]
+        reason = next(o["reason"] for o in outcomes if o["index"] == "dash-none")
+        assert cells[4] == reason and "no eligible security" in reason
+        by_index = {o["index"]: o for o in outcomes}
+        for index, outcome, cells in rows[1:]:
+            assert outcome == by_index[index]["outcome"] != "failed"
+            assert cells[2:4] == [by_index[index]["mode"], by_index[index]["end_date"]]
+        marker = page.evaluate(
+            """() => {
+                const row = document.querySelector('#build-outcomes-table tr[data-outcome=failed]');
+                const th = getComputedStyle(row.cells[0]);
+                return [th.borderLeftStyle, th.borderLeftWidth,
+                        getComputedStyle(row.cells[1], '::before').content];
+            }"""
+        )
+        assert marker == ["solid", "6px", '"✗ "']
+        status = page.inner_text("#action-status")
+        assert status.endswith(f"{job['result']['unchanged']} unchanged, 1 failed (dash-none).")
+        assert page.get_attribute("#action-status", "data-build-outcome") == "failed"
+        assert page.is_hidden("#action-error")
+        _screenshot(w, "dashboard-build-all.png", request)
+    finally:
+        server.http.delete("/indices/dash-none", headers=headers)

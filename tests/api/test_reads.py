@@ -198,9 +198,9 @@ def test_next_composition_is_the_announced_selection(client: TestClient) -> None
     in_force = client.get("/index-composition", params={"index": "lag2-mcap"}).json()
     assert body["last_close"] == in_force["effective_date"]
     # daily with lag 2: the last close's selection takes effect two sessions later and
-    # the one before it next session; the next to take effect is the earlier one
-    assert body["sessions_ahead"] == 1 and body["later_announcements"] == 1
-    assert body["reference_date"] < body["last_close"]
+    # the one before it next session; the pro-forma view is the latest one
+    assert body["sessions_ahead"] == 2 and body["pending_selections"] == 2
+    assert body["reference_date"] == body["last_close"]
     assert body["effective_date"] > body["last_close"]
     members = body["constituents"]
     assert [m["rank"] for m in members] == sorted(m["rank"] for m in members)

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from index_builder.cli.main import app
-from index_builder.settings import get_settings
+
+from cli_runner import run
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,6 @@ def built_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = runner.invoke(app, ["--db", str(db), "-q", "build", "-i", "ew100", "-i", "ew-tech50"])
     assert r.exit_code == 0, r.output
     return db
-
-
-def run(db: Path, *args: str) -> tuple[int, str, str]:
-    get_settings.cache_clear()
-    result = CliRunner().invoke(app, ["--db", str(db), "-q", *args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def _csv(text: str) -> list[dict[str, str]]:

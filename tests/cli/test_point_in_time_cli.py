@@ -12,28 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from index_builder.cli.main import app
 from index_builder.providers.synthetic_market import generate_market
-from index_builder.settings import get_settings
+
+from cli_runner import ok, run
 
 START = dt.date(2023, 1, 3)
 AS_OF = "2023-02-28"  # the end of that day, UTC: after the last bar, before the correction
 CORRECTED_AT = "2023-03-01T15:00:00Z"
 INDICES = ("ew100", "ew-tech50")
-
-
-def run(db: Path, *args: str) -> tuple[int, str, str]:
-    get_settings.cache_clear()
-    result = CliRunner().invoke(app, ["--db", str(db), "-q", *args])
-    return result.exit_code, result.stdout, result.stderr
-
-
-def ok(db: Path, *args: str) -> str:
-    code, out, err = run(db, *args)
-    assert code == 0, err
-    return out
 
 
 def _market() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -502,9 +502,11 @@ def test_halted_entrant_with_actions_is_anchored_on_its_last_bar() -> None:
         1.0 if (row.symbol, row.date) == ("C", D1) else NAN for row in s.prices.itertuples()
     ]
     res = build(s, 1)
-    # C's total return price: RI(D0) = close 10, RI(D1) = 10 * (10 + 1) / 10 = 11.
+    # C's total return price: RI(D0) = P = close 10 (no dividend value yet), RI(D1) =
+    # 10 * (10 + 1) / 10 = 11 (D1 gives C's first dividend value: the formulas from there on).
     # D2: L = 1000 (A flat); C enters at RI 11: q_total = 1000 / 11. The composition shows
-    # real money from C's last bar (D1): price = close 10, units = q * 11 / 10 = 100.
+    # real money from C's last bar (D1, dividend formulas in force): price = close 10,
+    # units = q * 11 / 10 = 100.
     # D3: L = (1000 / 11) * 11 * 10.5 / 10 = 1050 (the dividend was before C entered).
     assert column(res, "level") == approx([1000, 1000, 1000, 1050], rel=1e-12)
     for v in ("price", "total", "net_total"):

@@ -15,7 +15,10 @@ CAPS = [500, 400, 300, 200, 150, 120, 100, 90, 80, 70, 60, 50, 40, 30, 25, 20, 1
 
 
 def test_ucits_example_from_the_methodology() -> None:
-    w = group_capped_weights(np.array(CAPS, dtype=float), 0.10, 0.05, 0.40)
+    caps = np.array(CAPS, dtype=float)
+    single = capped_weights(caps[None, :], np.ones((1, len(CAPS)), dtype=bool), 0.10)[0]
+    w = group_capped_weights(caps, single, 0.10, 0.05, 0.40)
+    assert w is not None
     assert w[:4] == pytest.approx([0.10] * 4, abs=1e-15)
     assert w[4:13] == pytest.approx([0.05] * 9, abs=1e-15)
     assert w[13:].sum() == pytest.approx(0.15, abs=1e-12)
@@ -41,8 +44,12 @@ def test_group_cap_through_the_weighting_registry_leaves_unbound_rows_alone() ->
     flat = np.full(20, 7.0)  # equal caps: every weight 5%, nothing binds
     caps = np.vstack([np.array(CAPS, dtype=float), flat])
     present = np.ones_like(caps, dtype=bool)
-    weights = WEIGHTINGS.get("capped_market_cap").weights(caps, present, definition)
-    np.testing.assert_array_equal(weights[1], capped_weights(caps[1:], present[1:], 0.10)[0])
+    target = WEIGHTINGS.get("capped_market_cap").weights(caps, present, definition)
+    weights = target.values
+    assert target.infeasible == {}
+    np.testing.assert_allclose(
+        weights[1], capped_weights(caps[1:], present[1:], 0.10)[0], rtol=1e-12
+    )
     assert weights[0][weights[0] > 0.05 + 1e-12].sum() <= 0.40 + 1e-12
 
 

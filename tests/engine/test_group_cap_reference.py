@@ -2,10 +2,14 @@
 
 METHODOLOGY.md Part 2, "Aggregate capping": ``capped_market_cap`` with ``cap`` and
 ``group_cap: {threshold, limit}``; the sum of the weights above ``threshold`` must not exceed
-``limit``. The project's algorithm is documented in ``reference_engine.group_capped_weights``:
-fill(bounds) gives w_i = min(bound_i, lam * mcap_i) summing to 1; start with every name
-bounded by ``cap``; while the group (w > threshold) sums to more than ``limit``, bound the
-group's smallest member and every name after it (rank order) by ``threshold``.
+``limit``. The contract pins the algorithm (``reference_engine.group_capped_weights``):
+fill(bounds, total) gives w_i = min(bound_i, lam * mcap_i) summing to ``total``; w0 = the
+single-name capped weights, kept when they meet the limit; else, m = the number of w0 weights
+above the threshold, for m, m - 1, ..., 0: (a) fill with ``cap`` for the top m names and
+``threshold`` for the others (skip m when the bounds sum to less than 1), done if the limit
+holds; (b) else, if m * cap >= limit and (n - m) * threshold >= 1 - limit, the top m filled to
+exactly ``limit`` and the others to 1 - limit, done if the smallest top weight is >= the
+largest other one. No m works: w0, and the date is reported (``group_cap_fallbacks``).
 """
 
 from __future__ import annotations
@@ -86,16 +90,22 @@ def test_ucits_single_cap_alone_breaks_the_group_limit() -> None:
 def test_ucits_hand_computed() -> None:
     caps = dict(zip(UCITS_NAMES, UCITS_CAPS, strict=True))
     weights, fallback = group_capped_weights(UCITS_NAMES, caps, 0.10, 0.05, 0.40)
-    # Step 1, c = 20 (all bounded by .10): the single-cap weights above; the group (> .05) is
-    # A..F = .60 > .40. F is the group's last member (position 5): c = 5.
-    # Step 2, c = 5 (A..E bound .10; F..T bound .05). fill:
+    # (The pinned algorithm; the weights are those of the project's earlier algorithm.)
+    # 1. w0 = the single-cap weights above; above .05: A..F = .60 > .40. m = 6.
+    # m = 6: (a) A..F bound .10, G..T bound .05: the fill is w0, .60 > .40: no.
+    #   (b) 6 * .1 >= .4 and 14 * .05 >= .6: A..F pro rata to .40 (A, B -> .10; .2 over
+    #   C..F (410): C .0976, D .0390, E .0341, F .0293); G..T .6 / 14 = .0429 each: the
+    #   smallest top weight .0293 < .0429: no.
+    # m = 5: (a) A..E bound .10; F..T bound .05. fill:
     #   round 1: mcap/1110: A .360, B .270, C .180 > .10 and F .054 > .05 -> fixed;
     #   round 2: 1 - .3 - .05 = .65 over D, E, G..T (290): D .179, E .157 > .10 -> fixed;
-    #   round 3: 1 - .5 - .05 = .45 over G..T (140): .0321 each <= .05. Done.
-    #   group = A..E = .50 > .40; E is the last member (position 4): c = 4.
-    # Step 3, c = 4 (A..D bound .10; E..T bound .05). fill ends with A..D at .10, E and F at
+    #   round 3: 1 - .5 - .05 = .45 over G..T (140): .0321 each <= .05.
+    #   Above .05: A..E = .50 > .40: no.
+    #   (b) 5 * .1 >= .4 and 15 * .05 >= .6: A..E pro rata to .40 (A, B, C -> .10; D .0533,
+    #   E .0467); F..T to .60 (F .18 -> .05; G..T .55 / 14 = .0393): .0467 < .05: no.
+    # m = 4: (a) A..D bound .10; E..T bound .05. The fill ends with A..D at .10, E and F at
     #   .05, and 1 - .4 - .1 = .5 over G..T (140): 10/140 * .5 = 1/28 each.
-    #   group = A..D = .40 <= .40. Done.
+    #   Above .05: A..D = .40 <= .40. Done.
     assert fallback is None
     assert [weights[s] for s in "ABCD"] == approx([0.1] * 4, rel=1e-12)
     assert [weights[s] for s in "EF"] == approx([0.05] * 2, rel=1e-12)
@@ -200,35 +210,51 @@ def test_neither_cap_binds_returns_market_cap_weights() -> None:
 
 def test_two_names_in_group_one_pushed_to_threshold() -> None:
     # caps 60, 25, 10, 5; cap .4, threshold .2, limit .5.
-    # c = 4: .4, .375, .15, .075; group A + B = .775 > .5 -> c = 1 (B's position).
-    # c = 1: bounds .4, .2, .2, .2. fill: round 1 (mcap/100): A .6 > .4, B .25 > .2 fixed;
-    # round 2: .4 over C, D (15): C .2667 > .2 fixed; round 3: D = 1 - .8 = .2.
-    # group (> .2) = A = .4 <= .5. Done: .4, .2, .2, .2.
+    # w0 = .4, .375, .15, .075; above .2: A + B = .775 > .5; m = 2.
+    # m = 2: (a) bounds .4, .4, .2, .2: the fill is w0, .775 > .5: no. (b) 2 * .2 = .4 is
+    #   less than 1 - .5: not tried.
+    # m = 1: (a) bounds .4, .2, .2, .2. fill: round 1 (mcap/100): A .6 > .4, B .25 > .2
+    #   fixed; round 2: .4 over C, D (15): C .2667 > .2 fixed; round 3: D = 1 - .8 = .2.
+    #   Above .2: A = .4 <= .5. Done: .4, .2, .2, .2.
     caps = {"A": 60.0, "B": 25.0, "C": 10.0, "D": 5.0}
     weights, fallback = group_capped_weights(list(caps), caps, 0.4, 0.2, 0.5)
     assert fallback is None
     assert [weights[s] for s in "ABCD"] == approx([0.4, 0.2, 0.2, 0.2], rel=1e-12)
 
 
-def test_infeasible_falls_back_to_equal_weights() -> None:
-    # Same caps, limit .3: after c = 1 the group is A = .4 > .3 -> c = 0: every bound .2,
-    # 4 * .2 = .8 < 1: infeasible -> equal weights.
+def test_no_solution_falls_back_to_single_cap_weights() -> None:
+    # Same caps, limit .3. Amended contract: with no solution the single-name capped weights
+    # w0 are used and the date reported (the earlier algorithm gave equal weights).
+    # w0 = .4, .375, .15, .075; above .2: .775 > .3; m = 2.
+    # m = 2: (a) w0 again, no; (b) 2 * .2 = .4 < 1 - .3: not tried.
+    # m = 1: (a) .4, .2, .2, .2 (as above): A = .4 > .3, no; (b) 3 * .2 = .6 < .7: not tried.
+    # m = 0: (a) bounds 4 * .2 = .8 < 1: skipped; (b) 0 * .4 < .3: not tried. No m works.
     caps = {"A": 60.0, "B": 25.0, "C": 10.0, "D": 5.0}
     weights, fallback = group_capped_weights(list(caps), caps, 0.4, 0.2, 0.3)
-    assert fallback == "infeasible"
-    assert list(weights.values()) == [0.25] * 4
-    s = scenario("capped_one_round")
+    assert fallback == "no_solution"
+    assert [weights[s] for s in "ABCD"] == approx([0.4, 0.375, 0.15, 0.075], rel=1e-12)
+    s = scenario("capped_one_round")  # the same caps, cap .4, daily on Jan 2 and Jan 3
     s.definition["group_cap"] = {"threshold": 0.2, "limit": 0.3}
-    assert list(build(s).compositions[JAN[0]]["weight"]) == approx([0.25] * 4, rel=1e-12)
+    res = build(s)
+    assert list(res.compositions[JAN[0]]["weight"]) == approx([0.4, 0.375, 0.15, 0.075])
+    assert res.group_cap_fallbacks == JAN[:2]  # one warning per rebalance date
+    assert build(scenario("capped_one_round")).group_cap_fallbacks == []
 
 
 def test_single_cap_infeasible_gives_equal_weights() -> None:
-    # capped_infeasible: 4 names, cap .2: 4 * .2 < 1 -> equal weights (as Part 1).
+    # capped_infeasible: 4 names, cap .2: 4 * .2 < 1 -> w0 = equal weights (as Part 1).
+    # With UCITS 10/5/40 all four .25 are above .05: 1 > .4; m = 4: (a) bounds 4 * .2 < 1:
+    # skipped, and so is every smaller m ((b) needs (4 - m) * .05 >= .6). No solution: w0,
+    # the equal weights, now reported as a fallback (amended contract).
     s = scenario("capped_infeasible")
     s.definition["group_cap"] = dict(UCITS)
-    assert list(build(s).compositions[JAN[0]]["weight"]) == approx([0.25] * 4, rel=1e-12)
+    res = build(s)
+    assert list(res.compositions[JAN[0]]["weight"]) == approx([0.25] * 4, rel=1e-12)
+    assert res.group_cap_fallbacks == JAN[:2]
     caps = {"A": 60.0, "B": 25.0, "C": 10.0, "D": 5.0}
-    assert group_capped_weights(list(caps), caps, 0.2, 0.05, 0.4)[1] == "n*cap<1"
+    weights, fallback = group_capped_weights(list(caps), caps, 0.2, 0.05, 0.4)
+    assert fallback == "no_solution"
+    assert list(weights.values()) == [0.25] * 4
 
 
 def test_fill_to_bounds() -> None:
@@ -236,6 +262,10 @@ def test_fill_to_bounds() -> None:
     # round 1: .6 > .5 fixed; round 2: .5 over 4: .375, .125.
     assert fill_to_bounds([6.0, 3.0, 1.0], [0.5, 0.4, 0.4]) == approx([0.5, 0.375, 0.125])
     assert fill_to_bounds([6.0, 3.0, 1.0], [0.3, 0.3, 0.3]) is None  # .9 < 1
+    # To a total (step b): mcaps 6, 3, 1 to .6 with bounds .3: .36 > .3 fixed; .3 over 4:
+    # .225, .075.
+    assert fill_to_bounds([6.0, 3.0, 1.0], [0.3, 0.3, 0.3], 0.6) == approx([0.3, 0.225, 0.075])
+    assert fill_to_bounds([6.0, 3.0, 1.0], [0.3, 0.3, 0.3], 0.95) is None  # .9 < .95
 
 
 def test_group_cap_needs_capped_weighting() -> None:
@@ -295,28 +325,27 @@ def test_property_group_cap(problem: tuple[dict[str, float], float, float, float
     group_cap = {"threshold": threshold, "limit": limit}
     assert target_weights(names, caps, "capped_market_cap", cap, group_cap) == weights
 
+    single = target_weights(names, caps, "capped_market_cap", cap)  # w0
     if fallback is not None:
-        assert all(w == 1.0 / n for w in weights.values())
-        assert fallback in ("n*cap<1", "infeasible")  # "exhausted" is unreachable
-        if fallback == "n*cap<1":
-            assert n * cap < 1
-        else:
-            # Some bounds c * cap + (n - c) * threshold summed to < 1, which needs
-            # n * threshold < 1 (c * cap + (n - c) * threshold >= n * threshold).
-            assert n * cap >= 1
-            assert n * threshold < 1
+        # No m works: the single-name capped weights w0, which break the group limit.
+        assert fallback == "no_solution"
+        assert weights == single
+        assert group_total(single, threshold) > limit * (1 + TOL)
         return
-    assert n * cap >= 1
-    # Every single-name weight within the cap; the group within the limit.
-    assert max(weights.values()) <= cap + 1e-12
+    # The group within the limit.
     assert group_total(weights, threshold) <= limit * (1 + TOL) + 1e-15
+    # Every single-name weight within the cap (unless the cap cannot be met: then w0 is the
+    # equal weights, kept only when they meet the group limit).
+    if n * cap >= 1:
+        assert max(weights.values()) <= cap + 1e-12
+    else:
+        assert weights == single
     # Monotone: a larger market cap never gets a smaller weight.
     for a in names:
         for b in names:
             if caps[a] > caps[b]:
                 assert weights[a] >= weights[b] - 1e-12, (a, b)
     # Untouched when no constraint binds.
-    single = target_weights(names, caps, "capped_market_cap", cap)
     if group_total(single, threshold) <= limit * (1 + TOL):
         for s in names:
             assert weights[s] == approx(single[s], abs=1e-15)
@@ -335,6 +364,6 @@ def test_property_feasible_bounds_never_fall_back(
     n = len(caps)
     _, fallback = group_capped_weights(list(caps), caps, cap, threshold, limit)
     if n * cap >= 1 and n * threshold >= 1:
-        # Every fill is feasible (bounds sum >= n * threshold >= 1), so the loop ends with
-        # the limit met (at c = 0 no weight is above the threshold).
+        # Every fill of step (a) is feasible (bounds sum >= n * threshold >= 1), so the loop
+        # ends with the limit met at the latest at m = 0 (no weight above the threshold).
         assert fallback is None

@@ -1,9 +1,11 @@
 """Property: resuming from any stored rebalance gives the numbers of a full build.
 
 This is the engine half of "incremental equals full rebuild": the kernel resumes
-from a rebalance with the stored level and constituents (as the storage-level
-incremental build does, see tests/services/test_builds.py), and the resumed
-spells merge with the earlier ones into exactly the full build's spells.
+from a rebalance with the stored levels and constituents (as the storage-level
+builds do, see tests/services/test_builds.py), and the resumed spells spliced
+with the stored ones at any later cut are exactly the full build's spells. Two
+computation paths are compared, so numbers are compared with a relative
+tolerance of 1e-12, never with == (METHODOLOGY "Published history").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from index_builder.calendar import get_calendar
 from index_builder.engine.definitions import parse_definition
 from index_builder.engine.kernel import StartState, compute_index
 from index_builder.engine.memory import build_in_memory
-from index_builder.engine.spells import merge_resumed
+from index_builder.engine.spells import splice
 from index_builder.errors import IndexBuilderError
 
 from engine_markets import Market, markets
@@ -53,11 +55,17 @@ def test_resuming_from_a_rebalance_equals_the_full_build(market: Market, where: 
         definition,
         get_calendar(),
         start=StartState(
-            level=float(comp.level[resume_row]), members=snapshot.columns, effective_row=lag
+            levels={v: float(lv[resume_row]) for v, lv in comp.variant_levels.items()},
+            members=snapshot.columns,
+            effective_row=lag,
         ),
     )
     assert resumed.first_row == lag
     np.testing.assert_allclose(resumed.level[lag:], comp.level[resume_row:], rtol=1e-12)
+    for variant, levels in comp.variant_levels.items():
+        np.testing.assert_allclose(
+            resumed.variant_levels[variant][lag:], levels[resume_row:], rtol=1e-12
+        )
     np.testing.assert_array_equal(resumed.is_rebalance[lag:], comp.is_rebalance[resume_row:])
     np.testing.assert_array_equal(resumed.n_constituents[lag:], comp.n_constituents[resume_row:])
     np.testing.assert_allclose(
@@ -68,11 +76,13 @@ def test_resuming_from_a_rebalance_equals_the_full_build(market: Market, where: 
         assert list(a.symbols) == list(b.symbols)
         np.testing.assert_allclose(a.weights, b.weights, rtol=1e-9)
     assert [p.reference_date for p in resumed.pending] == [p.reference_date for p in comp.pending]
-    resume_day = dt.date.fromisoformat(str(comp.days[resume_row]))
+    # the spells a build keeps through the day before the cut, spliced with the resumed ones
+    cut_day = dt.date.fromisoformat(str(comp.days[cut]))
+    kept_through = dt.date.fromisoformat(str(comp.days[cut - 1]))
     spells = comp.spells()
-    kept = [s for s in spells if s.valid_to is not None and s.valid_to < resume_day]
-    stored = [s for s in spells if s.valid_to is None or s.valid_to >= resume_day]
-    merged = kept + merge_resumed(stored, resumed.spells(), resume_day)
+    stored = [s for s in spells if s.valid_to is None or s.valid_to >= kept_through]
+    kept = [s for s in spells if s.valid_to is not None and s.valid_to < kept_through]
+    merged = kept + splice(stored, resumed.spells(), cut_day, kept_through)
     assert sorted(merged, key=_key) == sorted(spells, key=_key)
 
 

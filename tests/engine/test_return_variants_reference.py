@@ -93,8 +93,9 @@ def comp_value(res: ReferenceResult, day: dt.date, symbol: str, name: str) -> An
 
 
 def dividend_ex_day() -> Scenario:
-    # A pays 1.00 going ex on J2: close 20 -> 19. A's adj_close is given but ignored: A has
-    # actions, so its RIs start at close(J0) = 20. B has no actions and no adj_close.
+    # A pays 1.00 going ex on J2: close 20 -> 19. A's adj_close is used until J1 (before its
+    # first dividend value the total return is the ratio of P); from J2 on the dividend
+    # formulas use the close. B has no actions and no adj_close.
     a = [(20, 19), (20, 19), (19, 19), (20.9, 20.9)]
     rows = [
         action_bar(day, "A", c, adj=adj, mc=2e9, dividend=1.0 if i == 2 else math.nan)
@@ -223,11 +224,10 @@ def variant_scenarios() -> list[Scenario]:
 
 def test_dividend_day() -> None:
     res = build(dividend_ex_day())
-    # J0: q_A = 500 / 20 = 25, q_B = 500 / 10 = 50 in every variant (A's RI starts at close).
-    # J1: flat, L = 1000.
-    # J2: RI_A price = 20 * 19 / 20 = 19; total = 20 * (19 + 1) / 20 = 20;
-    #     net = 20 * (19 + 0.7 * 1) / 20 = 19.7; B: 11.
-    #     price L = 25 * 19 + 50 * 11 = 1025; total 25 * 20 + 550 = 1050; net 492.5 + 550 = 1042.5
+    # J0: A and B at 1/2 (500 each). J1: close and adj_close both flat: L = 1000.
+    # J2 (A's first dividend value: the formulas from here on): A's price return 19 / 20 - 1 =
+    #     -5%, total (19 + 1) / 20 - 1 = 0, net (19 + 0.7 * 1) / 20 - 1 = -1.5%; B +10%.
+    #     price L = 500 * 0.95 + 550 = 1025; total 500 + 550 = 1050; net 492.5 + 550 = 1042.5
     # J3 (daily equal weight): A +10% (20.9 / 19), B flat: L * 1.05.
     assert levels(res, "price") == approx([1000, 1000, 1025, 1076.25], rel=1e-12)
     assert levels(res, "total") == approx([1000, 1000, 1050, 1102.5], rel=1e-12)
@@ -235,9 +235,12 @@ def test_dividend_day() -> None:
     # The headline is the default "total".
     assert list(res.levels["level"]) == levels(res, "total")
     assert list(res.levels["daily_return"]) == approx([0, 0, 0.05, 0.05], abs=1e-12)
-    # Composition prices are money: close(r) * RI(t) / RI(r) with r the last rebalance;
-    # daily rebalancing makes that the close (adj_close ignored): 20, 19 on J2, 20.9 on J3.
-    assert comp_value(res, JAN[0], "A", "price") == 20
+    # Composition prices are money: real(r) * RI(t) / RI(r) with r the last rebalance, real =
+    # P before A's first dividend value, the close from it on (amended contract: A used to
+    # count as "with actions" from J0 and be quoted at its close 20 there). Daily rebalancing
+    # makes the price real(t): P = adj_close 19 on J0, the close 19 on J2, 20.9 on J3.
+    assert comp_value(res, JAN[0], "A", "price") == 19
+    assert comp_value(res, JAN[0], "A", "units") == approx(500 / 19, rel=1e-12)
     assert comp_value(res, JAN[2], "A", "price") == approx(19, rel=1e-12)
     assert comp_value(res, JAN[3], "A", "price") == approx(20.9, rel=1e-12)
     # Turnover on J2 (daily): drifted A = 500 / 1050, B = 550 / 1050 -> 0.5 * 2 * 25 / 1050.
@@ -254,13 +257,26 @@ def test_dividend_day_tax_is_a_definition_field() -> None:
 
 def test_split_day() -> None:
     res = build(split_ex_day())
-    # J2: close 100 -> 50 with split 2: RI_A = 100 * 50 * 2 / 100 = 100 in every variant, so
-    # L stays 1000. J3: RI_A = 100 * 55 / 50 = 110: L = 500 * 1.1 + 500 = 1050.
+    # Amended contract: A never gives a dividend value, so its total return is the ratio of P
+    # (here the close: no adj_close) even with a split ratio; only the price return applies
+    # s. (It used to be split-adjusted in every variant: 1000, 1000, 1000, 1050 for all.)
+    # J2: close 100 -> 50 with split 2. Price return 50 * 2 / 100 - 1 = 0: L = 1000.
+    #   Total return 50 / 100 - 1 = -50%: L = 500 * 0.5 + 500 = 750.
+    #   Net r_p + 0.7 * (r_t - r_p) = 0 + 0.7 * -0.5 = -35%: L = 500 * 0.65 + 500 = 825.
+    # J3 (daily, equal weights again): A 55 / 50 = +10% in every variant, B flat: L * 1.05.
+    assert levels(res, "price") == approx([1000, 1000, 1000, 1050], rel=1e-12)
+    assert levels(res, "total") == approx([1000, 1000, 750, 787.5], rel=1e-12)
+    assert levels(res, "net_total") == approx([1000, 1000, 825, 866.25], rel=1e-12)
+    # Composition: the money price on the J2 rebalance is P = the close 50 (no dividend
+    # formulas in force), units 750 / 2 / 50 = 7.5.
+    assert comp_value(res, JAN[2], "A", "price") == approx(50, rel=1e-12)
+    assert comp_value(res, JAN[2], "A", "units") == approx(7.5, rel=1e-12)
+    # With a continuous adj_close the total return sees no split: adj 50, 50, 50, 55.
+    adjusted = split_ex_day()
+    adjusted.prices.loc[adjusted.prices["symbol"] == "A", "adj_close"] = [50.0, 50.0, 50.0, 55.0]
+    res = build(adjusted)
     for variant in RETURN_TYPES:
         assert levels(res, variant) == approx([1000, 1000, 1000, 1050], rel=1e-12), variant
-    # Composition: the money price on the J2 rebalance is the close 50, units 500 / 50 = 10.
-    assert comp_value(res, JAN[2], "A", "price") == approx(50, rel=1e-12)
-    assert comp_value(res, JAN[2], "A", "units") == approx(10, rel=1e-12)
 
 
 def test_split_and_dividend_same_day() -> None:
@@ -370,9 +386,10 @@ def test_return_type_net_total_is_the_headline() -> None:
 
 def test_mixed_actions_market_cap() -> None:
     res = build(mixed_actions_market_cap())  # tax 0.15, market-cap weights, daily
-    # J0: A 5e9, B 3e9: w 0.625 / 0.375. A has actions: RI_A = 50; B none: RI_B price 10,
-    #   total 9.5, net 9.5. q_A = 625 / 50 = 12.5 in all variants.
-    # J1: A: split 2 and 0.5 per pre-split share, close 24: close * s = 48.
+    # J0: A 5e9, B 3e9: w 0.625 / 0.375. A (no dividend value yet, no adj_close): RI_A = P =
+    #   50; B none: RI_B price 10, total 9.5, net 9.5. q_A = 625 / 50 = 12.5 in all variants.
+    # J1: A's first dividend value, so the dividend formulas from here on: split 2 and 0.5
+    #   per pre-split share, close 24: close * s = 48.
     #   RI_A price 48, total 48.5, net 48 + 0.85 * 0.5 = 48.425.
     #   B: r_p = 0.05, r_t = 10 / 9.5 - 1 = 1/19; net r = 0.05 + 0.85 * (1/19 - 0.05).
     #   price L = 625 * 0.96 + 375 * 1.05 = 600 + 393.75 = 993.75

@@ -128,7 +128,7 @@ def test_sqrt_market_cap_weights_by_hand() -> None:
     definition = _definition(weighting="sqrt_market_cap")
     caps = np.array([[400.0, 100.0, 0.0], [9.0, 16.0, 25.0]])
     present = np.array([[True, True, False], [True, True, True]])
-    weights = WEIGHTINGS.get("sqrt_market_cap").weights(caps, present, definition)  # type: ignore[arg-type]
+    weights = WEIGHTINGS.get("sqrt_market_cap").weights(caps, present, definition).values  # type: ignore[arg-type]
     np.testing.assert_allclose(weights, [[2 / 3, 1 / 3, 0.0], [3 / 12, 4 / 12, 5 / 12]])
 
 
@@ -139,9 +139,13 @@ def test_services_refuse_switched_off_definitions(store: DuckDBStore) -> None:
         add_definition(store, _definition(effective_lag=2), flags=off)  # type: ignore[arg-type]
     assert store.get_definition("t") is None
     builder = IndexBuilder(store, store.calendar, off)
-    with pytest.raises(ConflictError, match="ew100-buffer: buffer"):
-        builder.build(["ew100", "ew100-buffer"])
-    assert store.build_state("ew100") is None  # refused before anything is built
+    # the switched-off index is refused as its own outcome; the other one is built
+    built, refused = builder.build(["ew100", "ew100-buffer"])
+    assert (built.index_id, built.outcome) == ("ew100", "built")
+    assert (refused.index_id, refused.outcome) == ("ew100-buffer", "failed")
+    assert isinstance(refused.error, ConflictError)
+    assert "ew100-buffer: buffer" in refused.error.message and refused.error.field
+    assert store.build_state("ew100-buffer") is None
     assert set(builder.switched_off(["ew100", "ew100-buffer", "mcap50-ucits"])) == {
         "ew100-buffer",
         "mcap50-ucits",

@@ -13,6 +13,7 @@ from index_builder.api.app import create_app
 from index_builder.calendar import get_calendar
 from index_builder.ops.breakers import BREAKERS, CircuitState, publish_state
 from index_builder.ops.state import evaluate_freshness
+from index_builder.storage.duckdb.store import migrations
 
 from api_helpers import make_settings
 from ops_helpers import GRACE, after_close, sample, services_of
@@ -39,7 +40,8 @@ def test_ready_is_ok_with_every_component(client: TestClient, last_day: dt.date)
     assert code == 200 and body["status"] == "ok", body
     components = body["components"]
     assert body["version"] and body["checked_at"].endswith("Z")
-    assert components["storage"] == {"status": "ok", "schema_version": 7}
+    newest = max(version for version, _ in migrations())
+    assert components["storage"] == {"status": "ok", "schema_version": newest}
     assert components["redis"] == {"status": "ok", "redis": "up"}
     fresh = components["freshness"]
     assert fresh["status"] == "ok" and not fresh["stale"]
@@ -190,6 +192,35 @@ def test_failed_build_degrades_and_names_the_index(client: TestClient) -> None:
     assert builds["indices"]["ew100"]["status"] == "ok"
 
 
+def test_a_failed_index_of_a_build_all_job_degrades_and_counts(client: TestClient) -> None:
+    assert client.post("/indices", json=UNBUILDABLE).status_code == 201
+    before = client.get("/metrics").text
+    accepted = client.post("/builds", json={"indices": ["ew-tech50", "nothing-eligible"]})
+    assert accepted.status_code == 202, accepted.text
+    deadline = time.monotonic() + 30
+    job = client.get(accepted.json()["status_url"]).json()
+    while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = client.get(accepted.json()["status_url"]).json()
+    assert job["status"] == "succeeded" and job["result"]["failed"] == 1
+    code, body = _ready(client)
+    builds = body["components"]["builds"]
+    assert code == 200 and builds["status"] == "degraded"
+    assert builds["detail"] == "last build failed: nothing-eligible"
+    assert "no eligible security" in builds["indices"]["nothing-eligible"]["error"]
+    assert builds["indices"]["ew-tech50"]["status"] == "ok"
+    after = client.get("/metrics").text
+    assert sample(after, "index_builder_last_build_success", index="nothing-eligible") == 0
+    assert sample(after, "index_builder_last_build_success", index="ew-tech50") == 1
+    failures = "index_builder_build_failures_total"
+    assert (
+        sample(after, failures, index="nothing-eligible")
+        - sample(before, failures, index="nothing-eligible")
+        == 1
+    )
+    assert sample(after, failures, index="ew-tech50") == sample(before, failures, index="ew-tech50")
+
+
 class StaticBreaker:
     """A breaker held in one state (providers bring real ones later)."""
 
@@ -227,3 +258,37 @@ def test_a_storage_check_slower_than_the_timeout_is_down(
         code, body = _ready(slow)
     assert code == 503 and body["components"]["storage"]["status"] == "down"
     assert "no answer within" in body["components"]["storage"]["detail"]
+
+
+def test_newer_data_waiting_for_a_build_shows_without_degrading(client: TestClient) -> None:
+    services = services_of(client)
+    store = services.store
+    _, body = _ready(client)
+    ew100 = body["components"]["builds"]["indices"]["ew100"]
+    assert (ew100["up_to_date"], ew100["data_waiting_from"]) == (True, None)
+    assert (
+        sample(client.get("/metrics").text, "index_builder_build_data_waiting", index="ew100") == 0
+    )
+    # a correction of a published day arrives (a new version, as ingestion writes it)
+    day = store.trading_days()[-3]
+    store.cursor().execute(
+        "INSERT INTO ingest_runs (run_id, provider, status, started_at)"
+        " VALUES (990, 'fix', 'succeeded', now()::TIMESTAMP)"
+    )
+    store.cursor().execute(
+        "UPDATE prices SET close = close * 1.1, run_id = 990 WHERE date = ? AND symbol IN"
+        " (SELECT symbol FROM prices WHERE date = ? ORDER BY market_cap DESC LIMIT 1)",
+        [day, day],
+    )
+    code, body = _ready(client)
+    builds = body["components"]["builds"]
+    assert code == 200 and builds["status"] == "ok"  # normal between ingestion and build
+    ew100 = builds["indices"]["ew100"]
+    assert (ew100["up_to_date"], ew100["data_waiting_from"]) == (False, str(day))
+    assert "newer data waits for a build: ew100" in builds["detail"]
+    assert (
+        sample(client.get("/metrics").text, "index_builder_build_data_waiting", index="ew100") == 1
+    )
+    assert client.post("/build-index", json={"index": "ew100"}).json()["mode"] == "restated"
+    _, body = _ready(client)
+    assert body["components"]["builds"]["indices"]["ew100"]["data_waiting_from"] is None

@@ -23,7 +23,7 @@ def test_yahoo_converts_split_adjusted_closes_and_dividends_back_to_raw() -> Non
     data = provider.fetch_symbol("acme", START, END)
     assert [r["date"] for r in data.rows] == DAYS
     assert [r["close"] for r in data.rows] == RAW_CLOSE
-    assert [r["dividend"] for r in data.rows] == [None, 1.0, None, None, 0.25]
+    assert [r["dividend"] for r in data.rows] == [0.0, 1.0, 0.0, 0.0, 0.25]  # 0: known, none
     assert [r["split_ratio"] for r in data.rows] == [None, None, 2.0, None, None]
     assert all(
         r.get("shares_outstanding") is None and r.get("adj_close") is None for r in data.rows
@@ -57,7 +57,7 @@ def test_polygon_raw_bars_actions_and_point_in_time_shares() -> None:
     data = provider.fetch_symbol("ACME", START, END)
     assert [r["date"] for r in data.rows] == DAYS
     assert [r["close"] for r in data.rows] == RAW_CLOSE
-    assert [r["dividend"] for r in data.rows] == [None, 1.0, None, None, 0.25]
+    assert [r["dividend"] for r in data.rows] == [0.0, 1.0, 0.0, 0.0, 0.25]  # 0: known, none
     assert [r["split_ratio"] for r in data.rows] == [None, None, 2.0, None, None]
     # the count in force: the sample of 01-02, doubled from the split on 01-04
     assert [r["shares_outstanding"] for r in data.rows] == [1e6, 1e6, 2e6, 2e6, 2e6]
@@ -95,7 +95,7 @@ def test_tiingo_raw_close_dividends_and_split_factor() -> None:
     provider, rec, _ = make("tiingo", lambda r: json_response(fixture("tiingo_prices_acme.json")))
     data = provider.fetch_symbol("ACME", START, END)
     assert [r["close"] for r in data.rows] == RAW_CLOSE
-    assert [r["dividend"] for r in data.rows] == [None, 1.0, None, None, 0.25]
+    assert [r["dividend"] for r in data.rows] == [0.0, 1.0, 0.0, 0.0, 0.25]  # 0: known, none
     assert [r["split_ratio"] for r in data.rows] == [None, None, 2.0, None, None]
     assert rec.requests[0].url.path == "/tiingo/daily/acme/prices"
     assert rec.requests[0].headers["Authorization"] == "Token tiingo-secret-key"

@@ -58,6 +58,9 @@ def test_the_scheduler_in_the_api_builds_and_refreshes_the_served_results(
         runs = app.state.services.store.schedule_runs()
         assert [r["step"] for r in runs] == ["backfill", "ingest", "build", "invalidate"]
         assert {r["status"] for r in runs} == {"succeeded", "skipped"}
+        # the cycle's outcomes are the API's too (readiness and the metrics)
+        outcomes = app.state.services.build_outcomes.snapshot()
+        assert {o.status for o in outcomes.values()} == {"ok"} and "ew100" in outcomes
     assert not schedule._thread.is_alive()  # the lifespan stopped it
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,13 @@ from prometheus_client import REGISTRY
 
 from index_builder.calendar import get_calendar
 from index_builder.engine.definitions import parse_definition
+from index_builder.errors import BuildError
 from index_builder.ingest.job import run_ingestion
 from index_builder.providers import PROVIDERS
 from index_builder.providers.schema import MarketData
 from index_builder.providers.synthetic import SyntheticProvider
 from index_builder.schedule import CycleConfig, CycleResult, run_daily_cycle, run_scheduler
+from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.services.catalog import add_definition
 from index_builder.storage.duckdb.store import DuckDBStore
 
@@ -214,3 +217,74 @@ def test_scheduler_stops_when_asked(store: DuckDBStore, flaky: type[FlakyProvide
         should_stop=lambda: next(stop, True),
     )
     assert len(results) == 1
+
+
+def _add_unbuildable(store: DuckDBStore) -> None:
+    """An index whose universe matches no security: it cannot be built."""
+    definition = {"id": "t-none", "name": "none", "top_n": 5, "universe": {"sectors": ["None"]}}
+    add_definition(store, parse_definition(definition))
+
+
+def test_one_failing_index_fails_the_build_step_but_the_others_are_published(
+    store: DuckDBStore, flaky: type[FlakyProvider]
+) -> None:
+    _add_unbuildable(store)
+    sleeps: list[float] = []
+    invalidated: list[bool] = []
+    now = dt.datetime(2024, 11, 27, 22, 0, tzinfo=UTC)
+    result = run_daily_cycle(
+        store, _config(), now=now, sleep=sleeps.append, invalidate=lambda: invalidated.append(True)
+    )
+    assert result.status == "failed" and not result.ok
+    assert [(s.step, s.status, s.attempts) for s in result.steps] == [
+        ("backfill", "skipped", 0),
+        ("ingest", "succeeded", 1),
+        ("build", "failed", 1),  # the same data would fail again: no retry
+        ("invalidate", "succeeded", 1),  # t-ew was published: its caches go
+    ]
+    assert sleeps == [] and invalidated == [True]
+    message = result.steps[2].message or ""
+    assert message.startswith("2 indices: 1 built, 0 unchanged, 1 failed (t-none: ")
+    assert "no eligible security on the base date" in message
+    assert message.endswith("; 0 switched off")
+    assert [(r.index_id, r.outcome) for r in result.builds] == [
+        ("t-ew", "built"),
+        ("t-none", "failed"),
+    ]
+    assert store.build_state("t-ew").built_through == dt.date(2024, 11, 27)  # type: ignore[union-attr]
+    rows = [r for r in store.schedule_runs(cycles=1) if r["step"] == "build"]
+    assert rows[0]["status"] == "failed" and rows[0]["message"] == message
+
+
+def test_an_unexpected_error_of_one_index_is_retried_for_that_index_only(
+    store: DuckDBStore, flaky: type[FlakyProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _add_unbuildable(store)
+    calls: list[list[str]] = []
+    real_build = IndexBuilder.build
+
+    def first_attempt_breaks_t_ew(
+        self: IndexBuilder, ids: list[str], **options: Any
+    ) -> list[BuildResult]:
+        calls.append(list(ids))
+        results = real_build(self, ids, **options)
+        if len(calls) > 1:
+            return results
+        error = BuildError("t-ew: internal error: OSError: disk hiccup")
+        error.code = "internal-error"
+        broken = {"outcome": "failed", "mode": "failed", "error": error}
+        return [replace(r, **broken) if r.index_id == "t-ew" else r for r in results]
+
+    monkeypatch.setattr(IndexBuilder, "build", first_attempt_breaks_t_ew)
+    sleeps: list[float] = []
+    now = dt.datetime(2024, 11, 27, 22, 0, tzinfo=UTC)
+    result = run_daily_cycle(store, _config(), now=now, sleep=sleeps.append)
+    assert calls == [["t-ew", "t-none"], ["t-ew"]]  # the retry builds the broken one only
+    assert sleeps == [60.0]
+    build = result.steps[2]
+    assert build.status == "failed" and build.attempts == 2  # t-none still fails
+    assert [(r.index_id, r.outcome) for r in result.builds] == [
+        ("t-ew", "unchanged"),
+        ("t-none", "failed"),
+    ]
+    assert (build.message or "").startswith("2 indices: 0 built, 1 unchanged, 1 failed (t-none")

@@ -219,9 +219,17 @@ def test_a_correction_in_the_past_recomputes_from_the_rebalance_before_it(tmp_pa
         "INSERT INTO ingest_runs (run_id, provider, status, started_at)"
         " VALUES (999, 'fix', 'succeeded', now()::TIMESTAMP)"
     )
+    before = {i: _levels(store, i) for i in corrected_ids}
     results = builder.build(corrected_ids)
-    assert all(r.mode == "incremental" for r in results)
-    assert all(r.start_date < day for r in results)
+    # a correction restates from the corrected day on, as a new version; the days
+    # before it stay exactly as published
+    assert all((r.mode, r.restated_from, r.start_date) == ("restated", day, day) for r in results)
+    for index_id in corrected_ids:
+        now = _levels(store, index_id)
+        kept = pc.less(before[index_id].column("date"), pa.scalar(day, pa.date32()))
+        assert now.filter(pc.less(now.column("date"), pa.scalar(day, pa.date32()))).equals(
+            before[index_id].filter(kept)
+        )
     corrected = (
         store.cursor()
         .sql("SELECT * EXCLUDE (run_id) FROM prices ORDER BY date, symbol")
@@ -318,3 +326,67 @@ def test_a_first_dividend_arriving_later_rebuilds_that_security_history(tmp_path
     IndexBuilder(full, full.calendar).build(["t-daily-ew"])
     _assert_same_results(inc, full, "t-daily-ew")
     assert result.mode in ("full", "incremental")
+
+
+def _correct_bar(store: DuckDBStore, symbol: str, day: dt.date, factor: float, run: int) -> None:
+    """A corrected bar as ingestion writes it: new values, the run that changed it."""
+    store.cursor().execute(
+        "INSERT INTO ingest_runs (run_id, provider, status, started_at)"
+        " VALUES (?, 'fix', 'succeeded', now()::TIMESTAMP)",
+        [run],
+    )
+    store.cursor().execute(
+        "UPDATE prices SET close = close * ?, adj_close = adj_close * ?,"
+        " market_cap = market_cap * ?, run_id = ? WHERE symbol = ? AND date = ?",
+        [factor, factor, factor, run, symbol, day],
+    )
+
+
+def test_a_correction_that_moves_no_published_value_restates_nothing(tmp_path: Path) -> None:
+    # A bar of a security outside ew-tech50's universe is corrected: the build recomputes
+    # from that day, finds every published value unchanged and says so.
+    securities, prices = _market()
+    store = _open(tmp_path / "a.duckdb")
+    _ingest_table(store, securities, prices)
+    builder = IndexBuilder(store, store.calendar)
+    builder.build(["ew-tech50"])
+    before = _levels(store, "ew-tech50")
+    outside = (
+        store.cursor()
+        .execute("SELECT symbol FROM securities WHERE sector <> 'Information Technology' LIMIT 1")
+        .fetchall()[0][0]
+    )
+    day = store.trading_days()[50]
+    _correct_bar(store, outside, day, 1.5, 901)
+    (result,) = builder.build(["ew-tech50"])
+    assert (result.mode, result.outcome, result.restated_days) == ("up-to-date", "unchanged", 0)
+    assert _levels(store, "ew-tech50").equals(before)
+    assert {r.mode for r in builder.build(["ew-tech50"])} == {"up-to-date"}
+
+
+def test_stored_days_computed_differently_are_kept_and_reported(tmp_path: Path) -> None:
+    # Results stored by another release of the engine (simulated: the last stored level of
+    # every variant one part in 1e15 off; monthly, so the next build recomputes the days
+    # since the last rebalance before the new one): the next build keeps them and warns.
+    securities, prices = _market()
+    dates = np.unique(prices.column("date").to_numpy())
+    store = _open(tmp_path / "a.duckdb")
+    first = pc.less(prices.column("date"), pa.scalar(dates[-1].astype(object), pa.date32()))
+    _ingest_table(store, securities, prices.filter(first))
+    builder = IndexBuilder(store, store.calendar)
+    builder.build(["t-monthly-capped"])
+    store.cursor().execute(
+        "UPDATE index_levels SET level = level * (1 + 1e-15),"
+        " level_price = level_price * (1 + 1e-15), level_total = level_total * (1 + 1e-15),"
+        " level_net_total = level_net_total * (1 + 1e-15)"
+        " WHERE index_id = 't-monthly-capped' AND date = (SELECT max(date) FROM index_levels"
+        " WHERE index_id = 't-monthly-capped')"
+    )
+    tampered = _levels(store, "t-monthly-capped")
+    _ingest_table(store, securities, prices.filter(pc.invert(first)))
+    (result,) = builder.build(["t-monthly-capped"])
+    assert (result.mode, result.trading_days) == ("incremental", 1)
+    (warning,) = result.warnings
+    assert "differ from their recomputation by up to" in warning
+    kept = _levels(store, "t-monthly-capped").slice(0, tampered.num_rows)
+    assert kept.equals(tampered)  # the published days stay as they were

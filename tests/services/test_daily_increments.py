@@ -2,10 +2,12 @@
 
 A provider's backward-adjusted close changes retroactively after every dividend
 or split, so a day-by-day feed only ever sees adj_close == close on its newest
-day. The engine derives the returns of a security with dividend or split data
-from raw close, splits and dividends (METHODOLOGY part 2), and the first action
-of a security makes the next incremental build restart before its first bar, so
-both paths must agree to 1e-12: levels of every return variant and compositions.
+day. A feed that knows every dividend gives a dividend value on every row (0 on
+ordinary days, as the project's HTTP providers do): from a security's first
+dividend value on, its returns come from raw close, splits and dividends
+(METHODOLOGY part 2), never from adj_close, so both paths agree to 1e-12 (two
+computation paths: compared with a tolerance): levels of every return variant
+and compositions. Each daily build appends one day and never rewrites another.
 """
 
 from __future__ import annotations
@@ -105,8 +107,9 @@ def _csv_rows(bars: dict[str, list[dict[str, Any]]], days: range, upto: int) -> 
             r = rows[i]
             # CCC reports its share count only when it changes (here: once)
             shares = None if r["symbol"] == "CCC" and i > 0 else r["shares"]
+            dividend = r["dividend"] or 0.0  # a feed that knows dividends: 0 on other days
             out.append(
-                [r["date"], r["symbol"], r["close"], adjusted[i], shares, r["dividend"], r["split"]]
+                [r["date"], r["symbol"], r["close"], adjusted[i], shares, dividend, r["split"]]
             )
     return out
 
@@ -152,7 +155,13 @@ def test_daily_increments_equal_a_one_shot_history_load(tmp_path: Path) -> None:
         modes = set()
         for i in range(N_DAYS):
             _ingest(daily, tmp_path, f"day{i}", _csv_rows(bars, range(i, i + 1), i + 1))
-            modes |= {r.mode for r in IndexBuilder(daily, daily.calendar).build(ids)}
+            before = _results(daily)
+            results = IndexBuilder(daily, daily.calendar).build(ids)
+            modes |= {r.mode for r in results}
+            assert all(r.trading_days == 1 for r in results)  # one day written, appended
+            after = _results(daily)
+            for index_id in ids:  # the days published before stay exactly as they were
+                assert after[index_id][0][:i] == before[index_id][0], (index_id, i)
         got = _results(daily)
         # the day-by-day feed never saw an adjusted close different from the close
         stored = daily.cursor().execute("SELECT count(*) FROM prices WHERE adj_close <> close")

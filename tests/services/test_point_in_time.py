@@ -144,7 +144,7 @@ def test_a_build_as_of_k_reproduces_the_publication_made_before_a_correction(
     report = _ingest(store, securities, fixed)
     assert (report.rows_updated, report.known_at) == (1, T2)
     results = builder.build(IDS)
-    assert {r.mode for r in results} == {"incremental"}
+    assert {(r.mode, r.restated_from) for r in results} == {("restated", day)}
     for index_id in IDS:
         now = _published(reader, index_id)
         levels = [r["level"] for r in now["levels"]]

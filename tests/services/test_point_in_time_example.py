@@ -78,7 +78,7 @@ def test_point_in_time_worked_example(tmp_path: Path) -> None:
         clock.now = dt.datetime(2024, 1, 9)
         _ingest(store, files["securities"], files["fix"])
         (result,) = builder.build(["example"])
-        assert result.mode == "incremental"
+        assert (result.mode, result.restated_from) == ("restated", DAYS[1])
         current = reader.performance("example").rows
         assert [r["level"] for r in current] == pytest.approx(
             [1000, 1200, 1150, 1123.8636], rel=1e-7

@@ -334,7 +334,7 @@ def _save(store: DuckDBStore, key: str, as_of: dt.datetime | None) -> None:
         [D1],
     )
     announced = AnnouncedConstituent(D2, None, 1, "AAA", "A", "Energy", 1, 1.0, 1e9)
-    store.save_results(state, levels, [], [announced], replace_after=None)
+    store.save_results(state, levels, [], [announced], write_from=None)
 
 
 def test_as_of_results_go_with_their_definition(pit_store: DuckDBStore) -> None:

@@ -12,17 +12,19 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
-from index_builder.api.jobs import BuildRequest, JobManager, ProgressCallback
+from index_builder.api.jobs import BuildRequest, BuildsRequest, JobManager, ProgressCallback
 from index_builder.ops.auth import ApiKeyAuth
 from index_builder.ops.flags import FlagStore
 from index_builder.ops.metrics import BUILD_DURATION, BUILD_FAILURES
 from index_builder.ops.ratelimit import RateLimiter
 from index_builder.ops.state import BuildOutcome, BuildOutcomes, utc_now
 from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, format_as_of, result_key
-from index_builder.services.builds import IndexBuilder
+from index_builder.services.builds import BuildResult, IndexBuilder, no_market_data
 from index_builder.services.queries import IndexReader
 from index_builder.settings import Settings
 from index_builder.storage.duckdb.store import DuckDBStore
+
+OUTCOMES = ("built", "unchanged", "failed")
 
 
 class BuildVersions:
@@ -112,7 +114,10 @@ class Services:
         return sum(1 for d in days if plan.first_day < d <= plan.end) + 1
 
     def run_build(self, request: BuildRequest, progress: ProgressCallback) -> dict[str, Any]:
-        """Build (incrementally, or in full as of a moment) and describe the window."""
+        """Build (incrementally, or in full as of a moment) and describe the window.
+
+        A failed build raises its error (the job fails; a synchronous request
+        answers its problem+json)."""
         key = result_key(request.index, request.as_of)
         started = time.perf_counter()
         try:
@@ -120,11 +125,14 @@ class Services:
                 [request.index], end=request.end_date, as_of=request.as_of, progress=progress
             )
         except Exception as exc:
-            self._build_finished(request, started, exc)
+            self._build_finished(request.index, request.as_of, time.perf_counter() - started, exc)
             raise
         finally:
             self.versions.forget(key)
-        self._build_finished(request, started, None)
+        self._build_finished(
+            request.index, request.as_of, time.perf_counter() - started, result.error
+        )
+        result.raise_for_failure()
         state = self.store.build_state(key)
         assert state is not None
         start = request.start_date or state.base_date
@@ -134,6 +142,8 @@ class Services:
         rebalances = levels.column("is_rebalance").to_pylist()
         return {
             "index": request.index,
+            "outcome": result.outcome,
+            "mode": result.mode,
             "start_date": start,
             "end_date": end,
             "trading_days": levels.num_rows,
@@ -141,20 +151,77 @@ class Services:
             "changes": len(changes),
             "duration_ms": result.duration_ms,
             "version": state.version,
+            "warnings": list(result.warnings),
             "as_of": None if state.as_of is None else format_as_of(state.as_of),
         }
 
+    def buildable(self, indices: list[str] | None) -> BuildsRequest:
+        """Validate a request to build several indices (None: every definition).
+
+        Named indices must exist and be allowed by the feature flags (404 / 409,
+        like POST /build-index); of every definition, those a flag switches off
+        are left out and reported as skipped. No market data at all is a 404.
+        """
+        if self.store.last_trading_day() is None:
+            raise no_market_data(None)
+        if indices is not None:
+            ids = list(dict.fromkeys(indices))  # in order, once each
+            for index in ids:
+                self.builder.check_window(index, None, None)
+            return BuildsRequest(tuple(ids))
+        every = [d.id for d, _ in self.store.list_definitions()]
+        off = self.builder.switched_off(every)
+        return BuildsRequest(
+            tuple(i for i in every if i not in off), skipped=tuple(sorted(off.items()))
+        )
+
+    def run_builds(self, request: BuildsRequest, progress: ProgressCallback) -> dict[str, Any]:
+        """Build several indices from one market panel; one index's failure is its
+        outcome, not the job's. Raises only for what concerns every index (no
+        market data): then each index is recorded as failed."""
+        started = time.perf_counter()
+
+        def finished(result: BuildResult) -> None:
+            self.versions.forget(result.index_id)  # published: forget it at once
+            self.record_builds([result])
+
+        try:
+            results = self.builder.build(
+                list(request.indices), on_index=finished, progress=progress
+            )
+        except Exception as exc:
+            seconds = time.perf_counter() - started
+            for index in request.indices:
+                self.versions.forget(index)
+                self._build_finished(index, None, seconds, exc)
+            raise
+        counts = {o: sum(1 for r in results if r.outcome == o) for o in OUTCOMES}
+        return {
+            "outcomes": [r.as_dict() for r in results],
+            **counts,
+            "skipped": [{"index": i, "reason": why} for i, why in request.skipped],
+        }
+
+    def record_builds(self, results: list[BuildResult]) -> None:
+        """Count builds made outside the API's routes (the in-process daily cycle)
+        in the metrics, and remember their outcomes for readiness."""
+        for r in results:
+            self._build_finished(r.index_id, r.as_of, r.duration_ms / 1000, r.error)
+
     def _build_finished(
-        self, request: BuildRequest, started: float, error: Exception | None
+        self,
+        index: str,
+        as_of: dt.datetime | None,
+        seconds: float,
+        error: BaseException | None,
     ) -> None:
         """Count the build in the metrics and remember the outcome of a current build."""
-        seconds = time.perf_counter() - started
-        BUILD_DURATION.labels(index=request.index).observe(seconds)
+        BUILD_DURATION.labels(index=index).observe(seconds)
         if error is not None:
-            BUILD_FAILURES.labels(index=request.index).inc()
-        if request.as_of is None:  # as-of builds reproduce the past: not the index's health
+            BUILD_FAILURES.labels(index=index).inc()
+        if as_of is None:  # as-of builds reproduce the past: not the index's health
             self.build_outcomes.record(
-                request.index,
+                index,
                 BuildOutcome(
                     status="ok" if error is None else "failed",
                     finished_at=self.clock(),

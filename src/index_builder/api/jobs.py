@@ -1,8 +1,11 @@
 """Index builds run by a small worker pool, tracked as jobs.
 
-Two builds of the same index never run at once: a request for an index whose
-build is queued or running with the same window joins that job; any other
-request for the index waits for the index's lock in its worker.
+A job builds one index (:class:`BuildRequest`, POST /build-index) or several
+(:class:`BuildsRequest`, POST /builds). Two builds of the same index never run
+at once: a request identical to a job queued or running joins that job; any
+other job waits in its worker for the lock of every index it builds (taken in
+sorted order, so jobs over overlapping indices never deadlock), then for the
+process's write gate.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +24,7 @@ from index_builder.errors import IndexBuilderError
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 ProgressCallback = Callable[[str, float], None]
 BuildFunction = Callable[["BuildRequest", ProgressCallback], dict[str, Any]]
+BuildsFunction = Callable[["BuildsRequest", ProgressCallback], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -32,13 +37,34 @@ class BuildRequest:
     end_date: dt.date | None
     as_of: dt.datetime | None = None
 
+    @property
+    def indices(self) -> tuple[str, ...]:
+        """The indices the job builds (their locks)."""
+        return (self.index,)
+
+
+@dataclass(frozen=True)
+class BuildsRequest:
+    """Build several indices in one job (each through the last trading day,
+    incrementally); one index's failure is its own outcome, not the job's.
+
+    ``skipped``: (index, reason) of the indices a feature flag switched off when
+    the request was accepted (not built, reported with the result).
+    """
+
+    indices: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+JobRequest = BuildRequest | BuildsRequest
+
 
 @dataclass
 class Job:
     """One build's state, as ``GET /jobs/{id}`` reports it."""
 
     id: str
-    request: BuildRequest
+    request: JobRequest
     status: JobStatus = "queued"
     progress: float = 0.0
     stage: str = "queued"
@@ -48,6 +74,7 @@ class Job:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     future: Future[dict[str, Any]] | None = field(default=None, repr=False)
+    run: Callable[[ProgressCallback], dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def done(self) -> bool:
@@ -64,7 +91,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._index_locks: dict[str, threading.Lock] = {}
         self._jobs: dict[str, Job] = {}
-        self._active: dict[BuildRequest, Job] = {}
+        self._active: dict[JobRequest, Job] = {}
         self._keep = keep
         # held by every build of this process and by the in-process daily cycle, so a
         # build never runs while the cycle ingests and builds (and vice versa)
@@ -72,14 +99,25 @@ class JobManager:
 
     def submit(self, request: BuildRequest) -> tuple[Job, bool]:
         """Queue a build, or join the identical one in flight. Returns (job, joined)."""
+        return self._submit(request, lambda progress: self._build(request, progress))
+
+    def submit_many(self, request: BuildsRequest, build: BuildsFunction) -> tuple[Job, bool]:
+        """Queue a build of several indices run by ``build``, or join the identical
+        one in flight. Returns (job, joined)."""
+        return self._submit(request, lambda progress: build(request, progress))
+
+    def _submit(
+        self, request: JobRequest, run: Callable[[ProgressCallback], dict[str, Any]]
+    ) -> tuple[Job, bool]:
         with self._lock:
             active = self._active.get(request)
             if active is not None and not active.done:
                 return active, True
-            job = Job(id=uuid.uuid4().hex, request=request)
+            job = Job(id=uuid.uuid4().hex, request=request, run=run)
             self._jobs[job.id] = job
             self._active[request] = job
-            self._index_locks.setdefault(request.index, threading.Lock())
+            for index in request.indices:
+                self._index_locks.setdefault(index, threading.Lock())
             self._trim()
             job.future = self._pool.submit(self._run, job)
             return job, False
@@ -97,11 +135,15 @@ class JobManager:
         def progress(stage: str, fraction: float) -> None:
             job.stage, job.progress = stage, max(job.progress, min(fraction, 1.0))
 
-        with self._index_locks[job.request.index], self.write_gate:
+        assert job.run is not None
+        with ExitStack() as held:
+            for index in sorted(set(job.request.indices)):  # one order: no deadlock
+                held.enter_context(self._index_locks[index])
+            held.enter_context(self.write_gate)
             job.status, job.stage = "running", "starting"
             job.started_at = dt.datetime.now(dt.UTC)
             try:
-                result = self._build(job.request, progress)
+                result = job.run(progress)
             except IndexBuilderError as exc:
                 self._finish(
                     job,

@@ -61,6 +61,7 @@ class ScheduleThread:
                 invalidate=self.services.invalidate_caches,
                 sleep=self._sleep,
             )
+        self.services.record_builds(result.builds)  # readiness sees a failed index
         self.results.append(result)
         return result
 

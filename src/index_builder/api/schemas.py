@@ -85,6 +85,18 @@ class BuildResponse(BaseModel):
     """What a build produced, counted over the requested window."""
 
     index: str = Field(description="Index id.", examples=["ew100"])
+    outcome: Literal["built", "unchanged"] = Field(
+        description="`built`: days were written (a full build, new days appended, or a "
+        "correction restated); `unchanged`: nothing new to compute, the stored build "
+        "answers. A build that fails answers a problem+json instead (422 `build-failed`).",
+        examples=["built"],
+    )
+    mode: Literal["full", "incremental", "restated", "up-to-date"] = Field(
+        description="How it was computed: `full` from the base date, `incremental` from "
+        "the last rebalance before the first new or changed day, `restated` (a "
+        "correction of past data recomputed), `up-to-date` (nothing computed).",
+        examples=["incremental"],
+    )
     start_date: dt.date = Field(description="First day of the window.", examples=["2024-01-02"])
     end_date: dt.date = Field(description="Last built day of the window.")
     trading_days: int = Field(description="Trading days with a level in the window.")
@@ -92,7 +104,100 @@ class BuildResponse(BaseModel):
     changes: int = Field(description="Rebalances in the window whose constituents changed.")
     duration_ms: float = Field(description="Wall time of the request's build, milliseconds.")
     version: int = Field(description="Build version of the index (cache keys include it).")
+    warnings: list[str] = Field(
+        description="What the build noticed without failing (e.g. a rebalance skipped for "
+        "want of eligible securities).",
+        examples=[["2024-03-15: no eligible security; rebalance skipped"]],
+    )
     as_of: dt.datetime | None = AsOfEcho
+
+
+class BuildsRequestBody(BaseModel):
+    """Build several indices in one job (each incrementally, through the last trading day)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    indices: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Index ids to build (see GET /indices), in this order; duplicates are "
+        "built once. Each must exist (404) and be allowed by the feature flags (409). "
+        "Default (null or no body): every definition, except those a feature flag "
+        "switches off (listed in the result's `skipped`).",
+        examples=[["ew100", "ew-tech50"]],
+    )
+
+
+class BuildOutcomeInfo(BaseModel):
+    """How the build of one index of a multi-index job ended."""
+
+    index: str = Field(description="Index id.", examples=["ew100"])
+    outcome: Literal["built", "unchanged", "failed"] = Field(
+        description="`built` (days were written), `unchanged` (nothing new to compute) or "
+        "`failed` (`reason` says why; the job's other indices were still built).",
+        examples=["built"],
+    )
+    mode: Literal["full", "incremental", "restated", "up-to-date", "failed"] = Field(
+        description="How it was computed (`failed`: not at all).", examples=["incremental"]
+    )
+    base_date: dt.date | None = Field(
+        description="The index's base date (null when it failed).", examples=["2023-01-03"]
+    )
+    start_date: dt.date | None = Field(
+        description="First day written (null when the build failed)."
+    )
+    end_date: dt.date | None = Field(
+        description="Last built day: the index is built through it (null when it failed).",
+        examples=["2024-12-31"],
+    )
+    trading_days: int = Field(description="Trading days written (0: unchanged or failed).")
+    rebalances: int = Field(description="Rebalances among the days written.")
+    changes: int = Field(description="Composition changes among the days written.")
+    version: int | None = Field(
+        description="Build version now stored (null when it failed and none is stored)."
+    )
+    duration_ms: float = Field(description="Time spent on this index, milliseconds.")
+    restated_from: dt.date | None = Field(
+        description="A correction of past data (`mode` `restated`): the first published day "
+        "whose values changed (null otherwise)."
+    )
+    restated_days: int = Field(
+        default=0,
+        description="How many published days the correction changed (the earlier days stay "
+        "exactly as published; a build as of a moment before it reproduces the previous "
+        "publication).",
+    )
+    warnings: list[str] = Field(description="What the build noticed without failing.")
+    reason: str | None = Field(
+        description="Why it failed (null unless `failed`).",
+        examples=["ew-sector-utilities: no eligible security on the base date 2013-01-02"],
+    )
+    error_code: str | None = Field(
+        description="The problem type code of the failure (e.g. `build-failed`, "
+        "`not-found`, `internal-error`); null unless `failed`.",
+        examples=["build-failed"],
+    )
+    as_of: str | None = Field(description="The build's as-of moment (null: the current results).")
+
+
+class SkippedIndex(BaseModel):
+    """An index left out of a build of every index."""
+
+    index: str = Field(description="Index id.", examples=["ew100-buffer"])
+    reason: str = Field(description="Why: the feature flag that switches it off.")
+
+
+class BuildsResult(BaseModel):
+    """The result of a multi-index build job: one outcome per index, and the counts."""
+
+    outcomes: list[BuildOutcomeInfo] = Field(description="One entry per index, in the order built.")
+    built: int = Field(description="Indices with outcome `built`.", examples=[3])
+    unchanged: int = Field(description="Indices with outcome `unchanged`.", examples=[27])
+    failed: int = Field(description="Indices with outcome `failed`.", examples=[1])
+    skipped: list[SkippedIndex] = Field(
+        description="Indices not built because a feature flag switches them off (only "
+        "when every index was asked for)."
+    )
 
 
 class JobAccepted(BaseModel):
@@ -119,16 +224,25 @@ class JobStatusResponse(BaseModel):
     """State of a build job."""
 
     job_id: str = Field(description="Job id.")
-    index: str = Field(description="Index id.")
+    index: str | None = Field(
+        description="Index id of a POST /build-index job; null for a POST /builds job."
+    )
+    indices: list[str] = Field(description="Every index the job builds.")
     status: Literal["queued", "running", "succeeded", "failed"] = Field(
-        description="queued -> running -> succeeded | failed."
+        description="queued -> running -> succeeded | failed. A POST /builds job succeeds "
+        "even when some of its indices failed (their outcomes say so); it fails only "
+        "for what concerns every index (e.g. no market data)."
     )
     stage: str = Field(description="What the build is doing, e.g. 'loading market data'.")
     progress: float = Field(ge=0, le=1, description="Fraction done, 0..1.")
     created_at: dt.datetime = Field(description="When the job was queued (UTC).")
     started_at: dt.datetime | None = Field(default=None, description="When it started (UTC).")
     finished_at: dt.datetime | None = Field(default=None, description="When it ended (UTC).")
-    result: BuildResponse | None = Field(default=None, description="Set when succeeded.")
+    result: BuildResponse | BuildsResult | None = Field(
+        default=None,
+        description="Set when succeeded: a BuildResponse (POST /build-index) or a "
+        "BuildsResult (POST /builds).",
+    )
     error: JobError | None = Field(default=None, description="Set when failed.")
 
 
@@ -218,7 +332,8 @@ class AnnouncedConstituent(BaseModel):
 
 
 class AnnouncementResponse(BaseModel):
-    """The next composition: selected, not yet in force (pro-forma)."""
+    """The pro-forma composition: the latest selection made, not yet in force (with
+    several in flight, the index once every announced change is in force)."""
 
     index: str = Field(description="Index id.", examples=["mcap50-ucits"])
     reference_date: dt.date = Field(description="Date whose data selected and weighted it.")
@@ -233,8 +348,10 @@ class AnnouncementResponse(BaseModel):
     )
     entered: list[str] = Field(description="Symbols entering, sorted.")
     exited: list[str] = Field(description="Symbols leaving, sorted.")
-    later_announcements: int = Field(
-        description="Further selections already made that take effect after this one."
+    pending_selections: int = Field(
+        description="Selections made but not yet in force after the last close, this one "
+        "included (a daily index with effective_lag 2 has 2: the earlier one takes effect "
+        "first)."
     )
     constituents: list[AnnouncedConstituent] = Field(description="Constituents by rank.")
 
@@ -270,6 +387,12 @@ class IndexBuildInfo(BaseModel):
         default=None,
         description="The build's as-of moment, UTC (null: the current results).",
         examples=["2024-06-28T23:59:59.999999Z"],
+    )
+    data_waiting_from: dt.date | None = Field(
+        default=None,
+        description="First trading day of market data newer than this build (new days or "
+        "corrections), which waits for the next build; every read answers from this "
+        "published build until then. Null: up to date.",
     )
 
 

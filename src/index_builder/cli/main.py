@@ -22,7 +22,13 @@ from rich.table import Table
 
 from index_builder import __version__
 from index_builder.calendar import get_calendar
-from index_builder.cli.output import OutputFormat, render
+from index_builder.cli.output import (
+    OutputFormat,
+    build_line,
+    build_summary,
+    render,
+    write_json,
+)
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
 from index_builder.errors import IndexBuilderError, InvalidInputError, StorageError
 from index_builder.ingest.job import run_ingestion
@@ -34,7 +40,7 @@ from index_builder.providers.file import parse_column_map
 from index_builder.providers.listing import describe_providers
 from index_builder.providers.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_SYMBOLS
 from index_builder.schedule import CycleResult, config_from_settings, run_daily_cycle, run_scheduler
-from index_builder.services.builds import BuildResult, IndexBuilder
+from index_builder.services.builds import BuildResult, IndexBuilder, data_waiting
 from index_builder.services.catalog import add_definition, ensure_builtins, remove_definition
 from index_builder.services.queries import (
     CHANGES_COLUMNS,
@@ -406,6 +412,27 @@ def quarantine(
 
 
 # ---------------------------------------------------------------------------- build
+BUILD_COLUMNS = [
+    "index",
+    "outcome",
+    "mode",
+    "base_date",
+    "start_date",
+    "end_date",
+    "trading_days",
+    "rebalances",
+    "changes",
+    "version",
+    "duration_ms",
+    "restated_from",
+    "restated_days",
+    "warnings",
+    "reason",
+    "error_code",
+    "as_of",
+]
+
+
 @app.command()
 def build(
     index: Annotated[
@@ -415,8 +442,20 @@ def build(
     end: DateOpt = None,
     full: Annotated[bool, typer.Option(help="Recompute from the base date.")] = False,
     as_of: AsOfOpt = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format", "-f", help="table: one line per index; json or csv: one record per index."
+        ),
+    ] = OutputFormat.table,
 ) -> None:
     """Build indices (incrementally unless --full) and persist levels and spells.
+
+    One index that cannot be built does not stop the others: every index gets a
+    line on stdout, `built`, `unchanged` or `failed` with the reason (--format
+    json: a list of records, nothing else on stdout); warnings, switched-off
+    indices and the counts go to stderr. Exit code 1 when any index failed, 2
+    for bad input (nothing is built then).
 
     With --as-of: a full build from the data known at that moment, stored next to
     (never over) the current results; read it with --as-of on the read commands.
@@ -426,7 +465,8 @@ def build(
         as_of_k = _parse_as_of(as_of)
         with _store() as store:
             builder = _builder(store)
-            ids = index or _buildable(builder, [d.id for d, _ in store.list_definitions()])
+            every = [d.id for d, _ in store.list_definitions()]
+            ids = list(dict.fromkeys(index)) if index else _buildable(builder, every)
             for i in ids:  # --start only checks the window: builds start at the base date
                 builder.check_window(i, start_d, end_d, as_of_k)
             with _progress("build") as step:
@@ -435,47 +475,37 @@ def build(
                     end=end_d,
                     full=full,
                     as_of=as_of_k,
-                    on_index=lambda r: step(f"{r.index_id} done"),
+                    on_index=lambda r: step(f"{r.index_id} {r.outcome}"),
                 )
-        _print_builds(results, as_of_k)
+    _print_builds(results, fmt, skipped=0 if index else len(every) - len(ids))
+    if any(r.failed for r in results):
+        raise typer.Exit(1)
 
 
-def _print_builds(results: list[BuildResult], as_of: dt.datetime | None = None) -> None:
-    title = "Builds" if as_of is None else f"Builds as of {format_as_of(as_of)}"
-    table = Table(title=title)
-    for col in (
-        "index",
-        "mode",
-        "base",
-        "through",
-        "days",
-        "rebalances",
-        "changes",
-        "version",
-        "ms",
-    ):
-        table.add_column(
-            col,
-            justify="right"
-            if col in {"days", "rebalances", "changes", "version", "ms"}
-            else "left",
-        )
-    for r in results:
-        table.add_row(
-            r.index_id,
-            r.mode,
-            str(r.base_date),
-            str(r.end_date),
-            str(r.trading_days),
-            str(r.rebalances),
-            str(r.changes),
-            str(r.version),
-            f"{r.duration_ms:.0f}",
-        )
-    out.print(table)
+def _print_builds(results: list[BuildResult], fmt: OutputFormat, *, skipped: int = 0) -> None:
+    """Each index's outcome on stdout (a line, or a JSON / CSV record); warnings and
+    the counts on stderr."""
+    if fmt is OutputFormat.json:
+        write_json([r.as_dict() for r in results])
+    elif fmt is OutputFormat.csv:
+        render([r.as_dict() for r in results], BUILD_COLUMNS, fmt)
+    else:
+        width = max((len(r.index_id) for r in results), default=0)
+        for r in results:
+            typer.echo(_styled(build_line(r, width), r.outcome))
     for r in results:
         for w in r.warnings:
-            err.print(f"[yellow]warning:[/] {r.index_id}: {w}", highlight=False)
+            typer.echo(f"warning: {r.index_id}: {w}", err=True)
+    typer.echo(build_summary(results, skipped), err=True)
+
+
+def _styled(line: str, outcome: str) -> str:
+    """The outcome word coloured on a terminal (plain text otherwise)."""
+    colour = {"built": "green", "unchanged": "blue", "failed": "red"}.get(outcome)
+    if colour is None or not sys.stdout.isatty():
+        return line
+    word = line[: len(outcome)]
+    return typer.style(word, fg=colour, bold=outcome == "failed") + line[len(outcome) :]
 
 
 # ---------------------------------------------------------------------------- reads
@@ -570,8 +600,11 @@ def indices_list() -> None:
     """All index definitions."""
     with _errors(), _store() as store:
         rows = []
-        for d, builtin in store.list_definitions():
-            state = store.build_state(d.id)
+        definitions = store.list_definitions()
+        states = {d.id: store.build_state(d.id) for d, _ in definitions}
+        waiting = data_waiting(store, [s for s in states.values() if s is not None])
+        for d, builtin in definitions:
+            state = states[d.id]
             rows.append(
                 {
                     "id": d.id,
@@ -581,13 +614,24 @@ def indices_list() -> None:
                     "rebalance": d.rebalance,
                     "builtin": "yes" if builtin else "no",
                     "built_through": state.built_through if state else None,
+                    "data_waiting_from": waiting.get(d.id),
                 }
             )
     render(
         rows,
-        ["id", "name", "top_n", "weighting", "rebalance", "builtin", "built_through"],
+        [
+            "id",
+            "name",
+            "top_n",
+            "weighting",
+            "rebalance",
+            "builtin",
+            "built_through",
+            "data_waiting_from",
+        ],
         OutputFormat.table,
-        title="Indices",
+        title="Indices (data_waiting_from: newer data waits for a build; reads answer from "
+        "the published build)",
     )
 
 
@@ -598,9 +642,12 @@ def indices_show(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> 
         definition = _builder(store).definition(index_id)
         state = store.build_state(index_id)
         as_of_builds = store.as_of_builds(index_id)
+        waiting = data_waiting(store, [state] if state is not None else [])
     payload: dict[str, Any] = {"definition": json.loads(definition.to_json())}
     if state is not None:
         payload["build"] = _build_info(state)
+        day = waiting.get(index_id)
+        payload["build"]["data_waiting_from"] = None if day is None else str(day)
     if as_of_builds:
         payload["as_of_builds"] = [_build_info(s) for s in as_of_builds]
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
@@ -711,7 +758,8 @@ def daily(
 ) -> None:
     """Run the daily cycle once (for cron or a Kubernetes CronJob): backfill missing
     sessions, ingest the latest closed one, build every index. Exit code 1 when a
-    step still fails after its retries."""
+    step still fails after its retries, or when an index cannot be built (the
+    others are built and published; the build step's message names it)."""
     with _errors():
         config = config_from_settings(STATE.settings)
         now = parse_as_of(at, label="--at").replace(tzinfo=dt.UTC) if at else None
@@ -776,7 +824,8 @@ def quickstart(
     days: Annotated[int, typer.Option(help="Sessions in the synthetic market.")] = DEFAULT_DAYS,
 ) -> None:
     """Ingest the embedded synthetic market if the store is empty, build every index,
-    and print a summary (what ``make run`` does)."""
+    and print a summary (what ``make run`` does). An index that cannot be built is
+    listed as failed (with the reason) after the others; exit code 1 then."""
     with _errors(), _store() as store:
         if not store.trading_days():
             with _progress("ingest (synthetic)") as step:
@@ -790,10 +839,12 @@ def quickstart(
         builder = _builder(store)
         ids = _buildable(builder, [d.id for d, _ in store.list_definitions()])
         with _progress("build") as step:
-            results = builder.build(ids, on_index=lambda r: step(f"{r.index_id} done"))
+            results = builder.build(ids, on_index=lambda r: step(f"{r.index_id} {r.outcome}"))
         reader = IndexReader(store, store.calendar)
         rows = []
         for r in results:
+            if r.failed:
+                continue
             s = reader.performance(r.index_id).summary
             rows.append(
                 {
@@ -809,9 +860,17 @@ def quickstart(
                     "build": r.mode,
                 }
             )
-    render(rows, list(rows[0]), OutputFormat.table, title="Indices", console=out)
+    if rows:
+        render(rows, list(rows[0]), OutputFormat.table, title="Indices", console=out)
+    failed = [r for r in results if r.failed]
+    width = max((len(r.index_id) for r in failed), default=0)
+    for r in failed:  # the same line as 'index-builder build'
+        typer.echo(_styled(build_line(r, width), r.outcome))
     out.print(f"data lives in {STATE.settings.database.resolve()}")
     out.print("next: index-builder performance --index ew100 | composition | changes")
+    if failed:
+        typer.echo(build_summary(results), err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

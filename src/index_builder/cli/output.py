@@ -1,4 +1,5 @@
-"""Rendering rows as a rich table, CSV or JSON (methodology column names)."""
+"""Rendering rows as a rich table, CSV or JSON (methodology column names), and the
+one-line-per-index report of builds."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+from index_builder.point_in_time import format_as_of
+
+if TYPE_CHECKING:
+    from index_builder.services.builds import BuildResult
 
 
 class OutputFormat(StrEnum):
@@ -82,3 +88,63 @@ def _json_value(value: Any) -> Any:
 
 def _numeric(rows: Sequence[dict[str, Any]], column: str) -> bool:
     return bool(rows) and isinstance(rows[0].get(column), (int, float))
+
+
+def write_json(payload: Any) -> None:
+    """``payload`` as indented JSON on stdout (dates and timestamps in ISO 8601)."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+OUTCOME_WIDTH = len("unchanged")
+MODE_WIDTH = len("incremental")
+
+
+def build_line(result: BuildResult, index_width: int = 0) -> str:
+    """One line for one index's build: outcome, index id, then what happened.
+
+    ``built      ew100      incremental  2024-01-02..2024-12-31  1 day written  version 12  85 ms``
+    ``unchanged  ew-tech50  built through 2024-12-31  version 11``
+    ``failed     ew-x       <reason>``
+
+    Fields are separated by two spaces, the outcome and the index id padded to a
+    column (``index_width``); a build as of a moment ends with ``as of <K>``.
+    """
+    head = f"{result.outcome:<{OUTCOME_WIDTH}}  {result.index_id:<{index_width}}"
+    if result.failed:
+        reason = " ".join((result.reason or "failed").split())  # always one line
+        reason = reason.removeprefix(f"{result.index_id}: ")  # the id is the column before
+        return f"{head}  {reason}"
+    if result.outcome == "unchanged":
+        parts = [f"built through {result.end_date}", f"version {result.version}"]
+    else:
+        days = result.trading_days
+        parts = [
+            f"{result.mode:<{MODE_WIDTH}}",
+            f"{result.start_date}..{result.end_date}",
+            f"{days} day{'' if days == 1 else 's'} written",
+            f"version {result.version}",
+            f"{result.duration_ms:.0f} ms",
+        ]
+        if result.restated_from is not None:
+            changed = result.restated_days
+            parts.append(
+                f"restated from {result.restated_from} "
+                f"({changed} published day{'' if changed == 1 else 's'} changed)"
+            )
+    if result.as_of is not None:
+        parts.append(f"as of {format_as_of(result.as_of)}")
+    return "  ".join([head, *parts])
+
+
+def build_summary(results: Sequence[BuildResult], skipped: int = 0) -> str:
+    """``3 built, 27 unchanged, 1 failed`` (and ``, 2 skipped`` when some were)."""
+    counts = {o: sum(1 for r in results if r.outcome == o) for o in ("built", "unchanged")}
+    failed = sum(1 for r in results if r.failed)
+    text = f"{counts['built']} built, {counts['unchanged']} unchanged, {failed} failed"
+    return f"{text}, {skipped} skipped" if skipped else text

@@ -1,22 +1,33 @@
-"""The index computation (METHODOLOGY part 1), expressed once, set-based.
+"""The index computation (METHODOLOGY), expressed once, set-based, and the same
+whichever day it starts from.
 
-Given a :class:`~index_builder.engine.panel.MarketPanel` whose first row is the
-base date (or, for an incremental build, the last rebalance before new data),
-:func:`compute_index` returns levels, rebalances, constituents, target weights,
-units and turnover. There is no per-day loop: selection is a batched top-k over
-all rebalance dates, and levels follow from the growth of each holding period::
+:func:`compute_index` takes a :class:`~index_builder.engine.panel.MarketPanel`
+whose first row is the base date (a full build) or the reference date of the
+selection in force where a build resumes (:class:`StartState`), and returns
+levels, rebalances, constituents, target weights, units and turnover:
 
-    G(t) = sum_i w_i(r) * P_i(t) / P_i(r)      r = last rebalance before t
-    L(t) = L(r) * G(t)                          (= sum_i q_i * P_i(t), q_i = L(r) w_i / P_i(r))
+1. the schedule's reference dates, the panel's first row always one of them;
+2. the selection at every reference date at once (top N, buffer, companies);
+3. target weights, each rebalance from its own row;
+4. effective dates ``effective_lag`` trading days later; those past the panel
+   are pending (announced, not in force);
+5. levels, per return variant, from the growth of each holding period::
 
-so levels at rebalance dates are a cumulative product and every other day is
-one multiplication. Prices of halted or delisted constituents are carried
-forward (zero return) until the next rebalance.
+       G_i(t) = f_i(e+1) * ... * f_i(t)   growth of constituent i since its effective date e
+       g(t)   = sum_i w_i(e) * G_i(t)     (= sum_i q_i X_i(t) / L(e))
+       L(t)   = L(e) * g(t),  L(e_k) = L(e_k-1) * g(e_k)
+
+Every product is taken day after day and every sum name after name in symbol
+order (:mod:`index_builder.engine.ordered`), never in an order chosen by the
+batch's shape. So a computation that resumes at a stored rebalance reproduces
+the stored days bit for bit and continues with the very doubles a full build
+computes: published history never moves (METHODOLOGY "Published history").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,31 +36,47 @@ from numpy.typing import NDArray
 from index_builder.calendar import SessionCalendar
 from index_builder.engine.companies import CompanyKeys, company_keys
 from index_builder.engine.definitions import IndexDefinition, Universe
+from index_builder.engine.ordered import ordered_sum, row_sums
 from index_builder.engine.panel import MarketPanel, SecurityMaster, forward_fill
 from index_builder.engine.schedules import SCHEDULES
 from index_builder.engine.selection import NOT_ELIGIBLE, Selection, selection_rule
-from index_builder.engine.variants import VARIANTS, variant_prices
+from index_builder.engine.variants import VARIANTS, growth_factors, real_prices
 from index_builder.engine.weighting import WEIGHTINGS
 from index_builder.errors import BuildError
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+REBALANCE_SKIPPED = "rebalance_skipped"
+GROUP_CAP_INFEASIBLE = "group_cap_infeasible"
 
 
 @dataclass(frozen=True)
 class StartState:
-    """Where an incremental computation resumes: a rebalance already computed.
+    """Where a computation resumes: a selection already in force.
 
-    The panel's first row is that rebalance's reference date; its constituents are
-    taken from the stored composition (not re-selected) and its level, at the
-    effective date ``effective_row`` rows later, from the stored levels. Rows before
-    the effective date get no level (they are already stored).
+    The panel's first row is that selection's reference date; its constituents are
+    the stored ones (not selected again) and its levels, at the effective date
+    ``effective_row`` rows later, the stored ones. Rows before the effective date
+    get no level (they are already stored).
     """
 
-    level: float  # the headline variant's level where that selection took effect
-    members: IntArray  # panel columns of that selection's constituents
-    variant_levels: dict[str, float] | None = None  # every variant's level there
-    effective_row: int = 0  # panel row where that selection took effect (its lag)
+    levels: Mapping[str, float]  # every variant's stored level where it took effect
+    members: IntArray  # panel columns of its constituents
+    effective_row: int = 0
+
+
+@dataclass(frozen=True)
+class BuildWarning:
+    """Something a build reports without failing, dated by a reference date."""
+
+    day: dt.date
+    kind: str  # rebalance_skipped | group_cap_infeasible
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.day}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -96,24 +123,28 @@ class Spell:
 
 @dataclass
 class IndexComputation:
-    """Everything one computation produced (arrays over the panel's rows)."""
+    """Everything one computation produced (arrays over the panel's rows).
+
+    Selections are in force from their effective row; ``selection``, ``weights``,
+    ``units`` and ``real_prices`` have one row per selection in force, constituents
+    in symbol (column) order, padding ``-1`` / 0.
+    """
 
     panel: MarketPanel
-    level: FloatArray
+    level: FloatArray  # headline level; NaN before ``first_row``
     daily_return: FloatArray
-    is_rebalance: NDArray[np.bool_]
+    is_rebalance: BoolArray
     turnover: FloatArray  # NaN on days that are not rebalances
     n_constituents: IntArray
     rebalance_rows: IntArray  # effective rows: where each selection takes effect
     reference_rows: IntArray  # where each of those selections was made
     selection: Selection
-    weights: FloatArray  # (R, K) target weights at each rebalance
-    units: FloatArray  # (R, K) notional units fixed until the next rebalance
-    _price_filled: FloatArray = field(repr=False)  # (T, M) headline return prices X
-    _real_price: FloatArray = field(repr=False)  # (T, M) part 1 prices P, carried
-    _column_slot: IntArray = field(repr=False)  # panel column -> column of _price_filled
-    warnings: list[str] = field(default_factory=list)
-    variant_levels: dict[str, FloatArray] = field(default_factory=dict)  # level per variant
+    weights: FloatArray  # (R, K) target weights
+    units: FloatArray  # (R, K) notional units: L(e) * w / real price at e
+    real_prices: FloatArray  # (R, K) the money price of each constituent at e
+    growth: FloatArray  # (rows after first_row, K) headline G_i(t) of the period before t
+    warnings: list[BuildWarning] = field(default_factory=list)
+    variant_levels: dict[str, FloatArray] = field(default_factory=dict)
     first_row: int = 0  # rows before it carry no level (a resumed selection's lag)
     pending: list[PendingSelection] = field(default_factory=list)
 
@@ -123,7 +154,7 @@ class IndexComputation:
         return self.panel.days
 
     def period_of(self, row: int) -> int:
-        """Index of the last rebalance on or before ``row``."""
+        """Index of the last selection in force on or before ``row``."""
         return int(np.searchsorted(self.rebalance_rows, row, side="right") - 1)
 
     def snapshot(self, row: int) -> Snapshot:
@@ -131,68 +162,62 @@ class IndexComputation:
         k = self.period_of(row)
         present = self.selection.members[k] >= 0
         cols = self.selection.members[k][present]
-        slots = self._column_slot[cols]
-        first = int(self.rebalance_rows[k])
+        if row == int(self.rebalance_rows[k]):
+            growth = np.ones(len(cols))
+        else:  # the period in force during ``row``'s return is k
+            growth = self.growth[row - self.first_row - 1][present]
+        weighted = self.weights[k][present] * growth
         reference = int(self.reference_rows[k])
-        # the headline return price, expressed in the real price of the rebalance:
-        # price(t) = P(r) * X(t) / X(r), so units are L(r) * w / P(r) as in part 1
-        anchor = self._real_price[first, slots] / self._price_filled[first, slots]
-        prices = self._price_filled[row, slots] * anchor
-        units = self.units[k][present]
         caps = forward_fill(self.panel.market_cap[reference : row + 1, cols])[-1]
+        order = np.argsort(self.selection.ranks[k][present], kind="stable")
         sec = self.panel.securities
+        cols = cols[order]
         return Snapshot(
             day=self.days[row],
             columns=cols,
             symbols=sec.symbols[cols],
             sectors=sec.sectors[cols],
             names=sec.names[cols],
-            ranks=self.selection.ranks[k][present],
-            weights=units * prices / self.level[row],
-            market_caps=caps,
-            prices=prices,
-            units=units,
+            ranks=self.selection.ranks[k][present][order],
+            weights=(weighted / ordered_sum(weighted))[order],
+            market_caps=caps[order],
+            prices=(self.real_prices[k][present] * growth)[order],
+            units=self.units[k][present][order],
         )
 
     def spells(self) -> list[Spell]:
         """Constituent spells over the computed window (adjacent rebalances merge)."""
         members = self.selection.members
-        n_slots = len(self._column_slot_inverse)
+        present = members >= 0
+        used, slot_of_member = np.unique(members[present], return_inverse=True)
         rebalances = len(self.rebalance_rows)
-        held = np.zeros((rebalances + 1, n_slots), dtype=bool)
-        rows, _ = np.nonzero(members >= 0)
-        held[rows, self._column_slot[members[members >= 0]]] = True
-        before = np.vstack([np.zeros((1, n_slots), dtype=bool), held[:-1]])
-        start_k, start_slot = np.nonzero(held & ~before)
-        after = held[1:]
-        end_k, end_slot = np.nonzero(held[:-1] & ~after)
-        # pair starts and ends per slot: both are sorted by (k, slot); sort by slot
-        s_order = np.lexsort((start_k, start_slot))
-        e_order = np.lexsort((end_k, end_slot))
-        spells: list[Spell] = []
-        symbols = self.panel.securities.symbols[self._column_slot_inverse]
+        held = np.zeros((rebalances + 1, len(used)), dtype=bool)
+        held[np.nonzero(present)[0], slot_of_member] = True
+        before = np.vstack([np.zeros((1, len(used)), dtype=bool), held[:-1]])
+        # (slot, rebalance) pairs where a spell starts and where one ends, both ordered
+        # by slot then rebalance, so the n-th start and the n-th end pair up
+        start_slot, start_k = np.nonzero((held & ~before).T)
+        end_k = np.nonzero((held[:-1] & ~held[1:]).T)[1]
+        symbols = self.panel.securities.symbols[used]
         days = self.days
-        for sk, ek, slot in zip(start_k[s_order], end_k[e_order], start_slot[s_order], strict=True):
-            last_row = int(self.rebalance_rows[ek + 1]) - 1 if ek + 1 < rebalances else None
+        spells = []
+        for slot, first_k, last_k in zip(start_slot, start_k, end_k, strict=True):
+            last_row = int(self.rebalance_rows[last_k + 1]) - 1 if last_k + 1 < rebalances else None
             spells.append(
                 Spell(
                     symbol=str(symbols[slot]),
-                    valid_from=_as_date(days[self.rebalance_rows[sk]]),
+                    valid_from=_as_date(days[self.rebalance_rows[first_k]]),
                     valid_to=None if last_row is None else _as_date(days[last_row]),
                 )
             )
         return spells
-
-    @property
-    def _column_slot_inverse(self) -> IntArray:
-        return np.flatnonzero(self._column_slot >= 0)
 
 
 def _as_date(value: np.datetime64) -> dt.date:
     return dt.date.fromisoformat(str(value.astype("datetime64[D]")))
 
 
-def universe_columns(universe: Universe, securities: SecurityMaster) -> NDArray[np.bool_]:
+def universe_columns(universe: Universe, securities: SecurityMaster) -> BoolArray:
     """Columns that pass the static universe filters (sectors, exchanges, types)."""
     mask = np.ones(len(securities), dtype=bool)
     for attribute, wanted in (
@@ -212,7 +237,8 @@ def eligibility_keys(
 
     Returns ``(keys, candidates)``: ``keys[k, j]`` is the market cap of panel column
     ``candidates[j]`` at rebalance ``k`` where eligible, ``NOT_ELIGIBLE`` elsewhere.
-    ``candidates`` is ascending, so ties still break by symbol.
+    ``candidates`` is ascending, so ties still break by symbol. ``min_price`` and
+    ``min_market_cap`` are inclusive.
     """
     universe = definition.universe
     candidates = np.flatnonzero(universe_columns(universe, panel.securities)).astype(np.int64)
@@ -264,13 +290,19 @@ def compute_index(
             f"{definition.id}: no eligible security on the base date "
             f"{_as_date(panel.days[0])}; check the universe filters and the data"
         )
-    warnings: list[str] = []
+    warnings: list[BuildWarning] = []
     empty = selection.counts == 0
     if empty.any():
-        # None eligible: an error for that date, reported; the composition in
-        # force carries on (no rebalance happens that day).
+        # None eligible: reported, and the composition in force carries on (no
+        # rebalance happens that day).
         for r in rows[empty]:
-            warnings.append(f"{_as_date(panel.days[r])}: no eligible security; rebalance skipped")
+            warnings.append(
+                BuildWarning(
+                    _as_date(panel.days[r]),
+                    REBALANCE_SKIPPED,
+                    "no eligible security; rebalance skipped",
+                )
+            )
         keep = ~empty
         rows = rows[keep]
         keys = keys[keep]
@@ -284,13 +316,13 @@ def compute_index(
     key_columns = selection.members if selection.companies is None else selection.companies
     caps = np.where(present, np.take_along_axis(keys, np.maximum(key_columns, 0), 1), 0.0)
     del keys
-    weights = WEIGHTINGS.get(definition.weighting).weights(caps, present, definition)
+    target = WEIGHTINGS.get(definition.weighting).weights(caps, present, definition)
+    for row, why in sorted(target.infeasible.items()):
+        warnings.append(BuildWarning(_as_date(panel.days[rows[row]]), GROUP_CAP_INFEASIBLE, why))
     if start is None:
         base_levels = dict.fromkeys(VARIANTS, definition.base_value)
     else:
-        base_levels = dict.fromkeys(VARIANTS, start.level)
-        base_levels.update(start.variant_levels or {})
-        base_levels[definition.return_type] = start.level
+        base_levels = {v: float(start.levels[v]) for v in VARIANTS}
     in_panel = Selection(
         np.where(present, candidates[np.maximum(selection.members, 0)], -1),
         selection.ranks,
@@ -299,25 +331,25 @@ def compute_index(
     effective = _effective_rows(rows, definition.effective_lag, start)
     live = effective < n_days  # a prefix: later selections are announced, not in force
     pending = _pending(
-        panel, rows[~live], effective[~live] - (n_days - 1), in_panel, weights, ~live
+        panel, rows[~live], effective[~live] - (n_days - 1), in_panel, target.values, ~live
     )
     computation = _levels(
         panel,
         rows[live],
         effective[live],
         Selection(in_panel.members[live], in_panel.ranks[live], in_panel.counts[live]),
-        weights[live],
+        target.values[live],
         base_levels,
-        warnings,
         definition,
     )
+    computation.warnings = sorted(warnings, key=lambda w: w.day)
     computation.pending = pending
     return computation
 
 
 def _effective_rows(rows: IntArray, lag: int, start: StartState | None) -> IntArray:
-    """Row where each selection takes effect: ``lag`` trading days after its reference
-    row; the base date's at once, a resumed selection's where it did."""
+    """Row where each selection takes effect: ``lag`` trading days (panel rows) after
+    its reference row; the base date's at once, a resumed selection's where it did."""
     effective = rows + lag
     effective[0] = 0 if start is None else start.effective_row
     return effective
@@ -329,7 +361,7 @@ def _pending(
     sessions_ahead: IntArray,
     selection: Selection,
     weights: FloatArray,
-    mask: NDArray[np.bool_],
+    mask: BoolArray,
 ) -> list[PendingSelection]:
     """The selections made but not yet in force at the end of the panel; market caps
     are each constituent's own on the reference date (as compositions show them)."""
@@ -361,6 +393,21 @@ def _pending(
     return out
 
 
+def _by_column(selection: Selection, weights: FloatArray) -> tuple[Selection, FloatArray]:
+    """Constituents of each selection in column (symbol) order, padding last: the
+    order every sum over constituents follows."""
+    members = selection.members
+    order = np.argsort(np.where(members >= 0, members, np.iinfo(np.int64).max), axis=1)
+    return (
+        Selection(
+            np.take_along_axis(members, order, 1),
+            np.take_along_axis(selection.ranks, order, 1),
+            selection.counts,
+        ),
+        np.take_along_axis(weights, order, 1),
+    )
+
+
 def _levels(
     panel: MarketPanel,
     reference_rows: IntArray,
@@ -368,7 +415,6 @@ def _levels(
     selection: Selection,
     weights: FloatArray,
     base_levels: dict[str, float],
-    warnings: list[str],
     definition: IndexDefinition,
 ) -> IndexComputation:
     """Levels, units and turnover from selections taking effect at ``rows``.
@@ -378,39 +424,35 @@ def _levels(
     """
     n_days = len(panel.days)
     first = int(rows[0])
+    selection, weights = _by_column(selection, weights)
     members = selection.members
     present = members >= 0
-    # return prices of every security that is ever a constituent, per variant
-    used = np.unique(members[present])
+    used = np.unique(members[present])  # every security that is ever a constituent
     slot_of = np.full(len(panel.securities), -1, dtype=np.int64)
     slot_of[used] = np.arange(len(used))
-    prices = variant_prices(panel, used, definition.tax)
-    # the money price compositions are quoted in: close for securities with dividend or
-    # split data (their return prices compound from close), else the part 1 price P
-    acts = panel.securities.actions_mask()[used][None, :]
-    real = forward_fill(panel.price[:, used])
-    if acts.any():
-        assert panel.close is not None
-        real = np.where(acts, forward_fill(panel.close[:, used]), real)
     slots = np.where(present, slot_of[np.maximum(members, 0)], 0)
-    local = rows - first  # the level computation starts where the first selection is in force
-    variant_levels = {
-        v: _pad(_variant_level(local, slots, present, weights, x[first:], base_levels[v])[0], first)
-        for v, x in prices.items()
-    }
-    headline = prices[definition.return_type]
-    level, level_at_rebalance, growth, ref_price = _variant_level(
-        local, slots, present, weights, headline[first:], base_levels[definition.return_type]
-    )
-    level = _pad(level, first)
-    daily_return = np.zeros(n_days)
-    daily_return[1:] = level[1:] / level[:-1] - 1.0
-    daily_return[: first + 1] = 0.0
-    real_ref = np.where(present, real[rows[:, None], slots], 1.0)  # P_i(r)
-    units = np.where(present, level_at_rebalance[:, None] * weights / real_ref, 0.0)
+    factors = growth_factors(panel, used, definition.tax)
+    periods = _Periods(rows, n_days)
 
+    variant_levels: dict[str, FloatArray] = {}
+    headline_growth = np.ones((0, members.shape[1]))
+    headline_g = np.zeros(0)
+    for variant, f in factors.items():
+        growth = periods.growth(f, slots, present)
+        g = row_sums(weights[periods.prev] * growth)
+        variant_levels[variant] = periods.levels(g, base_levels[variant])
+        if variant == definition.return_type:
+            headline_growth, headline_g = growth, g
+    level = variant_levels[definition.return_type]
+    daily_return = np.zeros(n_days)
+    daily_return[first + 1 :] = level[first + 1 :] / level[first:-1] - 1.0
+    level_at_rebalance = level[rows]
+
+    real = real_prices(panel, used)
+    real_ref = np.where(present, real[rows[:, None], slots], 1.0)
+    units = np.where(present, level_at_rebalance[:, None] * weights / real_ref, 0.0)
     turnover = np.full(n_days, np.nan)
-    turnover[rows] = _turnover(local, slots, present, weights, ref_price, headline[first:], growth)
+    turnover[rows] = _turnover(periods, slots, present, weights, headline_growth, headline_g)
     is_rebalance = np.zeros(n_days, dtype=bool)
     is_rebalance[rows] = True
     current = np.maximum(np.searchsorted(rows, np.arange(n_days), side="right") - 1, 0)
@@ -426,20 +468,78 @@ def _levels(
         selection=selection,
         weights=weights,
         units=units,
-        _price_filled=headline,
-        _real_price=real,
-        _column_slot=slot_of,
-        warnings=warnings,
+        real_prices=np.where(present, real_ref, 0.0),
+        growth=headline_growth,
         variant_levels=variant_levels,
         first_row=first,
     )
 
 
-def _pad(values: FloatArray, first: int) -> FloatArray:
-    """``values`` over rows ``first..``, preceded by NaN for the rows before."""
-    if first == 0:
-        return values
-    return np.concatenate([np.full(first, np.nan), values])
+class _Periods:
+    """The holding periods of a computation: the days after the first effective row,
+    each with the selection in force during its return (the last one that took
+    effect before it) and its position in that period."""
+
+    def __init__(self, rows: IntArray, n_days: int) -> None:
+        self.rows = rows
+        self.n_days = n_days
+        self.first = int(rows[0])
+        self.days = np.arange(self.first + 1, n_days)  # days with a return
+        self.prev = np.searchsorted(rows, self.days, side="left") - 1
+        self.offset = self.days - rows[self.prev]  # 1 on the day after an effective date
+
+    def growth(self, factors: FloatArray, slots: IntArray, present: BoolArray) -> FloatArray:
+        """G_i(t) for every day with a return: the product of the constituent's factors
+        since its effective date, multiplied one day at a time (1 for padding)."""
+        growth = np.ones((len(self.days), slots.shape[1]))
+        if len(self.days) == 0:
+            return growth
+        for step in range(1, int(self.offset.max()) + 1):
+            at = np.flatnonzero(self.offset == step)
+            k = self.prev[at]
+            today = np.where(present[k], factors[self.days[at][:, None], slots[k]], 1.0)
+            growth[at] = today if step == 1 else growth[at - 1] * today
+        return growth
+
+    def levels(self, g: FloatArray, base_level: float) -> FloatArray:
+        """L(t) = L(e) * g(t), with L at effective rows a cumulative product (multiplied
+        in order, so resuming at a stored rebalance level reproduces later levels)."""
+        level = np.full(self.n_days, np.nan)
+        level[self.first] = base_level
+        if len(self.days) == 0:
+            return level
+        position = self.rows[1:] - self.first - 1  # effective rows among the days
+        at_rebalance = np.cumprod(np.concatenate([[base_level], g[position]]))
+        level[self.days] = at_rebalance[self.prev] * g
+        return level
+
+
+def _turnover(
+    periods: _Periods,
+    slots: IntArray,
+    present: BoolArray,
+    weights: FloatArray,
+    growth: FloatArray,
+    g: FloatArray,
+) -> FloatArray:
+    """One-way turnover at each rebalance: half the sum over old and new constituents
+    of |target weight - drifted weight| (summed in symbol order). The first
+    rebalance (base date or resume point) is 0: forming the index is not turnover."""
+    n_rebalances = len(periods.rows)
+    out = np.zeros(n_rebalances)
+    if n_rebalances < 2:
+        return out
+    position = periods.rows[1:] - periods.first - 1
+    drifted = weights[:-1] * growth[position] / g[position][:, None]
+    n_slots = int(slots.max()) + 1
+    before = np.zeros((n_rebalances - 1, n_slots))
+    after = np.zeros((n_rebalances - 1, n_slots))
+    k = np.arange(n_rebalances - 1)[:, None]
+    old, new = present[:-1], present[1:]
+    before[np.broadcast_to(k, old.shape)[old], slots[:-1][old]] = drifted[old]
+    after[np.broadcast_to(k, new.shape)[new], slots[1:][new]] = weights[1:][new]
+    out[1:] = 0.5 * row_sums(np.abs(after - before))
+    return out
 
 
 def _represented(
@@ -462,65 +562,3 @@ def _represented(
         )
         members[0] = [by_company.get(int(c), -1) if c >= 0 else -1 for c in chosen[0]]
     return Selection(members, selection.ranks, selection.counts, companies=chosen)
-
-
-def _variant_level(
-    rows: IntArray,
-    slots: IntArray,
-    present: NDArray[np.bool_],
-    weights: FloatArray,
-    filled: FloatArray,
-    base_level: float,
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """(level, level at each rebalance, growth G(t) for t >= 1, X_i(r)) of one variant;
-    ``rows`` are the rows of ``filled`` where selections take effect (``rows[0] == 0``)."""
-    n_days = filled.shape[0]
-    ref_price = np.where(present, filled[rows[:, None], slots], 1.0)  # X_i(r)
-    # growth G(t) of the holding period that ends at t (t >= 1)
-    t = np.arange(1, n_days)
-    prev = np.searchsorted(rows, t, side="left") - 1  # last rebalance before t
-    ratio = filled[t[:, None], slots[prev]] / ref_price[prev]
-    growth = np.where(present[prev], weights[prev] * ratio, 0.0).sum(axis=1)
-    # L(r_k) = L(r_k-1) * G(r_k), multiplied in this order (cumprod is sequential), so
-    # resuming at any stored rebalance level reproduces the later levels bit for bit.
-    level_at_rebalance = np.cumprod(np.concatenate([[base_level], growth[rows[1:] - 1]]))
-    level = np.empty(n_days)
-    level[0] = base_level
-    level[1:] = level_at_rebalance[prev] * growth
-    return level, level_at_rebalance, growth, ref_price
-
-
-def _turnover(
-    rows: IntArray,
-    slots: IntArray,
-    present: NDArray[np.bool_],
-    weights: FloatArray,
-    ref_price: FloatArray,
-    filled: FloatArray,
-    growth: FloatArray,
-) -> FloatArray:
-    """One-way turnover at each rebalance: half the sum of |target - drifted| weights.
-
-    The first rebalance (base date or resume point) is 0: forming the index is
-    not turnover.
-    """
-    n_rebalances = slots.shape[0]
-    out = np.zeros(n_rebalances)
-    if n_rebalances < 2:
-        return out
-    k = np.arange(1, n_rebalances)
-    old_slots, old_present = slots[:-1], present[:-1]
-    price_now = filled[rows[1:, None], old_slots]
-    drifted = np.where(
-        old_present, weights[:-1] * price_now / ref_price[:-1] / growth[rows[1:] - 1, None], 0.0
-    )
-    n_slots = int(slots.max()) + 1
-    key_old = (k[:, None] * n_slots + old_slots)[old_present]
-    key_new = (k[:, None] * n_slots + slots[1:])[present[1:]]
-    keys = np.concatenate([key_old, key_new])
-    values = np.concatenate([-drifted[old_present], weights[1:][present[1:]]])
-    unique_keys, inverse = np.unique(keys, return_inverse=True)
-    net = np.bincount(inverse, weights=values, minlength=len(unique_keys))
-    per_rebalance = np.bincount(unique_keys // n_slots, weights=np.abs(net), minlength=n_rebalances)
-    out[1:] = 0.5 * per_rebalance[1:]
-    return out

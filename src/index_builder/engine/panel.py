@@ -23,6 +23,12 @@ Actions = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]
 """One batch of valid bars: (cell, close, adj_close, market_cap)."""
 
 
+def filter_key(value: str) -> str:
+    """How a universe filter compares text: case-insensitive, surrounding spaces ignored
+    (METHODOLOGY "Index definition")."""
+    return value.strip().casefold()
+
+
 @dataclass(frozen=True)
 class SecurityMaster:
     """Static security attributes, one entry per panel column (sorted by symbol)."""
@@ -32,8 +38,10 @@ class SecurityMaster:
     sectors: Strings
     exchanges: Strings
     types: Strings
-    has_actions: NDArray[np.bool_] | None = None
-    """True for securities with any dividend or split data (METHODOLOGY part 2)."""
+    dividends_from: Days | None = None
+    """The date of each security's first valid row that gives a dividend value (0
+    included), NaT for one that never gives any: from that day on its total return
+    comes from dividends (METHODOLOGY part 2, "Return variants"). None: none known."""
     company_ids: Strings | None = None
     """``company_id`` per security (None where absent)."""
 
@@ -49,19 +57,25 @@ class SecurityMaster:
             dtype=object,
         )
 
-    def actions_mask(self) -> NDArray[np.bool_]:
-        """``has_actions``, all False when unknown."""
-        if self.has_actions is None:
-            return np.zeros(len(self.symbols), dtype=bool)
-        return self.has_actions
+    def dividend_regime(self, days: Days, columns: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """(day x column) True where the security's dividend formulas are in force:
+        on and after its first dividend value (point in time: never before it)."""
+        if self.dividends_from is None:
+            return np.zeros((len(days), len(columns)), dtype=bool)
+        start = self.dividends_from[columns].astype("datetime64[D]")
+        never = np.datetime64("9999-12-31", "D")
+        first = np.where(np.isnat(start), never, start)
+        regime: NDArray[np.bool_] = days.astype("datetime64[D]")[:, None] >= first[None, :]
+        return regime
 
     def __len__(self) -> int:
         return len(self.symbols)
 
     def matches(self, attribute: str, allowed: tuple[str, ...]) -> NDArray[np.bool_]:
         """Columns whose ``attribute`` (sectors, exchanges or types) is in ``allowed``,
-        case-insensitively (memoised: the master is immutable)."""
-        key = (attribute, tuple(sorted(a.casefold() for a in allowed)))
+        ignoring case and surrounding spaces on both sides (memoised: the master is
+        immutable)."""
+        key = (attribute, tuple(sorted(filter_key(a) for a in allowed)))
         cache: dict[tuple[str, tuple[str, ...]], NDArray[np.bool_]] = self.__dict__.setdefault(
             "_match_cache", {}
         )
@@ -69,7 +83,7 @@ class SecurityMaster:
             wanted = set(key[1])
             values = getattr(self, attribute)
             cache[key] = np.fromiter(
-                (isinstance(v, str) and v.casefold() in wanted for v in values),
+                (isinstance(v, str) and filter_key(v) in wanted for v in values),
                 dtype=bool,
                 count=len(values),
             )

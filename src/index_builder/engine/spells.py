@@ -66,22 +66,29 @@ def changes_from_spells(
     ]
 
 
-def merge_resumed(
-    stored: Iterable[Spell], computed: Iterable[Spell], resume: dt.date
+def splice(
+    stored: Iterable[Spell], computed: Iterable[Spell], cut: dt.date, kept_through: dt.date
 ) -> list[Spell]:
-    """Join stored spells that reach ``resume`` with the resumed computation's spells.
+    """The spells of a build that keeps the stored days through ``kept_through`` and
+    writes from ``cut`` (the next trading day) on.
 
-    ``stored`` are the spells that were in force on or after ``resume`` before the
-    incremental build; ``computed`` start at ``resume``. A symbol held on both
-    sides of the resume point keeps one continuous spell.
+    ``stored``: the stored spells still in force after the close of ``kept_through``
+    (the ones the store replaces); ``computed``: the new computation's spells, which
+    may also cover days before ``cut``. Membership up to ``kept_through`` is the
+    stored one, never the recomputed one (published compositions never change);
+    from ``cut`` on it is the computed one. A symbol held on both sides of the cut
+    keeps one continuous spell.
     """
-    started_before = {
-        s.symbol: s.valid_from
-        for s in stored
-        if s.valid_from < resume and (s.valid_to is None or s.valid_to >= resume)
-    }
-    merged: list[Spell] = []
+    spliced: list[Spell] = []
+    held_at_cut: dict[str, dt.date] = {}  # stored spells reaching kept_through
+    for spell in stored:
+        if spell.valid_from <= kept_through:
+            held_at_cut[spell.symbol] = spell.valid_from
     for spell in computed:
-        origin = started_before.get(spell.symbol) if spell.valid_from == resume else None
-        merged.append(Spell(spell.symbol, origin, spell.valid_to) if origin else spell)
-    return merged
+        if spell.valid_to is not None and spell.valid_to < cut:
+            continue
+        start = max(spell.valid_from, cut)
+        origin = held_at_cut.pop(spell.symbol, None) if start == cut else None
+        spliced.append(Spell(spell.symbol, origin or start, spell.valid_to))
+    spliced.extend(Spell(symbol, origin, kept_through) for symbol, origin in held_at_cut.items())
+    return sorted(spliced, key=lambda s: (s.symbol, s.valid_from))

@@ -85,6 +85,14 @@ class StoreCollector(Collector):
         for index_id, ok in sorted(last_build_success(state).items()):
             builds.add_metric([index_id], float(ok))
         yield builds
+        waiting = GaugeMetricFamily(
+            m.BUILD_DATA_WAITING,
+            "1 when market data newer than the index's build waits for the next build.",
+            labels=["index"],
+        )
+        for build in sorted(state.builds, key=lambda b: b.index_id):
+            waiting.add_metric([build.index_id], float(build.index_id in state.waiting))
+        yield waiting
 
     def _ingestion(self, state: StoreState) -> Iterator[Metric]:
         run = state.last_finished_run

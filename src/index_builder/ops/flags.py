@@ -45,8 +45,9 @@ class FeatureFlags(BaseModel):
 
     async_builds: bool = Field(
         default=True,
-        description="POST /build-index may run as a background job (202). Off: every build "
-        "runs in the request, and 'async: true' is refused with 409.",
+        description="POST /build-index may run as a background job (202), and POST /builds "
+        "(always a job) is allowed. Off: every build runs in the request, 'async: true' is "
+        "refused with 409, and so is POST /builds.",
     )
     methodology_part2: bool = Field(
         default=True,

@@ -160,6 +160,8 @@ DATA_STALE = PREFIX + "data_stale"
 """1 when the last trading day stored is older than the latest session that should be in."""
 LAST_BUILD_SUCCESS = PREFIX + "last_build_success"
 """{index}: 1 when the index's last build succeeded, 0 when it failed."""
+BUILD_DATA_WAITING = PREFIX + "build_data_waiting"
+"""{index}: 1 when market data newer than the index's build waits for the next build."""
 REDIS_UP = PREFIX + "redis_up"
 """1 while the response cache's Redis answers, 0 while it is down (absent: not configured)."""
 
@@ -171,6 +173,7 @@ SCRAPE_TIME_METRICS = (
     DATA_AGE,
     DATA_STALE,
     LAST_BUILD_SUCCESS,
+    BUILD_DATA_WAITING,
     REDIS_UP,
 )
 

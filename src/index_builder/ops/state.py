@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from index_builder.calendar import SessionCalendar
+from index_builder.services.builds import data_waiting
 from index_builder.storage.base import BuildState
 from index_builder.storage.duckdb.store import DuckDBStore
 
@@ -121,6 +122,9 @@ class StoreState:
     """Rows of the last finished run quarantined, by ``<source>:<reason>``."""
     builds: list[BuildState]
     outcomes: dict[str, BuildOutcome] = field(default_factory=dict)
+    waiting: dict[str, dt.date] = field(default_factory=dict)
+    """Per index: the first trading day of data newer than its build (reads answer
+    from the published build until the next build)."""
 
 
 def read_state(
@@ -140,14 +144,16 @@ def read_state(
         else store.last_ingest_run(finished=True)
     )
     rejections = store.rejection_counts(finished["run_id"]) if finished else {}
+    builds = store.current_build_states()
     return StoreState(
         schema_version=schema_version,
         freshness=freshness,
         last_run=last_run,
         last_finished_run=finished,
         rejections=rejections,
-        builds=store.current_build_states(),
+        builds=builds,
         outcomes=outcomes.snapshot() if outcomes is not None else {},
+        waiting=data_waiting(store, builds),
     )
 
 
@@ -176,16 +182,21 @@ def ingestion_component(state: StoreState) -> dict[str, object]:
 
 
 def builds_component(state: StoreState) -> dict[str, object]:
-    """The readiness component of every index's last build (a failed one degrades)."""
+    """The readiness component of every index's last build (a failed one degrades).
+
+    An index whose data changed after its build (new days or corrections) says so
+    (``data_waiting_from``): its reads still answer from the published build, which
+    is normal between an ingestion and the next build, so it does not degrade."""
     indices: dict[str, dict[str, object]] = {}
     for build in state.builds:
+        waiting = state.waiting.get(build.index_id)
         indices[build.index_id] = {
             "status": "ok",
             "version": build.version,
             "built_through": build.built_through,
             "built_at": build.built_at,
-            "up_to_date": state.freshness.last_trading_day is not None
-            and build.built_through >= state.freshness.last_trading_day,
+            "up_to_date": waiting is None,
+            "data_waiting_from": waiting,
         }
     for index_id, outcome in state.outcomes.items():
         entry = indices.setdefault(index_id, {})
@@ -200,8 +211,16 @@ def builds_component(state: StoreState) -> dict[str, object]:
         "status": "degraded" if failed else "ok",
         "indices": dict(sorted(indices.items())),
     }
+    details = []
     if failed:
-        component["detail"] = f"last build failed: {', '.join(failed)}"
+        details.append(f"last build failed: {', '.join(failed)}")
+    if state.waiting:
+        details.append(
+            f"newer data waits for a build: {', '.join(sorted(state.waiting))} (reads answer "
+            "from the published builds)"
+        )
+    if details:
+        component["detail"] = "; ".join(details)
     return component
 
 

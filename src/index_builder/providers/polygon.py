@@ -150,7 +150,10 @@ class PolygonProvider(HttpProvider):
                     "close": number_field(bar, "c", name, sym, bar),
                     "volume": None if volume is None else number(volume, "v", name, sym, bar),
                     "shares_outstanding": shares,
-                    "dividend": dividends.get(day),
+                    # 0 on a day without one: the reference endpoint lists every
+                    # dividend, so the security's total return comes from dividends
+                    # (METHODOLOGY part 2), and a split is never read as a price fall
+                    "dividend": dividends.get(day, 0.0),
                     "split_ratio": splits.get(day),
                     "source": name,
                     "fetched_at": fetched_at,

@@ -59,7 +59,8 @@ class TiingoProvider(HttpProvider):
         )
 
     def transform(self, raw: Any, query: SymbolQuery) -> SymbolData:
-        """Standard rows: raw close, ``divCash`` > 0 as dividend, ``splitFactor`` != 1."""
+        """Standard rows: raw close, ``divCash`` as dividend (0 on ordinary days),
+        ``splitFactor`` != 1 as split ratio."""
         sym, name = query.symbol, self.name
         if isinstance(raw, dict) and "detail" in raw:
             raise payload_error(name, "unknown_symbol", str(raw["detail"]), symbol=sym, raw=raw)
@@ -88,7 +89,10 @@ class TiingoProvider(HttpProvider):
                     "symbol": sym,
                     "close": number_field(item, "close", name, sym, item),
                     "volume": None if volume is None else number(volume, "volume", name, sym, item),
-                    "dividend": div if div else None,
+                    # 0 on a day without one: the provider knows every dividend, so
+                    # the security's total return comes from dividends (METHODOLOGY
+                    # part 2), and a split is never read as a price fall
+                    "dividend": div,
                     "split_ratio": ratio if ratio is not None and ratio != 1.0 else None,
                     "source": name,
                     "fetched_at": fetched_at,

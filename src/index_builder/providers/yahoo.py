@@ -124,7 +124,9 @@ class YahooProvider(HttpProvider):
                     "symbol": sym,
                     "close": number(close, "close", name, sym, raw) * factor,
                     "volume": None if volume is None else number(volume, "volume", name, sym, raw),
-                    "dividend": None if day not in dividends else dividends[day] * factor,
+                    # 0 on a day without one: the events list every dividend, so the
+                    # security's total return comes from dividends (METHODOLOGY part 2)
+                    "dividend": dividends[day] * factor if day in dividends else 0.0,
                     "split_ratio": splits.get(day),
                     "source": self.name,
                     "fetched_at": fetched_at,

@@ -5,7 +5,18 @@ passed (early closes come from the calendar's session closes; holidays are no
 sessions). Every step is retried with exponential backoff (injectable sleep) and
 recorded in ``schedule_runs`` with its status, attempts, duration and message.
 A step that still fails ends the cycle ``failed``; the steps after it are
-recorded as ``skipped``.
+recorded as ``skipped``, except ``invalidate`` after a build step that ran.
+
+The build step builds every index; one index that cannot be built does not stop
+the others (each is built and published), but it fails the step, so the cycle
+ends ``failed``, ``index-builder daily`` exits 1 and the last-success metric is
+not moved: the alerting that watches the cycle fires. The step's message counts
+the indices built, unchanged and failed and names each failure with its reason
+(:attr:`CycleResult.builds` has every outcome). A failure that the same data
+would give again (an index with no eligible security, a bad definition) is not
+retried; an unexpected or storage error of an index is, for those indices only.
+Because the other indices were published, ``invalidate`` still runs after a
+failed build step.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from index_builder.ops.flags import FlagStore
 from index_builder.ops.metrics import SCHEDULE_LAST_SUCCESS, SCHEDULE_STEP_FAILURES
 from index_builder.providers import get_provider
 from index_builder.providers.synthetic import DEFAULT_SEED, SyntheticProvider
-from index_builder.services.builds import IndexBuilder
+from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.settings import Settings
 from index_builder.storage.base import ScheduleStep
 from index_builder.storage.duckdb.store import DuckDBStore
@@ -79,6 +90,8 @@ class CycleResult:
     status: str  # succeeded | failed | up-to-date | no-session
     steps: list[ScheduleStep] = field(default_factory=list)
     backfilled: list[dt.date] = field(default_factory=list)
+    builds: list[BuildResult] = field(default_factory=list)
+    """The build step's outcome of each index (the last attempt's, per index)."""
 
     @property
     def ok(self) -> bool:
@@ -124,13 +137,22 @@ def run_daily_cycle(
             f"{report.rows_rejected} rejected, {report.rows_current_basis} current-basis"
         )
 
+    outcomes: dict[str, BuildResult] = {}  # across the build step's attempts
+
     def build() -> str:
         builder = IndexBuilder(store, calendar, flags)
         ids = [d.id for d, _ in store.list_definitions()]
         off = builder.switched_off(ids)
-        results = builder.build([i for i in ids if i not in off])
-        modes = sorted({r.mode for r in results})
-        return f"{len(results)} indices built ({', '.join(modes)}); {len(off)} switched off"
+        todo = [i for i in ids if i not in off and _to_attempt(outcomes.get(i))]
+        if todo or not outcomes:
+            for r in builder.build(todo):
+                outcomes[r.index_id] = r
+        result.builds = [outcomes[i] for i in ids if i in outcomes]
+        message = _build_message(result.builds, len(off))
+        broken = [r for r in result.builds if r.failed]
+        if broken:
+            raise StepFailed(message, retry=any(_retryable(r) for r in broken))
+        return message
 
     def clear() -> str:
         if invalidate is None:
@@ -147,18 +169,64 @@ def run_daily_cycle(
     failed = False
     for name in STEPS:
         action = actions[name]
-        if failed or action is None:
+        # a failed build may have published other indices: their caches still go
+        after_build = name == "invalidate" and result.steps[-1].status != "skipped"
+        if (failed and not after_build) or action is None:
             why = "an earlier step failed" if failed else "no missing session"
             result.steps.append(_record(store, result, name, "skipped", 0, clock, clock(), why))
             continue
         step = _run_step(store, result, name, action, config, sleep, clock)
         result.steps.append(step)
-        failed = step.status == "failed"
+        failed = failed or step.status == "failed"
     result.status = "failed" if failed else "succeeded"
     if not failed:
         SCHEDULE_LAST_SUCCESS.set(now.timestamp())
     log.info("daily cycle %s %s", result.cycle_id, result.status)
     return result
+
+
+class StepFailed(Exception):
+    """A step that did its work but failed in part (the build step with a failed
+    index); the message is recorded as it is, and retried only when ``retry``."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def _retryable(result: BuildResult) -> bool:
+    """A failure the next attempt may not repeat: an unexpected (internal) or a
+    storage error, not what the data or the definition make certain."""
+    error = result.error
+    return error is not None and (error.code == "internal-error" or error.exit_code != 2)
+
+
+def _to_attempt(previous: BuildResult | None) -> bool:
+    """Whether an index is built by this attempt of the build step."""
+    return previous is None or (previous.failed and _retryable(previous))
+
+
+MESSAGE_LIMIT = 2000
+
+
+def _build_message(results: list[BuildResult], switched_off: int) -> str:
+    """``31 indices: 2 built, 28 unchanged, 1 failed (id: reason); 0 switched off``."""
+    counts = {o: sum(1 for r in results if r.outcome == o) for o in ("built", "unchanged")}
+    failed = [r for r in results if r.failed]
+    text = (
+        f"{len(results)} indices: {counts['built']} built, {counts['unchanged']} unchanged, "
+        f"{len(failed)} failed"
+    )
+    if failed:
+        text += " (" + "; ".join(f"{r.index_id}: {r.reason}" for r in failed) + ")"
+    text += f"; {switched_off} switched off"
+    if len(text) > MESSAGE_LIMIT:  # the reasons are long: the ids are never cut
+        names = ", ".join(r.index_id for r in failed)
+        text = (
+            f"{len(results)} indices: {counts['built']} built, {counts['unchanged']} "
+            f"unchanged, {len(failed)} failed ({names}); {switched_off} switched off"
+        )
+    return text
 
 
 def _run_step(
@@ -177,10 +245,13 @@ def _run_step(
         attempts += 1
         try:
             message = action()
-        except Exception as exc:  # any failure is retried: the next attempt may succeed
+        except Exception as exc:  # retried (unless it says otherwise): the next may succeed
             SCHEDULE_STEP_FAILURES.labels(step=name).inc()
-            message = f"{type(exc).__name__}: {exc}"[:500]
+            partial = exc if isinstance(exc, StepFailed) else None
+            message = str(exc) if partial is not None else f"{type(exc).__name__}: {exc}"[:500]
             log.warning("daily cycle step %s failed (attempt %d): %s", name, attempts, message)
+            if partial is not None and not partial.retry:
+                return _record(store, result, name, "failed", attempts, clock, started, message)
             if attempts > config.retries:
                 log.error("daily cycle step %s gave up after %d attempts", name, attempts)
                 return _record(store, result, name, "failed", attempts, clock, started, message)

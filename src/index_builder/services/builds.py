@@ -1,10 +1,18 @@
-"""Building indices: full or incremental, persisted as levels and spells.
+"""Building indices: full, appended or restated, persisted as levels and spells.
 
-Incremental rule: after new or corrected data, computation restarts at the last
-rebalance whose effective date is *before* the first changed trading day: the
-panel starts at that selection's reference date, its constituents are read back
-from the stored spells and its level (at the effective date) from the stored
-levels, so an incremental build gives the same numbers as a full rebuild.
+Published history never changes (METHODOLOGY "Published history"): a build that
+adds days writes those days only; a correction of an earlier day's data restates
+the days from it on, as a new build version; nothing before is rewritten.
+
+Either way the computation resumes at the last rebalance whose effective date is
+before the first day to write: the panel starts at that selection's reference
+date, its constituents are the stored ones (spells) and its levels the stored
+ones, and the engine continues from them. Its arithmetic is the same whatever
+day it starts from (:mod:`index_builder.engine.kernel`), so the recomputed days
+before the cut equal the stored ones bit for bit (checked on every build) and
+the new days are those a full rebuild computes.
+
+A definition without a base date keeps the base date of its first build.
 
 Point in time: a build ``as_of`` K is always full, reads the market data known
 at K and stores its results under the key ``<index id>@<K>``, next to (never
@@ -14,20 +22,23 @@ over) the current results.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 from index_builder.calendar import SessionCalendar
 from index_builder.engine.definitions import IndexDefinition
-from index_builder.engine.kernel import IndexComputation, StartState, compute_index
+from index_builder.engine.kernel import IndexComputation, Spell, StartState, compute_index
 from index_builder.engine.panel import MarketPanel
-from index_builder.engine.spells import changes_from_spells, merge_resumed
+from index_builder.engine.spells import changes_from_spells, splice
 from index_builder.errors import (
     BuildError,
     ConflictError,
+    IndexBuilderError,
     InvalidInputError,
     NoDataError,
     NotFoundError,
@@ -36,17 +47,21 @@ from index_builder.ops.flags import FlagStore, check_definition
 from index_builder.point_in_time import check_as_of, format_as_of, result_key
 from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows, Storage
 
+log = logging.getLogger("index_builder.builds")
+
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """What a build will compute for one index."""
+    """What a build will compute and write for one index."""
 
     definition: IndexDefinition
     base_date: dt.date
     end: dt.date
-    resume_from: dt.date | None  # effective date of the resumed rebalance; None: full build
     up_to_date: bool
-    resume_reference: dt.date | None = None  # the resumed rebalance's reference date
+    write_from: dt.date | None = None  # first day written; None: every day (a full build)
+    resume_from: dt.date | None = None  # effective date of the rebalance resumed at
+    resume_reference: dt.date | None = None  # that rebalance's reference date
+    restates: bool = False  # a correction: days already published are written again
     as_of: dt.datetime | None = None  # naive UTC; None: the current data and results
 
     @property
@@ -59,23 +74,79 @@ class BuildPlan:
         """Where the results are stored (see :func:`~index_builder.point_in_time.result_key`)."""
         return result_key(self.definition.id, self.as_of)
 
+    @property
+    def mode(self) -> str:
+        """full | incremental (days appended) | restated (a correction rewrote days)."""
+        if self.restates:
+            return "restated"
+        return "full" if self.resume_from is None else "incremental"
+
+
+Outcome = Literal["built", "unchanged", "failed"]
+
 
 @dataclass
 class BuildResult:
-    """Outcome of building one index."""
+    """Outcome of building one index.
+
+    ``outcome``: ``built`` (days were written: a full build, days appended, or a
+    correction restated), ``unchanged`` (nothing new to compute) or ``failed``
+    (``error`` says why; the other indices of the same build go on).
+    """
 
     index_id: str
-    mode: str  # full | incremental | up-to-date
-    base_date: dt.date
-    start_date: dt.date
-    end_date: dt.date
-    trading_days: int
-    rebalances: int
-    changes: int
-    version: int
+    mode: str  # full | incremental | restated | up-to-date | failed
+    base_date: dt.date | None
+    start_date: dt.date | None  # first day written (None when nothing was)
+    end_date: dt.date | None  # the last built day
+    trading_days: int  # days written
+    rebalances: int  # rebalances among the days written
+    changes: int  # composition changes among the days written
+    version: int | None
     duration_ms: float
     warnings: list[str] = field(default_factory=list)
     as_of: dt.datetime | None = None
+    outcome: Outcome = "built"
+    restated_from: dt.date | None = None  # a correction: the first published day that changed
+    restated_days: int = 0  # published days whose values the correction changed
+    error: IndexBuilderError | None = None  # set when the outcome is failed
+
+    @property
+    def failed(self) -> bool:
+        """True when the index could not be built."""
+        return self.outcome == "failed"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the build failed (one line), None otherwise."""
+        return None if self.error is None else self.error.message
+
+    def raise_for_failure(self) -> None:
+        """Re-raise the error of a failed build (callers that build one index)."""
+        if self.error is not None:
+            raise self.error
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready description (CLI ``--format json``, API job results)."""
+        return {
+            "index": self.index_id,
+            "outcome": self.outcome,
+            "mode": self.mode,
+            "base_date": self.base_date,
+            "start_date": self.start_date,
+            "end_date": self.end_date,
+            "trading_days": self.trading_days,
+            "rebalances": self.rebalances,
+            "changes": self.changes,
+            "version": self.version,
+            "duration_ms": round(self.duration_ms, 1),
+            "restated_from": self.restated_from,
+            "restated_days": self.restated_days,
+            "warnings": list(self.warnings),
+            "reason": self.reason,
+            "error_code": None if self.error is None else self.error.code,
+            "as_of": None if self.as_of is None else format_as_of(self.as_of),
+        }
 
 
 def no_market_data(as_of: dt.datetime | None) -> NoDataError:
@@ -88,25 +159,45 @@ def no_market_data(as_of: dt.datetime | None) -> NoDataError:
     )
 
 
+def data_waiting(store: Storage, states: Iterable[BuildState]) -> dict[str, dt.date]:
+    """For each current build whose market data changed after it: the first trading
+    day of the newer data (new days or corrections), which waits for the next build.
+
+    Reads answer from the published build until then (a build as of a moment never
+    waits: its data are those known then). One query per distinct ingestion run."""
+    first_change: dict[int, dt.date | None] = {}
+    waiting: dict[str, dt.date] = {}
+    for state in states:
+        if state.as_of is not None:
+            continue
+        if state.data_run_id not in first_change:
+            first_change[state.data_run_id] = store.first_changed_date(state.data_run_id)
+        day = first_change[state.data_run_id]
+        if day is not None:
+            waiting[state.index_id] = day
+    return waiting
+
+
 def resolve_base_date(
     definition: IndexDefinition,
     trading_days: Sequence[dt.date],
     as_of: dt.datetime | None = None,
+    pinned: dt.date | None = None,
 ) -> dt.date:
-    """The base date: the definition's (rolled forward to a trading day) or the first day."""
+    """The base date: the definition's, else the one its first build fixed
+    (``pinned``), else the first trading day; a date that is not a trading day
+    rolls forward to the next one."""
     if not trading_days:
         raise no_market_data(as_of)
-    if definition.base_date is None:
+    wanted = definition.base_date or pinned
+    if wanted is None:
         return trading_days[0]
     i = int(
-        np.searchsorted(
-            np.array(trading_days, dtype="datetime64[D]"), np.datetime64(definition.base_date, "D")
-        )
+        np.searchsorted(np.array(trading_days, dtype="datetime64[D]"), np.datetime64(wanted, "D"))
     )
     if i >= len(trading_days):
         raise BuildError(
-            f"{definition.id}: base date {definition.base_date} is after the last trading day "
-            f"{trading_days[-1]}",
+            f"{definition.id}: base date {wanted} is after the last trading day {trading_days[-1]}",
             field="base_date",
         )
     return trading_days[i]
@@ -159,13 +250,23 @@ class IndexBuilder:
                 f"end_date {end} is before start_date {start}", field="end_date"
             )
         if start is not None:
-            base = resolve_base_date(definition, self.store.trading_days(as_of), as_of)
+            base = self.base_date(definition, self.store.trading_days(as_of), as_of)
             if start < base:
                 raise InvalidInputError(
                     f"start_date {start} is before the base date {base} of {index_id}",
                     field="start_date",
                 )
         return definition
+
+    def base_date(
+        self,
+        definition: IndexDefinition,
+        trading_days: Sequence[dt.date],
+        as_of: dt.datetime | None = None,
+    ) -> dt.date:
+        """The index's base date (see :func:`resolve_base_date`)."""
+        pinned = self.store.pinned_base_date(definition.id)
+        return resolve_base_date(definition, trading_days, as_of, pinned)
 
     def plan(
         self,
@@ -176,12 +277,13 @@ class IndexBuilder:
         full: bool = False,
         as_of: dt.datetime | None = None,
     ) -> BuildPlan:
-        """Decide between a full build, an incremental one, or nothing to do.
+        """Decide what to compute and write: everything, the new days, the days from
+        a corrected one on, or nothing.
 
         With ``as_of`` (``trading_days`` are then those known at it) the build is
         always full.
         """
-        base = resolve_base_date(definition, trading_days, as_of)
+        base = self.base_date(definition, trading_days, as_of)
         last_day = trading_days[-1]
         target = min(end, last_day) if end is not None else last_day
         if target < base:
@@ -189,7 +291,7 @@ class IndexBuilder:
                 f"{definition.id}: end {target} is before the base date {base}", field="end_date"
             )
         if as_of is not None:
-            return BuildPlan(definition, base, target, None, up_to_date=False, as_of=as_of)
+            return BuildPlan(definition, base, target, up_to_date=False, as_of=as_of)
         state = self.store.build_state(definition.id)
         if (
             full
@@ -197,21 +299,29 @@ class IndexBuilder:
             or state.definition_hash != definition.fingerprint()
             or state.base_date != base
         ):
-            return BuildPlan(definition, base, target, None, up_to_date=False)
+            return BuildPlan(definition, base, target, up_to_date=False)
         # never leave stale levels behind: rebuild at least through what is stored
         target = max(target, state.built_through)
         changed = self.store.first_changed_date(state.data_run_id)
-        days_after = [d for d in trading_days if d > state.built_through]
-        first_new = days_after[0] if days_after and days_after[0] <= target else None
-        first_affected = min((d for d in (changed, first_new) if d is not None), default=None)
-        if first_affected is None:
-            return BuildPlan(definition, base, state.built_through, None, up_to_date=True)
-        if first_affected <= base:
-            return BuildPlan(definition, base, target, None, up_to_date=False)
-        resume = self.store.last_rebalance(definition.id, first_affected, inclusive=False)
-        reference = None if resume is None else self.store.reference_date_on(definition.id, resume)
+        corrected = changed if changed is not None and changed <= state.built_through else None
+        new_days = [d for d in trading_days if state.built_through < d <= target]
+        if corrected is None and not new_days:
+            return BuildPlan(definition, base, state.built_through, up_to_date=True)
+        write_from = corrected or new_days[0]
+        if write_from <= base:  # a correction of the base date or earlier: every day
+            return BuildPlan(definition, base, target, up_to_date=False, restates=True)
+        resume = self.store.last_rebalance(definition.id, write_from, inclusive=False)
+        if resume is None:  # pragma: no cover - the base date is always a rebalance
+            return BuildPlan(definition, base, target, up_to_date=False, restates=True)
         return BuildPlan(
-            definition, base, target, resume, up_to_date=False, resume_reference=reference
+            definition,
+            base,
+            target,
+            up_to_date=False,
+            write_from=write_from,
+            resume_from=resume,
+            resume_reference=self.store.reference_date_on(definition.id, resume),
+            restates=corrected is not None,
         )
 
     def build(
@@ -237,13 +347,16 @@ class IndexBuilder:
         if not trading_days:
             raise no_market_data(as_of)
         data_run_id = self.store.latest_run_id()
+        plans: dict[str, BuildPlan | BuildResult] = {}
         for index_id in index_ids:
-            check_definition(self.flags, self.definition(index_id))
-        plans = [
-            self.plan(self.definition(i), trading_days, end, full=full, as_of=as_of)
-            for i in index_ids
-        ]
-        todo = [p for p in plans if not p.up_to_date]
+            started = time.perf_counter()
+            try:
+                definition = self.definition(index_id)
+                check_definition(self.flags, definition)
+                plans[index_id] = self.plan(definition, trading_days, end, full=full, as_of=as_of)
+            except Exception as exc:  # one index's fault stays its own
+                plans[index_id] = _failed(index_id, exc, started, as_of)
+        todo = [p for p in plans.values() if isinstance(p, BuildPlan) and not p.up_to_date]
         panel = None
         if todo:
             first = min(p.first_day for p in todo)
@@ -251,13 +364,19 @@ class IndexBuilder:
             report("loading market data", 0.05)
             panel = self.store.load_panel(first, last, as_of)
         results = []
-        for i, plan in enumerate(plans):
-            report(f"computing {plan.definition.id}", 0.3 + 0.65 * i / len(plans))
+        for i, (index_id, plan) in enumerate(plans.items()):
+            report(f"computing {index_id}", 0.3 + 0.65 * i / len(plans))
             started = time.perf_counter()
-            if plan.up_to_date or panel is None:
-                result = self._unchanged(plan, started)
+            if isinstance(plan, BuildResult):
+                result = plan
             else:
-                result = self._run(plan, panel, trading_days, data_run_id, started)
+                try:
+                    if plan.up_to_date or panel is None:
+                        result = self._unchanged(plan, started)
+                    else:
+                        result = self._run(plan, panel, trading_days, data_run_id, started)
+                except Exception as exc:  # one index's fault stays its own
+                    result = _failed(index_id, exc, started, as_of)
             results.append(result)
             if on_index is not None:
                 on_index(result)
@@ -270,8 +389,9 @@ class IndexBuilder:
         return BuildResult(
             index_id=plan.definition.id,
             mode="up-to-date",
+            outcome="unchanged",
             base_date=plan.base_date,
-            start_date=state.built_through,
+            start_date=None,
             end_date=state.built_through,
             trading_days=0,
             rebalances=0,
@@ -297,17 +417,25 @@ class IndexBuilder:
         if plan.resume_from is not None:
             start_state = resume_state(self.store, plan.key, plan.resume_from, window)
         computation = compute_index(window, definition, self.calendar, start=start_state)
+        write_row = 0
+        kept_through = None
         previous = self.store.build_state(plan.key)
-        keep_first = start_state is not None  # the resume row is already stored
-        # a resumed computation's rows up to its effective row are already stored
-        first_new = computation.first_row + 1 if keep_first else 0
-        levels = _level_rows(computation, first_new)
+        warnings = [str(w) for w in computation.warnings]
+        if plan.write_from is not None:
+            write_row = window.row_of(np.datetime64(plan.write_from, "D"))
+            kept_through = _as_date(window.days[write_row - 1])
+            mismatch = self._check_reproduced(plan, computation, write_row)
+            kept = [
+                w for w in (previous.warnings if previous else []) if w[:10] < str(plan.write_from)
+            ]
+            warnings = kept + [w for w in warnings if w[:10] >= str(plan.write_from)]
+            if mismatch:
+                warnings.append(mismatch)
+        levels = _level_rows(computation, write_row)
         spells = computation.spells()
-        if plan.resume_from is not None:
-            stored = self.store.spells_from(plan.key, plan.resume_from)
-            spells = merge_resumed(stored, spells, plan.resume_from)
-        warnings = list(previous.warnings) if previous and keep_first else []
-        warnings += computation.warnings
+        if kept_through is not None and plan.write_from is not None:
+            stored = self.store.spells_from(plan.key, kept_through)
+            spells = splice(stored, spells, plan.write_from, kept_through)
         state = BuildState(
             index_id=plan.key,
             version=self.store.next_build_version(),
@@ -321,27 +449,102 @@ class IndexBuilder:
             as_of=plan.as_of,
         )
         announced = self._announcements(computation, state.built_through)
-        self.store.save_results(state, levels, spells, announced, replace_after=plan.resume_from)
-        rebalances = int(computation.is_rebalance[first_new:].sum())
-        changes = changes_from_spells(
-            spells,
-            trading_days,
-            base_date=plan.base_date,
-            start=levels.dates[0] if levels.dates else None,
+        restated: list[dt.date] = []
+        if plan.restates and previous is not None:
+            restated = self._restated_days(plan, previous, levels, spells, trading_days)
+        self.store.save_results(
+            state, levels, spells, announced, write_from=plan.write_from, kept_through=kept_through
         )
+        if definition.base_date is None:
+            self.store.pin_base_date(definition.id, plan.base_date)
+        written_from = levels.dates[0] if levels.dates else None
+        changes = changes_from_spells(
+            spells, trading_days, base_date=plan.base_date, start=written_from
+        )
+        new_warnings = [w for w in warnings if written_from is None or w[:10] >= str(written_from)]
+        appended = previous is None or state.built_through > previous.built_through
+        mode = plan.mode
+        if plan.restates and not restated:  # the correction changed no published value
+            mode = "incremental" if appended else "up-to-date"
         return BuildResult(
             index_id=definition.id,
-            mode="incremental" if keep_first else "full",
+            mode=mode,
             base_date=plan.base_date,
-            start_date=plan.first_day,
+            start_date=written_from,
             end_date=state.built_through,
             trading_days=len(levels.dates),
-            rebalances=rebalances,
+            rebalances=int(computation.is_rebalance[write_row:].sum()),
             changes=len(changes),
             version=state.version,
             duration_ms=(time.perf_counter() - started) * 1000,
-            warnings=computation.warnings,
+            warnings=new_warnings,
             as_of=plan.as_of,
+            outcome="built" if mode != "up-to-date" else "unchanged",
+            restated_from=restated[0] if restated else None,
+            restated_days=len(restated),
+        )
+
+    def _restated_days(
+        self,
+        plan: BuildPlan,
+        previous: BuildState,
+        levels: LevelRows,
+        spells: Sequence[Spell],
+        trading_days: Sequence[dt.date],
+    ) -> list[dt.date]:
+        """The published days whose values a restatement changes: a level row that is
+        not the same bit for bit, or a composition change that differs."""
+        published = [d for d in levels.dates if d <= previous.built_through]
+        if not published:
+            return []
+        stored = self.store.read_levels(plan.key, published[0], published[-1]).to_pylist()
+        new = _level_dicts(levels)
+        changed = {
+            row["date"] for row in stored if _row_bits(row) != _row_bits(new.get(row["date"], {}))
+        }
+        window = {"base_date": plan.base_date, "start": published[0], "end": published[-1]}
+        before = self.store.spells_overlapping(plan.key, published[0], published[-1])
+        old_changes = set(changes_from_spells(before, trading_days, **window))
+        new_changes = set(changes_from_spells(spells, trading_days, **window))
+        changed |= {c.date for c in old_changes ^ new_changes}
+        return sorted(changed)
+
+    def _check_reproduced(
+        self, plan: BuildPlan, computation: IndexComputation, write_row: int
+    ) -> str | None:
+        """Compare the recomputed days before the cut with the stored ones. They are
+        equal bit for bit unless the stored days came from another computation (an
+        earlier release of the engine); the stored days are kept either way, and a
+        difference is reported."""
+        first = computation.first_row
+        if write_row <= first:
+            return None
+        days = computation.days[first:write_row]
+        stored = self.store.read_levels(plan.key, _as_date(days[0]), _as_date(days[-1]))
+        recomputed = {v: lv[first:write_row] for v, lv in computation.variant_levels.items()}
+        same, worst = True, 0.0
+        for variant, values in recomputed.items():
+            column = stored.column(f"level_{variant}").to_numpy(zero_copy_only=False)
+            if len(column) != len(values):
+                same, worst = False, np.inf
+                break
+            if not np.array_equal(values, column):  # bit for bit (levels are never NaN)
+                same = False
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    worst = max(worst, float(np.nanmax(np.abs(values / column - 1.0))))
+        if same:
+            return None
+        log.warning(
+            "%s: stored levels before %s differ from their recomputation (max relative "
+            "difference %.3g); the published days are kept",
+            plan.key,
+            plan.write_from,
+            worst,
+        )
+        return (
+            f"{plan.write_from}: the stored levels of the days before differ from their "
+            f"recomputation by up to {worst:.3g} (relative): they were computed by another "
+            "release of the engine; published days are kept, run with --full to recompute them"
         )
 
     def _announcements(
@@ -367,20 +570,46 @@ class IndexBuilder:
         ]
 
 
+def _failed(
+    index_id: str, exc: Exception, started: float, as_of: dt.datetime | None
+) -> BuildResult:
+    """The result of an index that could not be built; unexpected errors are logged
+    with their traceback and reported as an internal error."""
+    if isinstance(exc, IndexBuilderError):
+        error = exc
+    else:
+        log.exception("build of %s failed", index_id)
+        error = BuildError(f"{index_id}: internal error: {type(exc).__name__}: {exc}"[:500])
+        error.code = "internal-error"
+    return BuildResult(
+        index_id=index_id,
+        mode="failed",
+        base_date=None,
+        start_date=None,
+        end_date=None,
+        trading_days=0,
+        rebalances=0,
+        changes=0,
+        version=None,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        as_of=as_of,
+        outcome="failed",
+        error=error,
+    )
+
+
 def resume_state(
     store: Storage, index_id: str, effective: dt.date, window: MarketPanel
 ) -> StartState:
     """The stored state of the rebalance that took effect on ``effective``; ``window``
-    starts at its reference date. Used by incremental builds and composition reads."""
-    level = store.level_on(index_id, effective)
-    variants = store.variant_levels_on(index_id, effective)
+    starts at its reference date. Used by builds that resume and by composition reads."""
+    levels = store.variant_levels_on(index_id, effective)
     members = [s.symbol for s in store.spells_overlapping(index_id, effective, effective)]
-    if level is None or variants is None or not members:
+    if levels is None or not members:
         raise BuildError(f"{index_id}: stored results are incomplete at {effective}; use --full")
     return StartState(
-        level=level,
+        levels=levels,
         members=window.securities.column_of(members),
-        variant_levels=variants,
         effective_row=window.row_of(np.datetime64(effective, "D")),
     )
 
@@ -401,6 +630,41 @@ def _level_rows(computation: IndexComputation, first: int) -> LevelRows:
         n_constituents=computation.n_constituents[s].tolist(),
         variant_levels={v: lv[s].tolist() for v, lv in computation.variant_levels.items()},
         reference_date=reference[s],
+    )
+
+
+_LEVEL_FIELDS = (
+    "level",
+    "daily_return",
+    "is_rebalance",
+    "turnover",
+    "n_constituents",
+    "level_price",
+    "level_total",
+    "level_net_total",
+)
+
+
+def _level_dicts(levels: LevelRows) -> dict[dt.date, dict[str, Any]]:
+    """Level rows by date, with the column names of ``read_levels``."""
+    columns = {
+        "level": levels.level,
+        "daily_return": levels.daily_return,
+        "is_rebalance": levels.is_rebalance,
+        "turnover": levels.turnover,
+        "n_constituents": levels.n_constituents,
+        **{f"level_{v}": values for v, values in levels.variant_levels.items()},
+    }
+    return {
+        day: {name: values[i] for name, values in columns.items()}
+        for i, day in enumerate(levels.dates)
+    }
+
+
+def _row_bits(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A level row's values, floats by their exact bits (NaN equals NaN)."""
+    return tuple(
+        float(row[f]).hex() if isinstance(row.get(f), float) else row.get(f) for f in _LEVEL_FIELDS
     )
 
 

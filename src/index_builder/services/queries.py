@@ -111,7 +111,7 @@ class Announcement:
     entered: list[str]
     exited: list[str]
     expected_turnover: float
-    later_announcements: int  # further selections already made, in force after this one
+    pending_selections: int  # selections made, not yet in force, this one included
 
 
 class IndexReader:
@@ -246,14 +246,21 @@ class IndexReader:
         return self._reconstruct(self.window(index_id, start, end, as_of))
 
     def _reconstruct(self, window: Window) -> Iterator[Composition]:
-        """Compositions of every trading day of an already validated window."""
+        """Compositions of every trading day of an already validated window.
+
+        They come from the published build only: its stored constituents and levels,
+        and the market data as that build saw them (as of its moment, or as written
+        by its last ingestion run when newer data has arrived since), so a read never
+        mixes data that waits for the next build into a published composition.
+        """
         index_id, key = window.definition.id, window.key
         first = self.store.last_rebalance(key, window.start, inclusive=True)
         if first is None:  # pragma: no cover - the base date is always a rebalance
             raise NoDataError(f"{index_id}: no rebalance on or before {window.start}")
         reference = self.store.reference_date_on(key, first) or first
         definition = window.definition
-        panel = self.store.load_panel(reference, window.end, window.as_of)
+        run = self._data_run(window.state, window.end)
+        panel = self.store.load_panel(reference, window.end, window.as_of, run=run)
         state = resume_state(self.store, key, first, panel)
         computation = compute_index(panel, definition, self.calendar, start=state)
         lo = np.datetime64(window.start, "D")
@@ -261,6 +268,14 @@ class IndexReader:
             if day >= lo and row >= computation.first_row:
                 effective = dt.date.fromisoformat(str(day))
                 yield Composition(index_id, effective, effective, computation.snapshot(row))
+
+    def _data_run(self, state: BuildState, end: dt.date) -> int | None:
+        """The ingestion run whose data a read of a current build must use: None (the
+        current data) unless data on or before ``end`` changed after the build."""
+        if state.as_of is not None:
+            return None  # an as-of build's data are those known at its moment
+        changed = self.store.first_changed_date(state.data_run_id)
+        return None if changed is None or changed > end else state.data_run_id
 
     def announcement(self, index_id: str) -> Announcement:
         """The next composition to take effect (an index with an ``effective_lag``)."""
@@ -278,8 +293,9 @@ class IndexReader:
             raise NoDataError(
                 f"{index_id} has no announced composition after {state.built_through}: {why}"
             )
-        first = announced[0].reference_date
-        upcoming = [a for a in announced if a.reference_date == first]
+        # the latest selection made: the index once every announced change is in force
+        latest = max(a.reference_date for a in announced)
+        upcoming = [a for a in announced if a.reference_date == latest]
         current = self.composition(index_id, state.built_through).rows()
         in_force = {r["symbol"]: r["weight"] for r in current}
         target = {a.symbol: a.weight for a in upcoming}
@@ -288,7 +304,7 @@ class IndexReader:
         )
         return Announcement(
             index_id=index_id,
-            reference_date=first,
+            reference_date=latest,
             effective_date=upcoming[0].effective_date,
             sessions_ahead=upcoming[0].sessions_ahead,
             last_close=state.built_through,
@@ -307,7 +323,7 @@ class IndexReader:
             entered=sorted(target.keys() - in_force.keys()),
             exited=sorted(in_force.keys() - target.keys()),
             expected_turnover=turnover,
-            later_announcements=len({a.reference_date for a in announced}) - 1,
+            pending_selections=len({a.reference_date for a in announced}),
         )
 
     def changes(

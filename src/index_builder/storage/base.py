@@ -164,13 +164,19 @@ class Storage(Protocol):
         """Record a provider run's status and summary."""
         ...
 
-    # market data for the engine; ``as_of`` (naive UTC): the values known at that moment
-    def trading_days(self, as_of: dt.datetime | None = None) -> list[dt.date]:
+    # market data for the engine; ``as_of`` (naive UTC): the values known at that
+    # moment; ``run``: the values as written by that ingestion run and the earlier ones
+    # (the data a published build used)
+    def trading_days(
+        self, as_of: dt.datetime | None = None, *, run: int | None = None
+    ) -> list[dt.date]:
         """All trading days (dates with at least one valid bar), ascending."""
         ...
 
-    def security_master(self, as_of: dt.datetime | None = None) -> SecurityMaster:
-        """Securities sorted by symbol (as they were known at ``as_of``)."""
+    def security_master(
+        self, as_of: dt.datetime | None = None, *, run: int | None = None
+    ) -> SecurityMaster:
+        """Securities sorted by symbol (as they were known at ``as_of`` / after ``run``)."""
         ...
 
     def last_built_day(self, index_id: str, day: dt.date) -> dt.date | None:
@@ -178,7 +184,12 @@ class Storage(Protocol):
         ...
 
     def load_panel(
-        self, start: dt.date, end: dt.date, as_of: dt.datetime | None = None
+        self,
+        start: dt.date,
+        end: dt.date,
+        as_of: dt.datetime | None = None,
+        *,
+        run: int | None = None,
     ) -> MarketPanel:
         """Every security's prices and market caps on every trading day in [start, end]."""
         ...
@@ -188,7 +199,7 @@ class Storage(Protocol):
         ...
 
     def latest_run_id(self) -> int:
-        """The newest successful ingestion run id (0 when none)."""
+        """The newest finished ingestion run id (0 when none): the data a build sees."""
         ...
 
     def first_changed_date(self, since_run_id: int) -> dt.date | None:
@@ -210,6 +221,14 @@ class Storage(Protocol):
 
     def delete_definition(self, index_id: str) -> None:
         """Remove a definition, its results and its as-of results."""
+        ...
+
+    def pinned_base_date(self, index_id: str) -> dt.date | None:
+        """The base date a definition without one was first built with (None: not yet)."""
+        ...
+
+    def pin_base_date(self, index_id: str, base_date: dt.date) -> None:
+        """Fix the base date of a definition without one, unless already fixed."""
         ...
 
     # results, stored under a result key: the index id, or '<index id>@<as of>'
@@ -260,10 +279,12 @@ class Storage(Protocol):
         spells: Sequence[Spell],
         announcements: Sequence[AnnouncedConstituent],
         *,
-        replace_after: dt.date | None,
+        write_from: dt.date | None,
+        kept_through: dt.date | None = None,
     ) -> None:
-        """Atomically store a build: levels and spells after ``replace_after`` (all if
-        None), and replace the announced selections."""
+        """Atomically store a build: every result of the key (``write_from`` None), or
+        the levels from ``write_from`` on and the spells still in force after the close
+        of ``kept_through``; replace the announced selections. Nothing else changes."""
         ...
 
     def read_levels(self, index_id: str, start: dt.date, end: dt.date) -> pa.Table:

@@ -1,20 +1,21 @@
-"""POST /build-index and GET /jobs/{job_id}."""
+"""POST /build-index, POST /builds and GET /jobs/{job_id}."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from index_builder.api.jobs import BuildRequest, Job
+from index_builder.api.jobs import BuildRequest, BuildsRequest, Job
 from index_builder.api.responses import json_response
 from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
 from index_builder.api.schemas import (
     BuildIndexRequest,
     BuildResponse,
+    BuildsRequestBody,
     JobAccepted,
     JobStatusResponse,
 )
@@ -25,12 +26,28 @@ from index_builder.ops.protection import OPTIONAL_API_KEY, BuildServices, ReadSe
 router = APIRouter(tags=["indices: build"])
 
 
+def _described(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Problem responses with this route's own descriptions."""
+    responses = problems(*descriptions)
+    for status, text in descriptions.items():
+        responses[status]["description"] = text
+    return responses
+
+
 @router.post(
     "/build-index",
     response_model=BuildResponse,
     responses={
         202: {"model": JobAccepted, "description": "Accepted: poll `status_url`."},
-        **problems(404, 409, 422, *WRITE_PROBLEMS),
+        **problems(404, 409, *WRITE_PROBLEMS),
+        **_described(
+            {
+                422: "Invalid input (a bad date or timestamp, end before start, a window "
+                "before the base date, an `as_of` in the future, a malformed body; `field` "
+                "names it), or `build-failed`: the index cannot be built from the data (e.g. "
+                "no eligible security on its base date; the detail says why)."
+            }
+        ),
     },
     summary="Build an index (incrementally) at request time",
 )
@@ -42,7 +59,10 @@ async def build_index(
     `async` is true or the build is large (`202` with a job). A build of an index
     that is already building joins (identical window) or waits for it. With
     `as_of`: a full build from the data known at that moment, stored next to the
-    current results (read it with `as_of` on the GET endpoints)."""
+    current results (read it with `as_of` on the GET endpoints). `outcome` says
+    whether days were written (`built`) or nothing was new (`unchanged`); an index
+    that cannot be built answers `422` `build-failed` with the reason (POST
+    /builds builds several and reports each failure as an outcome instead)."""
     build = BuildRequest(body.index, body.start_date, body.end_date, body.as_of)
     if body.run_async:
         require(services.flags, "async_builds", "an asynchronous build ('async': true)")
@@ -50,19 +70,61 @@ async def build_index(
     job, joined = services.jobs.submit(build)
     run_async = body.run_async or days > services.settings.async_build_days
     if run_async and (services.flags is None or services.flags.enabled("async_builds")):
-        return json_response(
-            {
-                "job_id": job.id,
-                "status": job.status,
-                "status_url": str(request.url_for("get_job", job_id=job.id)),
-                "joined": joined,
-            },
-            status_code=202,
-            Location=str(request.url_for("get_job", job_id=job.id)),
-        )
+        return _accepted(job, joined, request)
     assert job.future is not None
     # a failed build re-raises its IndexBuilderError here: the problem+json handler answers
     return json_response(await asyncio.wrap_future(job.future))
+
+
+@router.post(
+    "/builds",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        202: {
+            "description": "Accepted: poll `status_url` (also in `Location`); the finished "
+            "job's `result` is a BuildsResult."
+        },
+        **problems(409, *WRITE_PROBLEMS),
+        **_described(
+            {
+                404: "An index in `indices` is unknown, or there is no market data at all.",
+                422: "Malformed body: `indices` empty or not a list of ids, an unknown field.",
+            }
+        ),
+    },
+    summary="Build every index (or several) in one background job",
+)
+async def build_indices(
+    services: BuildServices,
+    request: Request,
+    body: Annotated[BuildsRequestBody | None, Body()] = None,
+) -> Response:
+    """Build every definition, or the `indices` given, each incrementally through
+    the last trading day, from one shared read of the market data. Always a job:
+    `202` with `Location` (poll GET /jobs/{job_id}). One index that cannot be
+    built does not stop the others: the job `succeeded` and its `result` gives
+    every index's outcome (`built`, `unchanged` or `failed` with its `reason`)
+    and the counts; the job fails only for what concerns every index. Needs the
+    feature flag `async_builds` (409 when it is off). An index named in
+    `indices` must exist (404) and not be switched off by a flag (409); a
+    request identical to a job in flight joins it, and the job waits for any
+    running build of its indices."""
+    require(services.flags, "async_builds", "a multi-index build job (POST /builds)")
+    indices = None if body is None else body.indices
+    builds: BuildsRequest = await run_in_threadpool(services.buildable, indices)
+    job, joined = services.jobs.submit_many(builds, services.run_builds)
+    return _accepted(job, joined, request)
+
+
+def _accepted(job: Job, joined: bool, request: Request) -> Response:
+    """202 with the job and its status URL (also in ``Location``)."""
+    url = str(request.url_for("get_job", job_id=job.id))
+    return json_response(
+        {"job_id": job.id, "status": job.status, "status_url": url, "joined": joined},
+        status_code=202,
+        Location=url,
+    )
 
 
 @router.get(
@@ -74,8 +136,9 @@ async def build_index(
     summary="Status, progress and outcome of a build job",
 )
 async def get_job(job_id: str, services: ReadServices) -> Response:
-    """`queued`, `running` (with `stage` and `progress`), `succeeded` (with `result`)
-    or `failed` (with `error`)."""
+    """`queued`, `running` (with `stage` and `progress`), `succeeded` (with `result`:
+    a BuildResponse for POST /build-index, a BuildsResult for POST /builds) or
+    `failed` (with `error`)."""
     job = services.jobs.get(job_id)
     if job is None:
         raise NotFoundError(
@@ -87,7 +150,8 @@ async def get_job(job_id: str, services: ReadServices) -> Response:
 def _job_payload(job: Job) -> dict[str, Any]:
     return {
         "job_id": job.id,
-        "index": job.request.index,
+        "index": job.request.index if isinstance(job.request, BuildRequest) else None,
+        "indices": list(job.request.indices),
         "status": job.status,
         "stage": job.stage,
         "progress": round(job.progress, 4),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
@@ -14,29 +15,44 @@ from index_builder.api.schemas import IndexInfo
 from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.ops.protection import OPTIONAL_API_KEY, BuildServices, ReadServices
 from index_builder.point_in_time import format_as_of
+from index_builder.services.builds import data_waiting
 from index_builder.services.catalog import add_definition, remove_definition
 from index_builder.storage.base import BuildState, Storage
 
 router = APIRouter(tags=["indices: definitions"])
 
 
-def _info(store: Storage, definition: IndexDefinition, builtin: bool) -> dict[str, Any]:
-    state = store.build_state(definition.id)
+def _infos(store: Storage, definitions: list[tuple[IndexDefinition, bool]]) -> list[dict[str, Any]]:
+    """Each definition with its builds; whether newer data waits is one query per
+    distinct ingestion run the builds saw, not one per index."""
+    states = {d.id: store.build_state(d.id) for d, _ in definitions}
+    waiting = data_waiting(store, [s for s in states.values() if s is not None])
+    return [_info(store, d, b, states[d.id], waiting) for d, b in definitions]
+
+
+def _info(
+    store: Storage,
+    definition: IndexDefinition,
+    builtin: bool,
+    state: BuildState | None,
+    waiting: dict[str, dt.date],
+) -> dict[str, Any]:
     return {
         "definition": definition.model_dump(mode="json", exclude_none=True),
         "builtin": builtin,
-        "build": None if state is None else _build(state),
+        "build": None if state is None else _build(state, waiting.get(definition.id)),
         "as_of_builds": [_build(s) for s in store.as_of_builds(definition.id)],
     }
 
 
-def _build(state: BuildState) -> dict[str, Any]:
+def _build(state: BuildState, waiting: dt.date | None = None) -> dict[str, Any]:
     return {
         "version": state.version,
         "base_date": state.base_date,
         "built_through": state.built_through,
         "built_at": state.built_at,
         "as_of": None if state.as_of is None else format_as_of(state.as_of),
+        "data_waiting_from": waiting,
     }
 
 
@@ -52,7 +68,7 @@ async def list_indices(services: ReadServices) -> Response:
 
     def produce() -> list[dict[str, Any]]:
         store = services.store
-        return [_info(store, d, b) for d, b in store.list_definitions()]
+        return _infos(store, store.list_definitions())
 
     return json_response(await run_in_threadpool(produce))
 
@@ -70,7 +86,8 @@ async def get_index(index_id: str, services: ReadServices) -> Response:
     def produce() -> dict[str, Any]:
         definition = services.builder.definition(index_id)
         found = services.store.get_definition(index_id)
-        return _info(services.store, definition, bool(found and found[1]))
+        (info,) = _infos(services.store, [(definition, bool(found and found[1]))])
+        return info
 
     return json_response(await run_in_threadpool(produce))
 
@@ -111,7 +128,8 @@ async def create_index(
     def produce() -> dict[str, Any]:
         add_definition(services.store, parsed, replace=replace, flags=services.flags)
         services.versions.forget(parsed.id)
-        return _info(services.store, parsed, False)
+        (info,) = _infos(services.store, [(parsed, False)])
+        return info
 
     return json_response(await run_in_threadpool(produce), status_code=201)
 

@@ -163,7 +163,7 @@ async def next_composition(services: ReadServices, index: IndexQuery = DEFAULT_I
             "expected_turnover": a.expected_turnover,
             "entered": a.entered,
             "exited": a.exited,
-            "later_announcements": a.later_announcements,
+            "pending_selections": a.pending_selections,
             "constituents": a.constituents,
         }
 

@@ -409,17 +409,20 @@ class DuckDBStore:
             },
         )
 
-    def trading_days(self, as_of: dt.datetime | None = None) -> list[dt.date]:
+    def trading_days(
+        self, as_of: dt.datetime | None = None, *, run: int | None = None
+    ) -> list[dt.date]:
         """All trading days (dates with at least one valid bar), ascending.
 
         ``as_of`` (naive UTC): the days with a bar known at that moment (of a
-        security known then too).
+        security known then too); ``run``: as written by that ingestion run and the
+        earlier ones (the data a build used).
         """
-        rows = self._rows(_as_of_query("trading_days", as_of), {"as_of": as_of})
+        rows = self._rows(_versioned("trading_days", as_of, run), _bounds(as_of, run))
         return [row[0] for row in rows]
 
     def latest_run_id(self) -> int:
-        """The newest successful ingestion run id (0 when none)."""
+        """The newest finished ingestion run id (0 when none): the data a build sees."""
         return int(self._one("latest_run_id")[0])  # type: ignore[index]
 
     def first_changed_date(self, since_run_id: int) -> dt.date | None:
@@ -427,15 +430,18 @@ class DuckDBStore:
         row = self._one("first_changed_date", {"run_id": since_run_id})
         return row[0] if row else None
 
-    def security_master(self, as_of: dt.datetime | None = None) -> SecurityMaster:
-        """Securities sorted by symbol; with ``as_of``, those known then, as they were.
+    def security_master(
+        self, as_of: dt.datetime | None = None, *, run: int | None = None
+    ) -> SecurityMaster:
+        """Securities sorted by symbol; with ``as_of`` (or ``run``), those known then
+        (written by then), as they were.
 
-        The current master is cached until an ingestion changes securities: this
-        process is the only writer of the database file (DuckDB locks it), so the
-        cache is dropped exactly when :meth:`ingest` changes securities.
+        The current master is cached until an ingestion runs: this process is the
+        only writer of the database file (DuckDB locks it), so the cache is dropped
+        whenever :meth:`ingest` may change securities or their first dividends.
         """
-        if as_of is not None:
-            return _master(self._arrow("panel_securities_as_of", {"as_of": as_of}))
+        if as_of is not None or run is not None:
+            return _master(self._arrow("panel_securities_as_of", _bounds(as_of, run)))
         with self._lock:
             if self._master is not None:
                 return self._master
@@ -450,18 +456,24 @@ class DuckDBStore:
         return row[0] if row else None
 
     def load_panel(
-        self, start: dt.date, end: dt.date, as_of: dt.datetime | None = None
+        self,
+        start: dt.date,
+        end: dt.date,
+        as_of: dt.datetime | None = None,
+        *,
+        run: int | None = None,
     ) -> MarketPanel:
         """Every security's bars on every trading day in [start, end], as dense matrices.
 
-        ``as_of`` (naive UTC): the values known at that moment (the current
-        versions otherwise).
+        ``as_of`` (naive UTC): the values known at that moment; ``run``: the values
+        as written by that ingestion run and the earlier ones (the current versions
+        otherwise).
         """
         cur = self.cursor()
-        master = self.security_master(as_of)
-        window = {"start": start, "end": end, "n_columns": len(master), "as_of": as_of}
+        master = self.security_master(as_of, run=run)
+        window = {"start": start, "end": end, "n_columns": len(master), **_bounds(as_of, run)}
         days = np.array(
-            [r[0] for r in self._rows(_as_of_query("trading_days_between", as_of), window)],
+            [r[0] for r in self._rows(_versioned("trading_days_between", as_of, run), window)],
             dtype="datetime64[D]",
         )
         cur.register(
@@ -483,9 +495,9 @@ class DuckDBStore:
             ),
         )
         try:
-            sql = query(_as_of_query("panel_bars", as_of))
-            actions = self._arrow(_as_of_query("panel_actions", as_of), window)
-            volumes = self._arrow(_as_of_query("panel_volumes", as_of), window)
+            sql = query(_versioned("panel_bars", as_of, run))
+            actions = self._arrow(_versioned("panel_actions", as_of, run), window)
+            volumes = self._arrow(_versioned("panel_volumes", as_of, run), window)
             reader = cur.sql(sql, params=_used_params(sql, window)).to_arrow_reader(
                 batch_size=_PANEL_BATCH_ROWS
             )
@@ -554,6 +566,15 @@ class DuckDBStore:
             self._exec("delete_definition", {"index_id": index_id})
 
     # ------------------------------------------------------------------ results
+    def pinned_base_date(self, index_id: str) -> dt.date | None:
+        """The base date a definition without one was first built with (None: not yet)."""
+        row = self._one("pinned_base_date", {"index_id": index_id})
+        return row[0] if row else None
+
+    def pin_base_date(self, index_id: str, base_date: dt.date) -> None:
+        """Fix the base date of a definition without one, unless already fixed."""
+        self._exec("pin_base_date", {"index_id": index_id, "base_date": base_date})
+
     def build_state(self, index_id: str) -> BuildState | None:
         """The last successful build stored under a result key, or None."""
         row = self._one("build_state", {"index_id": index_id})
@@ -617,10 +638,15 @@ class DuckDBStore:
         spells: Sequence[Spell],
         announcements: Sequence[AnnouncedConstituent],
         *,
-        replace_after: dt.date | None,
+        write_from: dt.date | None,
+        kept_through: dt.date | None = None,
     ) -> None:
-        """Atomically store a build: levels and spells after ``replace_after`` (all if
-        None), and replace the announced selections."""
+        """Atomically store a build and replace its announced selections.
+
+        ``write_from`` None: the build replaces every stored result of the key. Else
+        it writes the levels of ``write_from`` and later, and ``spells`` replace the
+        stored spells still in force after the close of ``kept_through`` (the last
+        day kept); every other stored row stays as it is."""
         new_levels = pa.table(
             {
                 "date": pa.array(levels.dates, pa.date32()),
@@ -648,10 +674,11 @@ class DuckDBStore:
         )
         key = {"index_id": state.index_id}
         with self.transaction() as tx:
-            if replace_after is None:
+            if write_from is None:
                 self._exec("delete_results", key)
             else:
-                self._exec("delete_results_from", {**key, "day": replace_after})
+                cut = {**key, "day": write_from, "kept_through": kept_through or write_from}
+                self._exec("delete_results_from", cut)
             tx.register("new_levels", new_levels)
             tx.register("new_spells", new_spells)
             tx.register("new_announcements", new_announcements)
@@ -819,9 +846,21 @@ def _build_state(row: tuple[Any, ...]) -> BuildState:
     )
 
 
-def _as_of_query(name: str, as_of: dt.datetime | None) -> str:
-    """The named query that reads the current versions, or the one as of a moment."""
-    return name if as_of is None else f"{name}_as_of"
+_NO_BOUND_RUN = np.iinfo(np.int64).max
+
+
+def _versioned(name: str, as_of: dt.datetime | None, run: int | None) -> str:
+    """The named query that reads the current versions, or its twin that reads the
+    versions within a moment and/or a run (``queries/point_in_time.sql``)."""
+    return name if as_of is None and run is None else f"{name}_as_of"
+
+
+def _bounds(as_of: dt.datetime | None, run: int | None) -> dict[str, Any]:
+    """The ``$as_of`` and ``$run`` parameters of a versioned read (no bound: the largest)."""
+    return {
+        "as_of": dt.datetime.max if as_of is None else as_of,
+        "run": _NO_BOUND_RUN if run is None else run,
+    }
 
 
 def _master(securities: pa.Table) -> SecurityMaster:
@@ -832,7 +871,9 @@ def _master(securities: pa.Table) -> SecurityMaster:
         sectors=_objects(securities, "sector"),
         exchanges=_objects(securities, "exchange"),
         types=_objects(securities, "type"),
-        has_actions=np.asarray(securities.column("has_actions").to_numpy(), dtype=bool),
+        dividends_from=np.array(
+            securities.column("dividends_from").to_pylist(), dtype="datetime64[D]"
+        ),
         company_ids=_objects(securities, "company_id"),
     )
 

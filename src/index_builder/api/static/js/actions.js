@@ -47,6 +47,9 @@ export class Actions {
     this.selection = selection;
     this.onBuilt = onBuilt;
     this.buildButton = document.getElementById("build-button");
+    this.buildAllButton = document.getElementById("build-all-button");
+    this.outcomes = document.getElementById("build-outcomes");
+    this.outcomesCaption = document.getElementById("build-outcomes-caption");
     this.exportButton = document.getElementById("export-button");
     this.asyncBox = document.getElementById("build-async");
     this.format = document.getElementById("export-format");
@@ -57,6 +60,7 @@ export class Actions {
     this.jobProgress = document.getElementById("job-progress");
     this.jobStatus = document.getElementById("job-status");
     this.buildButton.addEventListener("click", () => this.build());
+    this.buildAllButton.addEventListener("click", () => this.buildAll());
     this.exportButton.addEventListener("click", () => this.export());
   }
 
@@ -69,13 +73,21 @@ export class Actions {
     showProblem(this.error, error instanceof ApiError ? error : new ApiError({ title: "Error", detail: String(error.message || error) }));
   }
 
+  /** Before a build: no stale problem, outcome or outcome list; both build buttons off. */
+  starting(text) {
+    showProblem(this.error, null);
+    delete this.status.dataset.outcome;
+    delete this.status.dataset.buildOutcome;
+    this.outcomes.hidden = true;
+    this.buildButton.disabled = this.buildAllButton.disabled = true;
+    this.say(text);
+  }
+
   /** POST /build-index: 200 with the result, or 202 with a job to follow. */
   async build() {
     const { index } = this.selection();
     const runAsync = this.asyncBox.checked;
-    showProblem(this.error, null);
-    this.buildButton.disabled = true;
-    this.say(`Building ${index}…`);
+    this.starting(`Building ${index}…`);
     try {
       const response = await request("/build-index", {
         method: "POST",
@@ -88,25 +100,90 @@ export class Actions {
         result = await this.follow(body);
         if (!result) return;
       }
+      const what = result.outcome === "unchanged" ? "unchanged (nothing new to compute)" : `built (${result.mode})`;
+      const warnings = result.warnings?.length ? ` Warnings: ${result.warnings.join("; ")}.` : "";
       this.say(
-        `Built ${result.index} through ${result.end_date}: ${result.trading_days} trading days, ` +
-          `${result.rebalances} rebalances, version ${result.version} (${Math.round(result.duration_ms)} ms).`,
+        `Built ${result.index} through ${result.end_date}: ${what}; ${result.trading_days} trading days, ` +
+          `${result.rebalances} rebalances, version ${result.version} (${Math.round(result.duration_ms)} ms).${warnings}`,
       );
+      this.status.dataset.buildOutcome = result.outcome;
       await this.onBuilt(result.index);
       // after the page shows the new build (tests and scripts wait for this)
       this.status.dataset.outcome = "built";
     } catch (error) {
       this.fail(error);
     } finally {
-      this.buildButton.disabled = false;
+      this.buildButton.disabled = this.buildAllButton.disabled = false;
     }
   }
 
+  /** POST /builds: a job building every index; then each index's outcome. */
+  async buildAll() {
+    this.starting("Building every index…");
+    try {
+      const response = await request("/builds", { method: "POST", accept: [202] });
+      const result = await this.follow(await response.json(), "Build-all job");
+      if (!result) return;
+      this.showOutcomes(result);
+      const failed = result.outcomes.filter((o) => o.outcome === "failed").map((o) => o.index);
+      this.say(
+        `Build of every index finished: ${result.built} built, ${result.unchanged} unchanged, ` +
+          `${result.failed} failed${failed.length ? ` (${failed.join(", ")})` : ""}.`,
+      );
+      this.status.dataset.buildOutcome = result.failed ? "failed" : "built";
+      await this.onBuilt(null);
+      this.status.dataset.outcome = "built-all";
+    } catch (error) {
+      this.fail(error);
+    } finally {
+      this.buildButton.disabled = this.buildAllButton.disabled = false;
+    }
+  }
+
+  /** The outcome of each index of a POST /builds job, failures first. */
+  showOutcomes(result) {
+    const rows = [
+      ...result.outcomes.filter((o) => o.outcome === "failed"),
+      ...result.outcomes.filter((o) => o.outcome !== "failed"),
+      ...(result.skipped || []).map((s) => ({ index: s.index, outcome: "skipped", mode: "", end_date: null, reason: s.reason })),
+    ];
+    const body = this.outcomes.querySelector("tbody");
+    body.replaceChildren(
+      ...rows.map((o) => {
+        const tr = document.createElement("tr");
+        tr.dataset.index = o.index;
+        tr.dataset.outcome = o.outcome;
+        const name = document.createElement("th");
+        name.scope = "row";
+        name.textContent = o.index;
+        const cells = [
+          ["outcome", o.outcome],
+          ["mode", o.mode === "failed" ? "" : o.mode],
+          ["through", o.end_date || ""],
+          ["reason", o.reason || (o.warnings?.length ? `${o.warnings.length} warning(s): ${o.warnings.join("; ")}` : "")],
+        ].map(([key, text]) => {
+          const td = document.createElement("td");
+          td.className = key;
+          td.textContent = text;
+          return td;
+        });
+        tr.append(name, ...cells);
+        return tr;
+      }),
+    );
+    const skipped = result.skipped?.length ? `, ${result.skipped.length} switched off` : "";
+    this.outcomesCaption.textContent =
+      `Build of every index: ${result.built} built, ${result.unchanged} unchanged, ${result.failed} failed${skipped}` +
+      (result.failed ? " (failures first)" : "");
+    this.outcomes.dataset.failed = String(result.failed);
+    this.outcomes.hidden = false;
+  }
+
   /** Poll GET /jobs/{id} until it ends; show stage and progress. Returns the result or null. */
-  async follow(accepted) {
+  async follow(accepted, label = "Build job") {
     this.job.hidden = false;
     this.job.dataset.jobId = accepted.job_id;
-    this.jobLabel.textContent = `Build job ${accepted.job_id.slice(0, 8)}${accepted.joined ? " (joined a running build)" : ""}`;
+    this.jobLabel.textContent = `${label} ${accepted.job_id.slice(0, 8)}${accepted.joined ? " (joined a running build)" : ""}`;
     this.jobProgress.value = 0;
     this.jobProgress.removeAttribute("data-final");
     const seen = [];

@@ -8,11 +8,12 @@ SELECT DISTINCT date FROM prices ORDER BY date;
 SELECT DISTINCT date FROM prices WHERE date BETWEEN $start AND $end ORDER BY date;
 
 -- name: panel_securities
--- has_actions: any dividend or split data (return variants, METHODOLOGY part 2)
-SELECT s.symbol, s.name, s.sector, s.exchange, s.type, s.company_id,
-       s.symbol IN (SELECT DISTINCT symbol FROM prices
-                    WHERE dividend IS NOT NULL OR split_ratio IS NOT NULL) AS has_actions
+-- dividends_from: the first (valid) row that gives a dividend value, 0 included: the
+-- security's total return comes from dividends from that day on (METHODOLOGY part 2)
+SELECT s.symbol, s.name, s.sector, s.exchange, s.type, s.company_id, d.dividends_from
 FROM securities s
+LEFT JOIN (SELECT symbol, min(date) AS dividends_from FROM prices
+           WHERE dividend IS NOT NULL GROUP BY symbol) d USING (symbol)
 ORDER BY s.symbol;
 
 -- name: panel_bars
@@ -51,25 +52,20 @@ WHERE p.date BETWEEN $start AND $end
           GROUP BY company_id HAVING count(*) > 1));
 
 -- name: latest_run_id
-SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status = 'succeeded';
+-- The newest ingestion run whose rows a build can see: a succeeded run, or a provider
+-- batch that ended 'partial' (it committed what it fetched). A failed run wrote nothing.
+SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status IN ('succeeded', 'partial');
 
 -- name: first_changed_date
--- The earliest trading day whose inputs changed after ingestion run $run_id:
--- a price row written later, any bar of a security whose attributes changed,
--- or any bar of a security whose first dividend or split arrived later (its
--- return variants switch rule for its whole history, METHODOLOGY part 2).
+-- The earliest trading day whose inputs changed after ingestion run $run_id: a price
+-- row written later (new, corrected, or re-derived), or any bar of a security whose
+-- attributes changed (securities carry no dates: a new sector, type or company
+-- applies to the security's whole history). A first dividend value changes only
+-- the days from its own date on (METHODOLOGY part 2), which the first part covers.
 SELECT min(date) FROM (
     SELECT min(date) AS date FROM prices WHERE run_id > $run_id
     UNION ALL
     SELECT min(p.date) FROM prices p JOIN securities s USING (symbol) WHERE s.run_id > $run_id
-    UNION ALL
-    SELECT min(p.date) FROM prices p
-    WHERE p.symbol IN (
-        SELECT symbol FROM prices
-        WHERE dividend IS NOT NULL OR split_ratio IS NOT NULL
-        GROUP BY symbol
-        HAVING min(run_id) > $run_id
-    )
 );
 
 -- name: build_state
@@ -118,9 +114,12 @@ ORDER BY symbol, valid_from;
 SELECT count(*) FROM index_spells WHERE index_id = $index_id;
 
 -- name: delete_results_from
-DELETE FROM index_levels WHERE index_id = $index_id AND date > $day;
+-- What a build that writes from a day on replaces: the levels of that day and later,
+-- and the spells still in force after the close of the last day it keeps, which the
+-- build gives back spliced with its own (services/builds.py).
+DELETE FROM index_levels WHERE index_id = $index_id AND date >= $day;
 DELETE FROM index_spells
-WHERE index_id = $index_id AND (valid_to IS NULL OR valid_to >= $day OR valid_from >= $day);
+WHERE index_id = $index_id AND (valid_to IS NULL OR valid_to >= $kept_through);
 
 -- name: delete_results
 -- The results stored under one key (an index id, or one '<index id>@<as of>').
@@ -175,9 +174,18 @@ SELECT index_id, definition, builtin FROM index_definitions ORDER BY builtin DES
 SELECT definition, builtin FROM index_definitions WHERE index_id = $index_id;
 
 -- name: upsert_definition
-INSERT INTO index_definitions VALUES ($index_id, $definition, $builtin, now()::TIMESTAMP, now()::TIMESTAMP)
+INSERT INTO index_definitions (index_id, definition, builtin, created_at, updated_at)
+VALUES ($index_id, $definition, $builtin, now()::TIMESTAMP, now()::TIMESTAMP)
 ON CONFLICT (index_id) DO UPDATE SET
     definition = excluded.definition, builtin = excluded.builtin, updated_at = excluded.updated_at;
+
+-- name: pinned_base_date
+SELECT pinned_base_date FROM index_definitions WHERE index_id = $index_id;
+
+-- name: pin_base_date
+-- The first build of a definition without a base date fixes it (never moved later).
+UPDATE index_definitions SET pinned_base_date = $base_date
+WHERE index_id = $index_id AND pinned_base_date IS NULL;
 
 -- name: delete_definition
 DELETE FROM index_definitions WHERE index_id = $index_id;

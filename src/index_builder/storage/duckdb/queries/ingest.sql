@@ -192,32 +192,170 @@ DROP TABLE stg_prices_raw;
 
 -- name: fill_shares
 -- A bar with neither market_cap nor shares_outstanding is valued at close x the
--- shares in force ON ITS DATE: the latest effective_date on or before it among
--- the shares_history rows known at the run's start and the input's own counts
--- (as-of join), never today's count silently: the row keeps that count's basis.
-CREATE OR REPLACE TEMP TABLE stg_shares_fill AS
-WITH known AS (
-    SELECT symbol, effective_date, shares_outstanding, basis FROM (
-        SELECT symbol, effective_date, shares_outstanding, basis,
-               row_number() OVER (PARTITION BY symbol, effective_date
-                                  ORDER BY from_input DESC, known_at DESC) AS pick
-        FROM (
-            SELECT symbol, effective_date, shares_outstanding, basis, known_at,
-                   false AS from_input
-            FROM shares_history WHERE known_at <= $known_at
-            UNION ALL
-            SELECT symbol, date, shares_outstanding, basis, known_at, true
-            FROM stg_prices_checked
-            WHERE reason IS NULL AND shares_outstanding IS NOT NULL
-        )
-    ) WHERE pick = 1
+-- shares in force ON ITS DATE (METHODOLOGY "Inputs"), never today's count
+-- silently: the count in force (the latest on or before the bar's date among the
+-- shares_history rows known at the run's start and this input's own valid counts),
+-- times the split_ratio of every valid row of the symbol after that count's
+-- latest row, this row included. Splits and the rows giving counts are read from
+-- the merged data: the stored prices (current versions) with this input's valid
+-- rows in place of the stored rows of the same date and symbol. The bar keeps the
+-- count's basis and is marked shares_inferred (an inferred row gives no count).
+-- Everything is driven by the rows to fill: an input without any (most daily
+-- inputs) costs a few empty joins; splits are rare, so the rows giving counts are
+-- read only from a symbol's first split on.
+CREATE OR REPLACE TEMP TABLE stg_shares_run AS SELECT CAST($known_at AS TIMESTAMP) AS known_at;
+
+-- The rows to fill; ok: no other check fails (only those can become valid).
+CREATE OR REPLACE TEMP TABLE stg_fill_targets AS
+SELECT _row, symbol, date, close, adj_close, volume, dividend, split_ratio, known_at,
+       (split_ratio IS NULL OR (isfinite(split_ratio) AND split_ratio > 0))
+       AND (dividend IS NULL OR (isfinite(dividend) AND dividend >= 0))
+       AND known_at <= $known_at AS ok
+FROM stg_prices_checked WHERE reason = 'missing_market_cap';
+
+-- This input's valid rows of those symbols, and its rows to fill that can become
+-- valid (ok), one per key. A key given with different values is quarantined later
+-- (conflicting_duplicate), and so is a version not newer than the stored one
+-- (stale_version): then the stored row stays. stage_price_keys and compare_prices
+-- decide; these are the same tests made before the fill (a row to fill that
+-- replaces a stored count counts as stale when it is not newer).
+CREATE OR REPLACE TEMP TABLE stg_fill_input AS
+WITH candidates AS (
+    SELECT k.symbol, k.date, k.known_at, true AS given_row, k.shares_outstanding AS given,
+           k.basis, k.split_ratio AS split, k.close, k.adj_close, k.volume, k.dividend,
+           k.market_cap
+    FROM stg_prices_checked k SEMI JOIN stg_fill_targets t ON t.symbol = k.symbol
+    WHERE k.reason IS NULL
+    UNION ALL
+    SELECT symbol, date, known_at, false, NULL, NULL, split_ratio, close, adj_close, volume,
+           dividend, NULL
+    FROM stg_fill_targets WHERE ok
 ),
-missing AS (
-    SELECT _row, symbol, date FROM stg_prices_checked WHERE reason = 'missing_market_cap'
+repeated AS (
+    SELECT i.symbol, i.date,
+           count(DISTINCT (i.close, i.adj_close, i.volume, i.dividend, i.split)) > 1
+           OR count(DISTINCT (i.close, i.adj_close, i.volume, i.given, i.market_cap,
+                              i.dividend, i.split)) FILTER (WHERE i.given_row) > 1
+               AS conflicting,
+           min(i.known_at) AS known_at
+    FROM candidates i
+    SEMI JOIN (SELECT symbol, date FROM candidates GROUP BY symbol, date
+               HAVING count(*) > 1) r ON r.symbol = i.symbol AND r.date = i.date
+    GROUP BY i.symbol, i.date
+),
+one_per_key AS (  -- of a repeated key: a valid copy first, known since the earliest copy
+    SELECT i.* FROM candidates i
+    ANTI JOIN repeated r ON r.symbol = i.symbol AND r.date = i.date
+    UNION ALL
+    SELECT i.* REPLACE (r.known_at AS known_at) FROM candidates i
+    JOIN repeated r ON r.symbol = i.symbol AND r.date = i.date AND NOT r.conflicting
+    QUALIFY row_number() OVER (PARTITION BY i.symbol, i.date ORDER BY i.given_row DESC) = 1
 )
-SELECT m._row, h.shares_outstanding, h.basis
-FROM missing m
-ASOF JOIN known h ON h.symbol = m.symbol AND m.date >= h.effective_date;
+SELECT v.* FROM one_per_key v
+ANTI JOIN prices p ON p.symbol = v.symbol AND p.date = v.date AND p.known_at >= v.known_at
+    AND CASE WHEN v.given_row
+             THEN (v.close, v.adj_close, v.volume, v.given, v.market_cap, v.dividend, v.split,
+                   v.basis)
+                  IS DISTINCT FROM (p.close, p.adj_close, p.volume, p.shares_outstanding,
+                                    p.market_cap, p.dividend, p.split_ratio, p.basis)
+             ELSE (v.close, v.adj_close, v.volume, v.dividend, v.split)
+                  IS DISTINCT FROM (p.close, p.adj_close, p.volume, p.dividend, p.split_ratio)
+                  OR (p.shares_outstanding IS NOT NULL AND NOT p.shares_inferred) END;
+
+-- The count in force on each row's date (as-of join): the input's own count wins
+-- over a history row of the same date. Rows without one stay missing_market_cap.
+CREATE OR REPLACE TEMP TABLE stg_shares_targets AS
+WITH counts AS (
+    SELECT symbol, effective_date AS date, shares_outstanding AS given, basis FROM (
+        SELECT h.*, row_number() OVER (PARTITION BY h.symbol, h.effective_date
+                                       ORDER BY h.known_at DESC) AS pick
+        FROM shares_history h
+        SEMI JOIN stg_fill_targets t ON t.symbol = h.symbol
+        ANTI JOIN stg_fill_input v ON v.symbol = h.symbol AND v.date = h.effective_date
+            AND v.given IS NOT NULL
+        WHERE h.known_at <= $known_at
+    ) WHERE pick = 1
+    UNION ALL
+    SELECT symbol, date, given, basis FROM stg_fill_input WHERE given IS NOT NULL
+)
+SELECT DISTINCT t.symbol, t.date, c.date AS count_date, c.given, c.basis
+FROM stg_fill_targets t
+ASOF JOIN counts c ON c.symbol = t.symbol AND t.date >= c.date;
+
+-- The input's rows that replace stored ones: its valid rows and the rows to fill
+-- that get a count.
+CREATE OR REPLACE TEMP TABLE stg_shares_incoming AS
+SELECT v.symbol, v.date, v.given, v.basis, v.split FROM stg_fill_input v
+LEFT JOIN stg_shares_targets t ON t.symbol = v.symbol AND t.date = v.date
+WHERE v.given_row OR t.symbol IS NOT NULL;
+
+-- The rule over the merged data (stored prices, the incoming rows in place of the
+-- stored rows of their date), for the rows in stg_shares_targets (symbol, date,
+-- and the count in force: count_date, given, basis); compare_prices uses it again.
+-- splits: those of the symbols after their earliest count in force. resets: the
+-- rows giving a count from a symbol's first such split on (before it a count row
+-- only repeats the count in force: record_shares collapses unchanged counts, and
+-- splits are rare, so few stored rows are read). A row's shares: the count of its
+-- latest reset on or after its first split (else the count in force), times the
+-- splits after that up to its date, multiplied in date order (the same rows always
+-- give the same bits).
+CREATE OR REPLACE TEMP VIEW stg_shares_derived AS
+WITH span AS (
+    SELECT symbol, min(count_date) AS since, max(date) AS until
+    FROM stg_shares_targets GROUP BY symbol
+),
+splits AS (
+    SELECT p.symbol, p.date, p.split_ratio AS split FROM prices p
+    JOIN span s ON s.symbol = p.symbol AND p.date > s.since AND p.date <= s.until
+    ANTI JOIN stg_shares_incoming i ON i.symbol = p.symbol AND i.date = p.date
+    WHERE p.split_ratio IS NOT NULL
+    UNION ALL
+    SELECT i.symbol, i.date, i.split FROM stg_shares_incoming i
+    JOIN span s ON s.symbol = i.symbol AND i.date > s.since AND i.date <= s.until
+    WHERE i.split IS NOT NULL
+),
+first_split AS (SELECT symbol, min(date) AS since FROM splits GROUP BY symbol),
+resets AS (
+    SELECT p.symbol, p.date, p.shares_outstanding AS given, p.basis FROM prices p
+    JOIN first_split f ON f.symbol = p.symbol AND p.date >= f.since
+    ANTI JOIN stg_shares_incoming i ON i.symbol = p.symbol AND i.date = p.date
+    WHERE p.shares_outstanding IS NOT NULL AND NOT p.shares_inferred
+      AND p.date >= (SELECT min(since) FROM first_split)
+    UNION ALL
+    SELECT i.symbol, i.date, i.given, i.basis FROM stg_shares_incoming i
+    JOIN first_split f ON f.symbol = i.symbol AND i.date >= f.since
+    WHERE i.given IS NOT NULL
+),
+relevant AS (
+    SELECT t.symbol, t.date, s.date AS split_date, s.split
+    FROM stg_shares_targets t
+    JOIN splits s ON s.symbol = t.symbol AND s.date > t.count_date AND s.date <= t.date
+),
+latest_reset AS (
+    SELECT f.symbol, f.date, max(r.date) AS reset_date, arg_max(r.given, r.date) AS given,
+           arg_max(r.basis, r.date) AS basis
+    FROM (SELECT symbol, date, min(split_date) AS first_split FROM relevant GROUP BY ALL) f
+    JOIN resets r ON r.symbol = f.symbol AND r.date >= f.first_split AND r.date < f.date
+    GROUP BY f.symbol, f.date
+),
+factor AS (
+    SELECT s.symbol, s.date, product(s.split ORDER BY s.split_date) AS factor
+    FROM relevant s
+    LEFT JOIN latest_reset l ON l.symbol = s.symbol AND l.date = s.date
+    WHERE l.reset_date IS NULL OR s.split_date > l.reset_date
+    GROUP BY s.symbol, s.date
+)
+SELECT t.symbol, t.date,
+       coalesce(l.given, t.given) * coalesce(f.factor, 1.0) AS shares_outstanding,
+       CASE WHEN l.reset_date IS NULL THEN t.basis ELSE l.basis END AS basis
+FROM stg_shares_targets t
+LEFT JOIN latest_reset l ON l.symbol = t.symbol AND l.date = t.date
+LEFT JOIN factor f ON f.symbol = t.symbol AND f.date = t.date;
+
+CREATE OR REPLACE TEMP TABLE stg_shares_fill AS
+SELECT t._row, d.shares_outstanding, d.basis
+FROM stg_fill_targets t
+JOIN stg_shares_derived d ON d.symbol = t.symbol AND d.date = t.date;
 
 -- The filled rows pass the remaining checks of stage_prices again.
 UPDATE stg_prices_checked AS k
@@ -238,6 +376,8 @@ FROM stg_shares_fill f
 WHERE k._row = f._row;
 
 DROP TABLE stg_shares_fill;
+DROP TABLE stg_fill_targets;
+DROP TABLE stg_fill_input;
 
 -- name: stage_price_keys
 -- Keys given more than once among valid rows. Exact copies collapse into the
@@ -291,6 +431,76 @@ WHERE (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.div
 CREATE OR REPLACE TEMP VIEW stg_prices_accepted AS
 SELECT v.* FROM stg_prices_valid v
 ANTI JOIN (SELECT _row FROM stg_prices_changed WHERE stale) s ON s._row = v._row;
+
+-- Stored rows whose shares were inferred are re-derived when this input changes the
+-- rows they depend on: an accepted row of the symbol on an earlier date that gives
+-- a count or a split, or that replaces a stored row (which may have given one).
+-- Only rows dated after the input's first date are read (a daily input scans the
+-- newest row groups). Rows with given counts are never touched; one the rule can
+-- no longer value (no count in force) is left as it is.
+CREATE OR REPLACE TEMP TABLE stg_rederive_targets AS
+WITH inferred AS (
+    SELECT date, symbol, close, shares_outstanding, market_cap, basis, known_at
+    FROM prices WHERE shares_inferred AND date > $min_date
+),
+since AS (
+    SELECT symbol, min(date) AS since FROM (
+        SELECT a.symbol, a.date FROM stg_prices_accepted a
+        SEMI JOIN inferred i ON i.symbol = a.symbol
+        WHERE (a.shares_outstanding IS NOT NULL AND NOT a.shares_inferred)
+           OR a.split_ratio IS NOT NULL
+        UNION ALL
+        SELECT c.symbol, c.date FROM stg_prices_changed c
+        SEMI JOIN inferred i ON i.symbol = c.symbol
+        WHERE NOT c.stale
+    )
+    GROUP BY symbol
+)
+SELECT i.* FROM inferred i
+JOIN since s ON s.symbol = i.symbol AND i.date > s.since
+ANTI JOIN stg_prices_accepted a ON a.symbol = i.symbol AND a.date = i.date
+WHERE i.known_at < (SELECT known_at FROM stg_shares_run);
+
+-- The rule over the merged data (fill_shares): the count in force among the
+-- shares_history rows known at the run's start and the accepted counts, and the
+-- accepted rows in place of the stored ones.
+CREATE OR REPLACE TEMP TABLE stg_shares_targets AS
+WITH incoming_counts AS (
+    SELECT a.symbol, a.date, a.shares_outstanding AS given, a.basis
+    FROM stg_prices_accepted a SEMI JOIN stg_rederive_targets t ON t.symbol = a.symbol
+    WHERE a.shares_outstanding IS NOT NULL AND NOT a.shares_inferred
+),
+counts AS (
+    SELECT symbol, effective_date AS date, shares_outstanding AS given, basis FROM (
+        SELECT h.*, row_number() OVER (PARTITION BY h.symbol, h.effective_date
+                                       ORDER BY h.known_at DESC) AS pick
+        FROM shares_history h
+        SEMI JOIN stg_rederive_targets t ON t.symbol = h.symbol
+        ANTI JOIN incoming_counts c ON c.symbol = h.symbol AND c.date = h.effective_date
+        WHERE h.known_at <= (SELECT known_at FROM stg_shares_run)
+    ) WHERE pick = 1
+    UNION ALL
+    SELECT * FROM incoming_counts
+)
+SELECT t.symbol, t.date, c.date AS count_date, c.given, c.basis
+FROM stg_rederive_targets t
+ASOF JOIN counts c ON c.symbol = t.symbol AND t.date >= c.date;
+
+CREATE OR REPLACE TEMP TABLE stg_shares_incoming AS
+SELECT a.symbol, a.date, CASE WHEN NOT a.shares_inferred THEN a.shares_outstanding END AS given,
+       a.basis, a.split_ratio AS split
+FROM stg_prices_accepted a SEMI JOIN stg_shares_targets t ON t.symbol = a.symbol;
+
+-- Re-derived values that differ from the stored ones: new versions (merge_prices).
+CREATE OR REPLACE TEMP TABLE stg_shares_rederived AS
+SELECT t.date, t.symbol, d.shares_outstanding, t.close * d.shares_outstanding AS market_cap,
+       d.basis, r.known_at
+FROM stg_rederive_targets t
+JOIN stg_shares_derived d ON d.symbol = t.symbol AND d.date = t.date
+CROSS JOIN stg_shares_run r
+WHERE isfinite(t.close * d.shares_outstanding) AND t.close * d.shares_outstanding > 0
+  AND (d.shares_outstanding, t.close * d.shares_outstanding, d.basis)
+      IS DISTINCT FROM (t.shares_outstanding, t.market_cap, t.basis);
 
 -- name: quarantine_rejections
 INSERT INTO quarantine
@@ -356,7 +566,8 @@ SELECT
         (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
          a.split_ratio, a.basis) IS DISTINCT FROM
         (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-         p.split_ratio, p.basis))) AS rows_updated,
+         p.split_ratio, p.basis)))
+    + (SELECT count(*) FROM stg_shares_rederived) AS rows_updated,  -- re-derived shares
     count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
         (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
          a.split_ratio, a.basis) IS NOT DISTINCT FROM
@@ -396,10 +607,10 @@ FROM stg_securities WHERE action = 'insert';
 INSERT INTO price_versions
     (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
      split_ratio, run_id, known_at, superseded_at, superseded_by_run_id, source, fetched_at,
-     basis)
+     basis, shares_inferred)
 SELECT p.date, p.symbol, p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap,
        p.dividend, p.split_ratio, p.run_id, p.known_at, c.known_at, $run_id, p.source,
-       p.fetched_at, p.basis
+       p.fetched_at, p.basis, p.shares_inferred
 FROM prices p
 JOIN stg_prices_changed c ON c.date = p.date AND c.symbol = p.symbol AND NOT c.stale
 WHERE p.date BETWEEN $min_date AND $max_date;
@@ -411,12 +622,32 @@ WHERE p.date = c.date AND p.symbol = c.symbol AND NOT c.stale
 
 INSERT INTO prices
     (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
-     split_ratio, run_id, known_at, source, fetched_at, basis)
+     split_ratio, run_id, known_at, source, fetched_at, basis, shares_inferred)
 SELECT a.date, a.symbol, a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap,
-       a.dividend, a.split_ratio, $run_id, a.known_at, a.source, a.fetched_at, a.basis
+       a.dividend, a.split_ratio, $run_id, a.known_at, a.source, a.fetched_at, a.basis,
+       a.shares_inferred
 FROM stg_prices_accepted a
 ANTI JOIN (SELECT date, symbol FROM prices WHERE date BETWEEN $min_date AND $max_date) p
     ON p.date = a.date AND p.symbol = a.symbol;
+
+-- Stored rows with re-derived shares (compare_prices): the same, known from this
+-- run's start. They are dated after the input's first date.
+INSERT INTO price_versions
+    (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+     split_ratio, run_id, known_at, superseded_at, superseded_by_run_id, source, fetched_at,
+     basis, shares_inferred)
+SELECT p.date, p.symbol, p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap,
+       p.dividend, p.split_ratio, p.run_id, p.known_at, r.known_at, $run_id, p.source,
+       p.fetched_at, p.basis, p.shares_inferred
+FROM prices p
+JOIN stg_shares_rederived r ON r.date = p.date AND r.symbol = p.symbol
+WHERE p.date > $min_date;
+
+UPDATE prices AS p
+SET shares_outstanding = r.shares_outstanding, market_cap = r.market_cap, basis = r.basis,
+    run_id = $run_id, known_at = r.known_at
+FROM stg_shares_rederived r
+WHERE p.date = r.date AND p.symbol = r.symbol AND p.date > $min_date;
 
 -- name: record_shares
 -- Every accepted count (not one taken from the history itself) that differs from
@@ -461,3 +692,11 @@ DROP TABLE IF EXISTS stg_prices_repeated;
 DROP TABLE IF EXISTS stg_prices_checked;
 DROP TABLE IF EXISTS stg_prices_raw;
 DROP TABLE IF EXISTS stg_shares_fill;
+DROP TABLE IF EXISTS stg_fill_targets;
+DROP TABLE IF EXISTS stg_fill_input;
+DROP VIEW IF EXISTS stg_shares_derived;
+DROP TABLE IF EXISTS stg_shares_targets;
+DROP TABLE IF EXISTS stg_shares_incoming;
+DROP TABLE IF EXISTS stg_rederive_targets;
+DROP TABLE IF EXISTS stg_shares_rederived;
+DROP TABLE IF EXISTS stg_shares_run;

@@ -1,30 +1,32 @@
--- Reads as of a moment $as_of (point in time, docs/methodology.md section 9).
--- Each query is its current-version twin in engine.sql reading the macros
--- prices_as_of / securities_as_of (migration v5) instead of the tables. A bar
--- counts at $as_of only when its security is known then too.
+-- Reads of the data as it was: as of a moment $as_of (point in time,
+-- docs/methodology.md section 9) and/or as written by ingestion run $run (the data a
+-- published build used). Each query is its current-version twin in engine.sql
+-- reading the macros prices_at / securities_at (migration v8) instead of the
+-- tables; a bound that does not apply is passed as its largest value. A bar counts
+-- only when its security is known then too.
 
 -- name: trading_days_as_of
-SELECT DISTINCT p.date FROM prices_as_of($as_of) p
-SEMI JOIN securities_as_of($as_of) s ON s.symbol = p.symbol
+SELECT DISTINCT p.date FROM prices_at($as_of, $run) p
+SEMI JOIN securities_at($as_of, $run) s ON s.symbol = p.symbol
 ORDER BY p.date;
 
 -- name: trading_days_between_as_of
-SELECT DISTINCT p.date FROM prices_as_of($as_of) p
-SEMI JOIN securities_as_of($as_of) s ON s.symbol = p.symbol
+SELECT DISTINCT p.date FROM prices_at($as_of, $run) p
+SEMI JOIN securities_at($as_of, $run) s ON s.symbol = p.symbol
 WHERE p.date BETWEEN $start AND $end
 ORDER BY p.date;
 
 -- name: panel_securities_as_of
-SELECT s.symbol, s.name, s.sector, s.exchange, s.type, s.company_id,
-       s.symbol IN (SELECT DISTINCT symbol FROM prices_as_of($as_of)
-                    WHERE dividend IS NOT NULL OR split_ratio IS NOT NULL) AS has_actions
-FROM securities_as_of($as_of) s
+SELECT s.symbol, s.name, s.sector, s.exchange, s.type, s.company_id, d.dividends_from
+FROM securities_at($as_of, $run) s
+LEFT JOIN (SELECT symbol, min(date) AS dividends_from FROM prices_at($as_of, $run)
+           WHERE dividend IS NOT NULL GROUP BY symbol) d USING (symbol)
 ORDER BY s.symbol;
 
 -- name: panel_bars_as_of
 SELECT CAST(d.row_index AS BIGINT) * $n_columns + s.column_index AS cell,
        p.close, coalesce(p.adj_close, 'NaN'::DOUBLE) AS adj_close, p.market_cap
-FROM prices_as_of($as_of) p
+FROM prices_at($as_of, $run) p
 JOIN panel_days d ON d.date = p.date
 JOIN panel_columns s ON s.symbol = p.symbol
 WHERE p.date BETWEEN $start AND $end;
@@ -33,7 +35,7 @@ WHERE p.date BETWEEN $start AND $end;
 SELECT CAST(d.row_index AS BIGINT) * $n_columns + s.column_index AS cell,
        coalesce(p.dividend, 'NaN'::DOUBLE) AS dividend,
        coalesce(p.split_ratio, 'NaN'::DOUBLE) AS split_ratio
-FROM prices_as_of($as_of) p
+FROM prices_at($as_of, $run) p
 JOIN panel_days d ON d.date = p.date
 JOIN panel_columns s ON s.symbol = p.symbol
 WHERE p.date BETWEEN $start AND $end
@@ -42,13 +44,13 @@ WHERE p.date BETWEEN $start AND $end
 -- name: panel_volumes_as_of
 SELECT CAST(d.row_index AS BIGINT) * $n_columns + s.column_index AS cell,
        coalesce(p.volume, 0) AS volume
-FROM prices_as_of($as_of) p
+FROM prices_at($as_of, $run) p
 JOIN panel_days d ON d.date = p.date
 JOIN panel_columns s ON s.symbol = p.symbol
 WHERE p.date BETWEEN $start AND $end
   AND p.symbol IN (
-      SELECT symbol FROM securities_as_of($as_of) WHERE company_id IN (
-          SELECT company_id FROM securities_as_of($as_of) WHERE company_id IS NOT NULL
+      SELECT symbol FROM securities_at($as_of, $run) WHERE company_id IN (
+          SELECT company_id FROM securities_at($as_of, $run) WHERE company_id IS NOT NULL
           GROUP BY company_id HAVING count(*) > 1));
 
 -- name: price_versions

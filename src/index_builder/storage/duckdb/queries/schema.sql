@@ -274,3 +274,45 @@ CREATE TABLE schedule_runs (
     duration_ms  DOUBLE    NOT NULL,
     message      VARCHAR
 );
+
+-- name: v8_published_history
+-- Published history (METHODOLOGY "Published history", docs/methodology.md section 6).
+-- A definition without a base date keeps the base date of its first build: data
+-- that arrives later for earlier dates never moves it. Indices built before this
+-- migration keep the base date they were built with.
+ALTER TABLE index_definitions ADD COLUMN pinned_base_date DATE;
+UPDATE index_definitions SET pinned_base_date = b.base_date
+FROM index_builds b WHERE b.index_id = index_definitions.index_id;
+
+-- The data a publication was computed from: the versions known at moment k AND
+-- written by ingestion run r or an earlier one. A build as of K reads (K, any run);
+-- the reads of a current build read (any moment, the build's data_run_id), so its
+-- compositions never mix newer data into a published build. Versions of one key
+-- are known and written in increasing order, so the version in force is the last
+-- one within both bounds: the next one is past either bound.
+CREATE MACRO prices_at(k, r) AS TABLE
+    SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+           split_ratio
+    FROM prices WHERE known_at <= k AND run_id <= r
+    UNION ALL
+    SELECT date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
+           split_ratio
+    FROM price_versions
+    WHERE known_at <= k AND run_id <= r AND (superseded_at > k OR superseded_by_run_id > r);
+
+CREATE MACRO securities_at(k, r) AS TABLE
+    SELECT symbol, name, exchange, sector, industry, currency, type, company_id
+    FROM securities WHERE known_at <= k AND run_id <= r
+    UNION ALL
+    SELECT symbol, name, exchange, sector, industry, currency, type, company_id
+    FROM security_versions
+    WHERE known_at <= k AND run_id <= r AND (superseded_at > k OR superseded_by_run_id > r);
+
+-- name: v9_shares_inferred
+-- Whether a bar's shares_outstanding was given or inferred by the rule of
+-- METHODOLOGY "Inputs" (the count in force, adjusted by the splits since; see
+-- fill_shares in ingest.sql). Inferred shares are re-derived when a count or a
+-- split arrives for an earlier date; given ones never are. Rows stored before this
+-- migration count as given.
+ALTER TABLE prices ADD COLUMN shares_inferred BOOLEAN DEFAULT false;
+ALTER TABLE price_versions ADD COLUMN shares_inferred BOOLEAN DEFAULT false;

@@ -67,9 +67,10 @@ class BuildError(IndexBuilderError):
 
 
 class StorageError(IndexBuilderError):
-    """The database cannot be opened or used (not the user's input)."""
+    """The database cannot be opened, read or written (no space, read-only, permission,
+    the file removed): not the user's input; the API answers 503 with Retry-After."""
 
-    code = "storage-error"
+    code = "storage-unavailable"
     exit_code = 1
     http_status = 503
 

@@ -20,7 +20,10 @@ class Settings(BaseSettings):
     Every field can be set as ``INDEX_BUILDER_<FIELD>`` (upper case).
     """
 
-    model_config = SettingsConfigDict(env_prefix="INDEX_BUILDER_", env_file=".env", extra="ignore")
+    # every number finite: INDEX_BUILDER_REDIS_TIMEOUT_SECONDS=inf (or nan) is refused
+    model_config = SettingsConfigDict(
+        env_prefix="INDEX_BUILDER_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     database: Path = Field(
         default=Path("data/index_builder.duckdb"),
@@ -74,6 +77,29 @@ class Settings(BaseSettings):
         "days than this to compute.",
     )
     build_workers: int = Field(default=1, ge=1, le=8, description="Concurrent index builds.")
+    jobs_keep: int = Field(
+        default=1000,
+        ge=1,
+        description="Jobs (builds and exports) kept, in the database, for GET /jobs/{id}: the "
+        "newest this many; older finished ones are deleted (with their export files).",
+    )
+    async_export_days: int = Field(
+        default=750,
+        ge=1,
+        description="POST /export-data runs as a job (202) when its window has more trading "
+        "days than this (or with 'async': true).",
+    )
+    export_dir: Path | None = Field(
+        default=None,
+        description="Folder of the files of export jobs (default: 'exports' next to the "
+        "database file).",
+    )
+    export_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="How long the file of an export job can be downloaded; then it is deleted.",
+    )
+    export_workers: int = Field(default=1, ge=1, le=8, description="Concurrent export jobs.")
     flags: str | None = Field(
         default=None,
         description="Feature flags as a JSON object, e.g. '{\"async_builds\": false}' "
@@ -216,6 +242,13 @@ class Settings(BaseSettings):
         "outstanding are fetched (month ends, thinned evenly).",
     )
 
+    @property
+    def export_folder(self) -> Path:
+        """Where export jobs write their files (``export_dir``, or next to the database)."""
+        if self.export_dir is not None:
+            return self.export_dir
+        return self.database.parent / "exports"
+
     def feature_flags(self) -> FlagStore:
         """The feature flags these settings describe."""
         return FlagStore(self.flags, self.flags_file, reload_seconds=self.flags_reload_seconds)
@@ -279,6 +312,51 @@ class Settings(BaseSettings):
         description="A GET request not answered within this time gets 504 problem+json (the "
         "work still finishes, and a cached read keeps its answer).",
     )
+    auth_failure_limit: str = Field(
+        default="10/minute",
+        description="Failed API keys allowed per client address (as the rate limits see it) "
+        "per window, e.g. '10/minute'; after that every request of the address that sends a "
+        "key answers 429 until the window ends. Counted in Redis when configured, else per "
+        "process. 'off' disables the throttle.",
+    )
+    allowed_hosts: str = Field(
+        default="*",
+        description="Comma-separated host names the Host header may name ('api.example.com', "
+        "'*.example.com'); any other answers 400 problem+json. '*' (default): any host.",
+    )
+
+    # The HTTP server of 'index-builder serve' (index_builder.api.server)
+    server_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="An idle keep-alive connection is closed after this long."
+    )
+    server_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection whose request line and headers are not complete this long "
+        "after it opened (or after the first byte of its next request) is closed (slow "
+        "clients; 408 when it sent part of a request).",
+    )
+    server_max_header_bytes: int = Field(
+        default=32768,
+        ge=1024,
+        description="Largest request line and headers (431 beyond; also h11's largest "
+        "incomplete event).",
+    )
+    server_limit_concurrency: int = Field(
+        default=1000,
+        ge=0,
+        description="Open connections (or requests in progress) beyond which a new request "
+        "answers 503 (0: no limit).",
+    )
+    server_backlog: int = Field(
+        default=2048, ge=1, description="Connections the kernel queues before they are accepted."
+    )
+    server_shutdown_timeout_seconds: int = Field(
+        default=20,
+        ge=0,
+        description="On Ctrl-C or SIGTERM, how long requests in progress may finish before "
+        "the server stops anyway.",
+    )
 
     @field_validator("rate_limit_reads", "rate_limit_builds", "rate_limit_exports")
     @classmethod
@@ -303,6 +381,32 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"not an IP address or network: {entry!r}") from None
         return value
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _auth_failure_limit(cls, value: str) -> str:
+        """``off`` or a rate limit string."""
+        if value.strip().lower() == "off":
+            return "off"
+        try:
+            parse_rate_limit(value)
+        except ValueError:
+            raise ValueError(
+                f"not a rate limit: {value!r} (use e.g. '10/minute', or 'off')"
+            ) from None
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        """Host names, '*.domain' patterns, or '*' alone."""
+        entries = [e.strip().lower() for e in value.split(",") if e.strip()]
+        if not entries:
+            raise ValueError("name at least one host, or '*' for any")
+        for entry in entries:
+            if entry != "*" and ("*" in entry[1:] or (entry[0] == "*" and entry[:2] != "*.")):
+                raise ValueError(f"not a host name or '*.domain' pattern: {entry!r}")
+        return "*" if "*" in entries else ",".join(entries)
 
     @field_validator("log_level")
     @classmethod

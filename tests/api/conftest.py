@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from index_builder.api.app import create_app
-from index_builder.ingest.job import run_ingestion
-from index_builder.services.builds import IndexBuilder
-from index_builder.services.catalog import ensure_builtins
-from index_builder.storage.duckdb.store import DuckDBStore
 
 from api_helpers import make_settings
 from redis_server import RedisServer  # the redis_server fixture: tests/conftest.py
+from templates import build_template, private_copy
 
 START = dt.date(2023, 1, 3)
 
@@ -26,19 +22,13 @@ START = dt.date(2023, 1, 3)
 def built_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database with a 300 x 60 synthetic market and ew100/ew-tech50 built."""
     path = tmp_path_factory.mktemp("api-template") / "template.duckdb"
-    with DuckDBStore(path) as store:
-        ensure_builtins(store)
-        run_ingestion(store, "synthetic", {"symbols": 300, "days": 60, "start": START})
-        IndexBuilder(store, store.calendar).build(["ew100", "ew-tech50"])
-    return path
+    return build_template(path, symbols=300, days=60, indices=["ew100", "ew-tech50"])
 
 
 @pytest.fixture
 def database(built_template: Path, tmp_path: Path) -> Path:
     """A private copy of the built database for one test."""
-    path = tmp_path / "api.duckdb"
-    shutil.copy(built_template, path)
-    return path
+    return private_copy(built_template, tmp_path, "api.duckdb")
 
 
 @pytest.fixture

@@ -390,4 +390,5 @@ def test_the_openapi_document_describes_build_all_and_the_outcomes(client: TestC
     single = schemas["BuildResponse"]["properties"]
     assert single["outcome"]["enum"] == ["built", "unchanged"] and "warnings" in single
     job = schemas["JobStatusResponse"]["properties"]
-    assert "indices" in job and len(job["result"]["anyOf"]) == 3  # two shapes or null
+    assert "indices" in job and len(job["result"]["anyOf"]) == 4  # three shapes or null
+    assert job["status"]["enum"] == ["queued", "running", "succeeded", "failed", "interrupted"]

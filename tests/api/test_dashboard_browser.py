@@ -573,3 +573,70 @@ def test_build_all_lists_every_outcome_with_the_failure_first(
         _screenshot(w, "dashboard-build-all.png", request)
     finally:
         server.http.delete("/indices/dash-none", headers=headers)
+
+
+# ---------------------------------------------------------------------------- API docs
+def _offline_page(browser_context: Any, server: Server) -> tuple[Any, list[str], list[str]]:
+    """A page whose requests off 127.0.0.1 are refused (the machine has no internet);
+    with the URLs it asked for and the errors it met."""
+    page = browser_context.new_page()
+    asked: list[str] = []
+    errors: list[str] = []
+
+    def only_local(route: Any) -> None:
+        asked.append(route.request.url)
+        if route.request.url.startswith(f"{server.base}/"):
+            route.continue_()
+        else:
+            route.abort("internetdisconnected")
+
+    page.route("**/*", only_local)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    return page, asked, errors
+
+
+def test_the_api_docs_render_offline(
+    browser_context: Any, server: Server, request: pytest.FixtureRequest
+) -> None:
+    """Swagger UI at /docs, from this server only: the operations list is drawn, styled."""
+    page, asked, errors = _offline_page(browser_context, server)
+    try:
+        page.goto(f"{server.base}/docs")
+        build = page.locator(".opblock.opblock-post", has_text="/build-index").first
+        build.wait_for(state="visible")
+        summary = build.locator(".opblock-summary").inner_text()
+        assert "POST" in summary and "/build-index" in summary
+        # every operation of the OpenAPI document has its block
+        spec = server.api("/openapi.json")
+        operations = sum(len(methods) for methods in spec["paths"].values())
+        assert page.locator(".opblock").count() == operations
+        # swagger-ui.css applied: a POST block has its green border
+        border = build.evaluate("e => getComputedStyle(e).borderTopColor")
+        assert border == "rgb(73, 204, 144)", border
+        build.locator(".opblock-summary-control").click()  # expands with its parameters
+        page.locator(".opblock-body").first.wait_for(state="visible")
+        path = artifacts_dir() / "api-docs.png"
+        page.screenshot(path=str(path))
+        _keep(request, path)
+        foreign = [u for u in asked if not u.startswith(f"{server.base}/")]
+        assert not foreign, f"the docs page asked off this server: {foreign}"
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def test_redoc_renders_offline(browser_context: Any, server: Server) -> None:
+    """ReDoc at /redoc, from this server only (its sidebar's Redocly logo, an image on
+    its CDN, is refused by the page's Content-Security-Policy and left out)."""
+    page, asked, errors = _offline_page(browser_context, server)
+    try:
+        page.goto(f"{server.base}/redoc")
+        heading = "Build an index (incrementally) at request time"
+        page.get_by_role("heading", name=heading).wait_for()  # an operation's section
+        foreign = [u for u in asked if not u.startswith(f"{server.base}/")]
+        assert not foreign, f"the ReDoc page asked off this server: {foreign}"
+        logo = "cdn.redoc.ly/redoc/logo-mini.svg"
+        assert all(logo in e for e in errors), errors
+    finally:
+        page.close()

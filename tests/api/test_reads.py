@@ -115,12 +115,14 @@ def test_every_error_class_is_problem_json(
 
 def test_unknown_route_and_malformed_body_are_problem_json(client: TestClient) -> None:
     _problem(client.get("/nowhere"), 404)
-    _problem(
+    body = _problem(
         client.post(
             "/build-index", content=b"{not json", headers={"content-type": "application/json"}
         ),
-        422,
+        400,
+        "body",
     )
+    assert body["detail"].startswith("invalid JSON at line 1, column 2: expecting property name")
     _problem(client.post("/build-index", json={"index": "ew100", "extra": 1}), 422, "extra")
 
 

@@ -80,7 +80,12 @@ def test_too_long_windows_are_422_with_the_field(database: Path, redis_server: R
         ok = {"start_date": "2023-01-03", "end_date": "2023-02-02"}
         assert client.get("/index-performance", params=ok).status_code == 200
         assert client.get("/index-performance").status_code == 200
-        assert client.get("/composition-changes", params={"end_date": "2023-03-31"}).is_success
+        assert client.get("/composition-changes", params={"end_date": "2023-03-01"}).is_success
+        # an end after the built range is refused, naming the range (never silently cut)
+        late = client.get("/composition-changes", params={"end_date": "9999-12-31"})
+        assert (
+            "after the last built day" in _problem(late, 422, "invalid-input", "end_date")["detail"]
+        )
 
 
 def test_composition_pages(database: Path, redis_server: RedisServer) -> None:
@@ -136,9 +141,12 @@ def test_a_slow_read_is_504_and_its_answer_is_cached_for_the_retry(
 
 
 def test_inputs_reach_sql_only_as_bound_parameters(client: TestClient) -> None:
-    hostile = "ew100' OR '1'='1"
-    _problem(client.get("/index-performance", params={"index": hostile}), 404, "not-found", "index")
-    _problem(client.get("/indices/x'; DROP TABLE prices; --"), 404, "not-found", "index")
-    assert client.delete("/indices/ew100' --").status_code == 404
+    hostile = "ew100' OR '1'='1"  # not an index id: refused before any query
+    body = _problem(
+        client.get("/index-performance", params={"index": hostile}), 422, "invalid-input", "index"
+    )
+    assert "pattern" in body["detail"]
+    _problem(client.get("/indices/x'; DROP TABLE prices; --"), 422, "invalid-input", "index_id")
+    assert client.delete("/indices/ew100' --").status_code == 422
     # the data is intact
     assert len(client.get("/index-composition").json()["constituents"]) == 100

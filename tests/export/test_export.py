@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import weakref
@@ -20,7 +21,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from index_builder.calendar import get_calendar
 from index_builder.engine.spells import Change
-from index_builder.errors import InvalidInputError, NotFoundError
+from index_builder.errors import ConflictError, InvalidInputError, NotFoundError
 from index_builder.export import (
     XLSX_MEDIA_TYPE,
     ZIP_MEDIA_TYPE,
@@ -477,3 +478,108 @@ def test_exports_get_unique_names(reader: IndexReader, out: Path) -> None:
     assert first.path != second.path
     assert first.filename == second.filename
     assert sorted(out.iterdir()) == sorted([first.path, second.path])
+
+
+# ---------------------------------------------------------------------- chunks, progress, one build
+class _RecordingReader(IndexReader):
+    """Records the window of every ``compositions`` call."""
+
+    def __init__(self, inner: IndexReader) -> None:
+        super().__init__(inner.store, inner.calendar)
+        self.calls: list[tuple[Any, Any]] = []
+
+    def compositions(
+        self,
+        index_id: str,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        as_of: dt.datetime | None = None,
+    ) -> Iterator[Composition]:
+        self.calls.append((start, end))
+        return super().compositions(index_id, start, end, as_of)
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "parquet"])
+@pytest.mark.parametrize(("index_id", "start", "end"), WINDOWS)
+def test_compositions_read_in_chunks_equal_one_run_over_the_window(
+    reader: IndexReader, out: Path, fmt: ExportFormat, index_id: str, start: Any, end: Any
+) -> None:
+    recording = _RecordingReader(reader)
+    export = export_index(recording, index_id, start, end, fmt, out, chunk_days=7)
+    days = [r["date"] for r in reader.performance(index_id, start, end).rows]
+    # consecutive chunks of at most 7 trading days covering the window, in order
+    assert recording.calls == [
+        (days[i], days[min(i + 7, len(days)) - 1]) for i in range(0, len(days), 7)
+    ]
+    assert export.rows["compositions"] == len(_expected_compositions(reader, index_id, start, end))
+    if fmt == "xlsx":
+        got = _xlsx_rows(openpyxl.load_workbook(export.path), "Compositions")
+    else:
+        with zipfile.ZipFile(export.path) as zf:
+            got = _load_member(zf, "compositions.parquet")
+    # bit for bit what one engine run over the whole window gives
+    assert got == _expected_compositions(reader, index_id, start, end)
+
+
+def test_the_workbook_is_written_in_constant_memory_mode(tmp_path: Path) -> None:
+    writer = xlsx_module.XlsxExport(tmp_path / "x.xlsx", tmp_path)
+    assert writer._book.constant_memory is True
+    writer.close()
+
+
+def test_progress_goes_forward_to_the_file(reader: IndexReader, out: Path) -> None:
+    seen: list[tuple[str, float]] = []
+    export_index(
+        reader,
+        "ew100",
+        None,
+        None,
+        "csv",
+        out,
+        progress=lambda stage, f: seen.append((stage, f)),
+        chunk_days=10,
+    )
+    fractions = [f for _, f in seen]
+    assert fractions == sorted(fractions) and fractions[0] >= 0 and fractions[-1] < 1
+    stages = list(dict.fromkeys(s for s, _ in seen))
+    assert stages == [
+        "reading the performance",
+        "reconstructing the compositions",
+        "reading the changes",
+        "writing the file",
+    ]
+    assert sum(1 for s, _ in seen if s == "reconstructing the compositions") == 6  # 60 days
+
+
+class _RebuildingStore:
+    """The real store, whose index appears rebuilt (a new version) on the first
+    ``rebuilds`` reads of its build state after the first one."""
+
+    def __init__(self, store: DuckDBStore, rebuilds: int) -> None:
+        self._store = store
+        self.reads = 0
+        self.rebuilds = rebuilds
+
+    def build_state(self, key: str) -> Any:
+        state = self._store.build_state(key)
+        self.reads += 1
+        bump = min(self.reads - 1, self.rebuilds)
+        return None if state is None else dataclasses.replace(state, version=state.version + bump)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize(("rebuilds", "written"), [(1, True), (99, False)])
+def test_an_index_rebuilt_during_the_export_is_exported_again(
+    reader: IndexReader, out: Path, rebuilds: int, written: bool
+) -> None:
+    store = _RebuildingStore(reader.store, rebuilds)  # type: ignore[arg-type]
+    rebuilt = IndexReader(store, reader.calendar)  # type: ignore[arg-type]
+    if written:
+        export = export_index(rebuilt, "ew100", None, None, "csv", out)
+        assert sorted(out.iterdir()) == [export.path]  # the first attempt's file is gone
+    else:
+        with pytest.raises(ConflictError, match="rebuilt while it was being exported"):
+            export_index(rebuilt, "ew100", None, None, "csv", out)
+        assert list(out.iterdir()) == []

@@ -50,7 +50,8 @@ DIRTY = [
     bar(D3, "ZZZ", 5),  # unknown symbol
     bar(D3, "AAA", "12,5"),  # unparseable close
     bar("2023-12-29", "AAA", 12, shares=None),  # no market cap, no shares in force yet
-    bar(D3, "AAA", 12, shares=-5),  # negative market cap
+    bar(D3, "AAA", 12, shares=-5),  # negative share count
+    bar(D3, "AAA", 12, market_cap=-5.0),  # negative market cap
     bar("2024-01-05", "AAA", 13, shares=None, market_cap=1.3e7),  # valid, market cap given
 ]
 
@@ -71,9 +72,10 @@ def test_dirty_file_quarantines_each_invalid_row_with_its_reason(
         "prices:unknown_symbol": 1,
         "prices:unparseable_close": 1,
         "prices:missing_market_cap": 1,
+        "prices:invalid_shares_outstanding": 1,
         "prices:invalid_market_cap": 1,
     }
-    assert report.rows_rejected == 11
+    assert report.rows_rejected == 12
     assert report.rows_read == report.rows_accepted + report.rows_rejected + 1
     assert _stored(store) == [
         (dt.date(2024, 1, 2), "AAA", 10.0, 1e7),
@@ -82,7 +84,7 @@ def test_dirty_file_quarantines_each_invalid_row_with_its_reason(
         (dt.date(2024, 1, 5), "AAA", 13.0, 1.3e7),
     ]
     quarantined = store.quarantined(report.run_id)
-    assert len(quarantined) == 11
+    assert len(quarantined) == 12
     bad_date = next(q for q in quarantined if q["reason"] == "unparseable_date")
     assert bad_date["row_number"] == 11 and bad_date["date"] == "2024-13-01"
     assert '"2024-13-01"' in bad_date["record"]

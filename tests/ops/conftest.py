@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from index_builder.api.app import create_app
-from index_builder.ingest.job import run_ingestion
-from index_builder.services.builds import IndexBuilder
-from index_builder.services.catalog import ensure_builtins
 from index_builder.storage.duckdb.store import DuckDBStore
 
 from api_helpers import make_settings
 from ops_helpers import GRACE, after_close, services_of
 from redis_server import RedisServer  # the redis_server fixture: tests/conftest.py
+from templates import build_template, private_copy
 
 START = dt.date(2023, 1, 3)
 
@@ -27,11 +24,7 @@ START = dt.date(2023, 1, 3)
 def built_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database with a 200 x 40 synthetic market and ew100 built."""
     path = tmp_path_factory.mktemp("ops-template") / "template.duckdb"
-    with DuckDBStore(path) as store:
-        ensure_builtins(store)
-        run_ingestion(store, "synthetic", {"symbols": 200, "days": 40, "start": START})
-        IndexBuilder(store, store.calendar).build(["ew100"])
-    return path
+    return build_template(path, symbols=200, days=40, indices=["ew100"])
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +39,7 @@ def last_day(built_template: Path) -> dt.date:
 @pytest.fixture
 def database(built_template: Path, tmp_path: Path) -> Path:
     """A private copy of the built database for one test."""
-    path = tmp_path / "ops.duckdb"
-    shutil.copy(built_template, path)
-    return path
+    return private_copy(built_template, tmp_path, "ops.duckdb")
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ import pytest
 from index_builder.calendar import get_calendar
 from index_builder.engine.definitions import parse_definition
 from index_builder.engine.panel import MarketPanel
+from index_builder.engine.variants import VARIANTS
+from index_builder.errors import ConflictError
 from index_builder.ingest.job import run_ingestion
 from index_builder.services.catalog import add_definition, ensure_builtins
 from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows
@@ -322,7 +324,11 @@ def test_bars_of_a_security_not_known_yet_do_not_count(
 
 # ---------------------------------------------------------------------- as-of results
 def _save(store: DuckDBStore, key: str, as_of: dt.datetime | None) -> None:
-    state = BuildState(key, store.next_build_version(), "h", D1, D1, 1, T1, 1.0, [], as_of)
+    found = store.get_definition(key.split("@")[0])
+    assert found is not None
+    state = BuildState(
+        key, store.next_build_version(), found[0].fingerprint(), D1, D1, 1, T1, 1.0, [], as_of
+    )
     levels = LevelRows(
         [D1],
         [1000.0],
@@ -353,14 +359,45 @@ def test_as_of_results_go_with_their_definition(pit_store: DuckDBStore) -> None:
     add_definition(
         pit_store, parse_definition({"id": "mine", "name": "x", "top_n": 6}), replace=True
     )
-    assert pit_store.as_of_builds("mine") == []  # new rules: the old as-of results go
-    assert pit_store.build_state("mine") is not None  # rebuilt in full by the next build
+    # new rules: every result of the old ones goes, current and as of, in one transaction
+    assert pit_store.as_of_builds("mine") == []
+    assert pit_store.build_state("mine") is None
     _save(pit_store, "mine@2024-01-05T09:00:00Z", T1)
     pit_store.delete_definition("mine")
     assert pit_store.build_state("mine") is None and pit_store.as_of_builds("mine") == []
     assert len(pit_store.as_of_builds("mine-2")) == 1  # another index's keys are untouched
     left = pit_store.cursor().execute("SELECT DISTINCT index_id FROM index_announcements")
     assert left.fetchall() == [("mine-2@2024-01-05T09:00:00Z",)]
+
+
+def test_results_of_replaced_or_removed_rules_are_discarded_at_commit(
+    pit_store: DuckDBStore,
+) -> None:
+    add_definition(pit_store, parse_definition({"id": "mine", "name": "Mine", "top_n": 5}))
+    old = pit_store.get_definition("mine")
+    assert old is not None
+    # the rules change while a build of the old ones runs: its results never land
+    add_definition(
+        pit_store, parse_definition({"id": "mine", "name": "x", "top_n": 6}), replace=True
+    )
+    stale = BuildState(
+        "mine", pit_store.next_build_version(), old[0].fingerprint(), D1, D1, 1, T1, 1.0, []
+    )
+    levels = LevelRows(
+        [D1], [1000.0], [0.0], [True], [0.0], [1], {v: [1000.0] for v in VARIANTS}, [D1]
+    )
+    with pytest.raises(ConflictError, match="rules were replaced while it was being built"):
+        pit_store.save_results(stale, levels, [], [], write_from=None)
+    assert pit_store.build_state("mine") is None
+    assert _rows(pit_store, "SELECT count(*) FROM index_levels") == [(0,)]
+    # removed while building: discarded too
+    _save(pit_store, "mine", None)
+    current = pit_store.build_state("mine")
+    assert current is not None
+    pit_store.delete_definition("mine")
+    with pytest.raises(ConflictError, match="was removed while it was being built"):
+        pit_store.save_results(current, levels, [], [], write_from=None)
+    assert _rows(pit_store, "SELECT count(*) FROM index_levels") == [(0,)]
 
 
 # ---------------------------------------------------------------------- migrations

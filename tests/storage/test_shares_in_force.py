@@ -218,7 +218,7 @@ def test_a_split_on_a_row_with_a_given_market_cap_adjusts_the_count_carried(
         (_row(D2, 5, shares=400, split=-2), "invalid_split_ratio"),
         (_row(D2, 0, shares=400, split=2), "invalid_close"),
         (_row(D2, -1, split=2), "invalid_close"),
-        (_row(D2, 5, shares=0, split=2), "invalid_market_cap"),
+        (_row(D2, 5, shares=0, split=2), "invalid_shares_outstanding"),
         (_row("2024-01-06", 5, shares=400, split=2), "not_a_session"),
         (_row("2024-01-15", 5, split=2), "not_a_session"),
     ],

@@ -17,17 +17,20 @@ from index_builder import __version__
 from index_builder.api.cache import ResponseCache
 from index_builder.api.dashboard import install_dashboard
 from index_builder.api.deps import BuildVersions, Services
+from index_builder.api.docs import install_docs
 from index_builder.api.jobs import JobManager
 from index_builder.api.problems import install_problem_handlers
 from index_builder.api.routers import admin, builds, exports, indices, providers, reads
 from index_builder.api.schedule import ScheduleThread
 from index_builder.calendar import get_calendar
+from index_builder.export.files import ExportFiles
 from index_builder.ops.observability import install_observability
 from index_builder.ops.protection import attach_protection, close_protection, install_protection
 from index_builder.services.builds import IndexBuilder
 from index_builder.services.catalog import ensure_builtins
 from index_builder.services.queries import IndexReader
 from index_builder.settings import Settings, get_settings
+from index_builder.storage.duckdb.jobs import DuckDBJobRecords
 from index_builder.storage.duckdb.store import DuckDBStore
 
 log = logging.getLogger("index_builder.api")
@@ -68,6 +71,7 @@ def build_services(settings: Settings) -> Services:
         ingest_memory_limit=settings.ingest_memory_limit,
     ).open()
     ensure_builtins(store)
+    store.broken_definitions()  # logs each stored definition that no longer validates
     cache = ResponseCache(
         settings.redis_url,
         ttl_seconds=settings.cache_ttl_seconds,
@@ -88,7 +92,19 @@ def build_services(settings: Settings) -> Services:
         versions=BuildVersions(store),
         flags=flags,
     )
-    services.jobs = JobManager(services.run_build, workers=settings.build_workers)
+    services.exports = ExportFiles(
+        settings.export_folder, dt.timedelta(hours=settings.export_retention_hours)
+    )
+    # jobs are stored with the data: the last process's answer after a restart
+    services.jobs = JobManager(
+        services.run_build,
+        workers=settings.build_workers,
+        keep=settings.jobs_keep,
+        records=DuckDBJobRecords(store),
+        export_workers=settings.export_workers,
+        on_drop=lambda job: exports.drop_file(services, job),
+    )
+    exports.sweep_files(services)  # files of jobs dropped or interrupted, and expired ones
     attach_protection(services)
     return services
 
@@ -131,6 +147,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: install_docs, local files instead of a CDN
+        redoc_url=None,
     )
     install_problem_handlers(app)
     install_observability(app, settings)
@@ -138,5 +156,6 @@ def create_app(
     routers = (builds, reads, indices, exports, admin, providers)
     for router in (module.router for module in routers):
         app.include_router(router)
+    install_docs(app)
     install_dashboard(app)  # last: the API's routes are matched first
     return app

@@ -56,6 +56,7 @@ MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".svg": "image/svg+xml",
+    ".png": "image/png",
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
@@ -68,11 +69,12 @@ _MODULEPRELOAD = "{{modulepreload}}"
 
 @dataclass
 class Asset:
-    """One file served under ``/static/``: its bytes, hash and (lazily) gzip form."""
+    """One file served under ``prefix`` (``/static/``): its bytes, hash and (lazily) gzip form."""
 
     path: str
     body: bytes
     media_type: str
+    prefix: str = STATIC_PREFIX
     version: str = field(init=False)
     _gzip: bytes | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -83,12 +85,12 @@ class Asset:
     @property
     def url(self) -> str:
         """The cache-forever URL: path and content hash."""
-        return f"{STATIC_PREFIX}{self.path}?v={self.version}"
+        return f"{self.prefix}{self.path}?v={self.version}"
 
     @property
     def compressible(self) -> bool:
-        """Large enough for gzip to pay (every asset is text: HTML, CSS, JS, SVG)."""
-        return len(self.body) >= GZIP_MIN_BYTES
+        """Text (HTML, CSS, JS, SVG; not PNG) large enough for gzip to pay."""
+        return len(self.body) >= GZIP_MIN_BYTES and self.media_type != "image/png"
 
     @property
     def gzip_ready(self) -> bool:
@@ -110,6 +112,31 @@ class Page:
 
     html: Asset
     csp: str
+
+
+def content_security_policy(inline_scripts: list[str], *, workers: bool = False) -> str:
+    """The pages' Content-Security-Policy: everything from this origin only, the given
+    inline scripts allowed by their SHA-256, inline styles (Plotly, Swagger UI and
+    ReDoc set some), no framing; ``workers``: workers made from blobs (ReDoc)."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
+        for s in inline_scripts
+    )
+    directives = [
+        "default-src 'self'",
+        f"script-src 'self' {hashes}".rstrip(),
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "connect-src 'self'",
+        "font-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+    if workers:
+        directives.insert(2, "worker-src 'self' blob:")
+    return "; ".join(directives)
 
 
 class DashboardAssets:
@@ -142,22 +169,8 @@ class DashboardAssets:
 
         html = _ASSET_URL.sub(url, template)
         html = html.replace(_IMPORTMAP, importmap).replace(_MODULEPRELOAD, preloads)
-        digest = base64.b64encode(hashlib.sha256(importmap.encode()).digest()).decode()
         # inline scripts: only the import map (by its hash); styles: Plotly sets some inline
-        csp = "; ".join(
-            [
-                "default-src 'self'",
-                f"script-src 'self' 'sha256-{digest}'",
-                "style-src 'self' 'unsafe-inline'",
-                "img-src 'self' data: blob:",
-                "connect-src 'self'",
-                "font-src 'self' data:",
-                "object-src 'none'",
-                "base-uri 'none'",
-                "form-action 'self'",
-                "frame-ancestors 'none'",
-            ]
-        )
+        csp = content_security_policy([importmap])
         return Page(Asset("index.html", html.encode("utf-8"), MEDIA_TYPES[".html"]), csp)
 
 
@@ -196,7 +209,7 @@ def _not_modified(request: Request, etag: str) -> bool:
     return header.strip() == "*" or etag in (t.strip() for t in header.split(","))
 
 
-async def _asset_response(
+async def asset_response(
     request: Request, asset: Asset, cache_control: str, **extra: str
 ) -> Response:
     """``asset`` (gzip when accepted), or ``304`` when the client's copy is current."""
@@ -225,7 +238,7 @@ async def _asset_response(
 async def dashboard_page(request: Request) -> Response:
     """The dashboard (HTML; always revalidated, the assets it names are immutable)."""
     page = dashboard_assets().page
-    return await _asset_response(
+    return await asset_response(
         request,
         page.html,
         REVALIDATE,
@@ -239,7 +252,7 @@ async def static_asset(path: str, request: Request) -> Response:
     if asset is None:
         raise NotFoundError(f"no dashboard file {path!r}", field="path")
     versioned = request.query_params.get("v") == asset.version
-    return await _asset_response(request, asset, IMMUTABLE if versioned else REVALIDATE)
+    return await asset_response(request, asset, IMMUTABLE if versioned else REVALIDATE)
 
 
 def install_dashboard(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from index_builder.api.cache import ResponseCache
 from index_builder.api.jobs import BuildRequest, BuildsRequest, JobManager, ProgressCallback
+from index_builder.export.files import ExportFiles
 from index_builder.ops.auth import ApiKeyAuth
 from index_builder.ops.flags import FlagStore
 from index_builder.ops.metrics import BUILD_DURATION, BUILD_FAILURES
@@ -93,6 +94,8 @@ class Services:
     build_outcomes: BuildOutcomes = field(default_factory=BuildOutcomes)
     auth: ApiKeyAuth | None = None
     rate_limiter: RateLimiter | None = None
+    exports: ExportFiles | None = None
+    """The files of export jobs (set by ``build_services``)."""
 
     def invalidate_caches(self) -> None:
         """After builds made outside the API's routes (the daily cycle): forget the

@@ -21,6 +21,8 @@ from index_builder.errors import IndexBuilderError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "urn:index-builder:problem:"
+RETRY_AFTER_SECONDS = 30
+"""``Retry-After`` of a ``503`` (storage unavailable)."""
 """Problem types are URNs: stable identifiers, listed in the README, not web pages."""
 
 log = logging.getLogger("index_builder.api")
@@ -52,6 +54,7 @@ TITLES = {
     405: "Method Not Allowed",
     409: "Conflict",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -72,14 +75,68 @@ def problem_response(
     }
     if field is not None:
         body["field"] = field
-    if instance is not None:
-        body["instance"] = instance
+    if instance is not None:  # the request path, bounded: a hostile path is not echoed whole
+        body["instance"] = instance if len(instance) <= 256 else instance[:255] + "…"
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def _validation_field(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+async def _body_problem(request: Request, error: Any) -> Response | None:
+    """The problem of a request body that is not a JSON object at all: malformed JSON
+    (400, where), another media type (415), or no body (422 naming it). None: the
+    body is a JSON object whose fields are at fault (the caller names the field)."""
+    path = request.url.path
+    content_type = request.headers.get("content-type")
+    body = await request.body()
+    if error.get("type") == "json_invalid":
+        position = error["loc"][1] if len(error["loc"]) > 1 else 0
+        text = body.decode("utf-8", errors="replace")
+        line = text.count("\n", 0, position) + 1
+        column = position - text.rfind("\n", 0, position)
+        why = str((error.get("ctx") or {}).get("error") or "not valid JSON")
+        detail = f"invalid JSON at line {line}, column {column}: {why[:1].lower()}{why[1:]}"
+        return problem_response(400, "invalid-json", detail, field="body", instance=path)
+    if body and not _is_json(content_type):
+        return problem_response(
+            415,
+            "unsupported-media-type",
+            f"the request body must be JSON (Content-Type: application/json), got "
+            f"{content_type or 'no Content-Type'}",
+            field="body",
+            instance=path,
+        )
+    if error.get("type") == "missing" and len(error.get("loc", ())) == 1:
+        return problem_response(
+            422,
+            "invalid-input",
+            "the request body is missing: send a JSON object (Content-Type: application/json)",
+            field="body",
+            instance=path,
+        )
+    if len(error.get("loc", ())) == 1 and error.get("type") in (
+        "model_attributes_type",
+        "dict_type",
+        "model_type",
+    ):
+        got = type(error.get("input")).__name__
+        kinds = {"list": "an array", "str": "a string", "int": "a number", "float": "a number"}
+        return problem_response(
+            422,
+            "invalid-input",
+            f"the request body must be a JSON object, got {kinds.get(got, got)}",
+            field="body",
+            instance=path,
+        )
+    return None
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -89,15 +146,23 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: IndexBuilderError) -> Response:
         if exc.http_status >= 500:
             log.warning("service error on %s: %s", request.url.path, exc.message)
-        return problem_response(
+        response = problem_response(
             exc.http_status, exc.code, exc.message, field=exc.field, instance=request.url.path
         )
+        if exc.http_status == 503:  # storage unavailable: worth trying again later
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        field = _validation_field(tuple(first.get("loc", ())))
+        loc = tuple(first.get("loc", ()))
+        if loc[:1] == ("body",):
+            body_problem = await _body_problem(request, first)
+            if body_problem is not None:
+                return body_problem
+        field = _validation_field(loc)
         where = f"{field}: " if field else ""
         return problem_response(
             422,
@@ -109,6 +174,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body json cannot take (nested too deeply, bad UTF-8)
+            return problem_response(
+                400,
+                "invalid-json",
+                "the request body cannot be read as JSON (nested too deeply, or not UTF-8)",
+                field="body",
+                instance=request.url.path,
+            )
         code = TITLES.get(exc.status_code, "error").lower().replace(" ", "-")
         return problem_response(exc.status_code, code, str(exc.detail), instance=request.url.path)
 

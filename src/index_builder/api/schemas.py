@@ -12,12 +12,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from index_builder.engine.definitions import DEFAULT_INDEX_ID, IndexDefinition
+from index_builder.engine.definitions import DEFAULT_INDEX_ID, INDEX_ID_PATTERN, IndexDefinition
 from index_builder.errors import InvalidInputError
 from index_builder.point_in_time import AS_OF_FORMATS, end_of_day, parse_as_of, to_utc
 
 IndexField = Field(
-    default=DEFAULT_INDEX_ID, description="Index id (see GET /indices).", examples=["ew100"]
+    default=DEFAULT_INDEX_ID,
+    pattern=INDEX_ID_PATTERN,
+    max_length=63,
+    description="Index id (see GET /indices): lower-case letters, digits and '-', at most 63.",
+    examples=["ew100"],
 )
 
 
@@ -117,9 +121,10 @@ class BuildsRequestBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    indices: list[str] | None = Field(
+    indices: list[Annotated[str, Field(pattern=INDEX_ID_PATTERN, max_length=63)]] | None = Field(
         default=None,
         min_length=1,
+        max_length=1000,
         description="Index ids to build (see GET /indices), in this order; duplicates are "
         "built once. Each must exist (404) and be allowed by the feature flags (409). "
         "Default (null or no body): every definition, except those a feature flag "
@@ -201,49 +206,96 @@ class BuildsResult(BaseModel):
 
 
 class JobAccepted(BaseModel):
-    """A build accepted for asynchronous execution."""
+    """A build or an export accepted for asynchronous execution."""
 
     job_id: str = Field(description="Job id.", examples=["7f9c0c1e2d8b4f5a9e3f6b1c2d3e4f50"])
     status: Literal["queued", "running", "succeeded", "failed"] = Field(
         description="Job state when the request was answered."
     )
-    status_url: str = Field(description="Poll this for progress and the result.")
-    joined: bool = Field(description="True when an identical build was already in flight.")
+    status_url: str = Field(
+        description="Poll this for progress and the result: a path on this server "
+        "(`/jobs/{job_id}`; never built from the request's Host header)."
+    )
+    joined: bool = Field(
+        description="True when an identical build (or export) was already in flight."
+    )
 
 
 class JobError(BaseModel):
-    """Why a job failed (problem details fields)."""
+    """Why a job failed or was interrupted (problem details fields)."""
 
-    type: str = Field(description="Problem type code.", examples=["build-failed"])
+    type: str = Field(
+        description="Problem type code; `interrupted` (status 503) when the server stopped "
+        "before the job finished.",
+        examples=["build-failed", "interrupted"],
+    )
     status: int = Field(description="HTTP status the error corresponds to.")
     detail: str = Field(description="What went wrong.")
     field: str | None = Field(default=None, description="The request field at fault.")
 
 
+class ExportResult(BaseModel):
+    """The result of an export job: its file (download it from the job's `download_url`)."""
+
+    index: str = Field(description="Index id.")
+    format: Literal["xlsx", "csv", "parquet"] = Field(description="The file's format.")
+    start_date: dt.date = Field(description="First day exported.")
+    end_date: dt.date = Field(description="Last day exported.")
+    as_of: str | None = AsOfEcho
+    build_version: int | None = Field(description="The build the file was read from.")
+    rows: dict[str, int] = Field(
+        description="Rows per table: performance, compositions, changes.",
+        examples=[{"performance": 2520, "compositions": 252000, "changes": 2519}],
+    )
+    filename: str = Field(
+        description="The file's name (in `Content-Disposition`).",
+        examples=["ew100_2015-01-02_2024-12-31.xlsx"],
+    )
+    media_type: str = Field(description="The file's media type.")
+    bytes: int = Field(description="The file's size.")
+    expires_at: dt.datetime = Field(
+        description="When the file is deleted (UTC; INDEX_BUILDER_EXPORT_RETENTION_HOURS "
+        "after it was written; sooner when the job is dropped with older jobs)."
+    )
+
+
 class JobStatusResponse(BaseModel):
-    """State of a build job."""
+    """State of a build or export job. Jobs are stored: they outlive a restart of the
+    server (the newest INDEX_BUILDER_JOBS_KEEP are kept)."""
 
     job_id: str = Field(description="Job id.")
-    index: str | None = Field(
-        description="Index id of a POST /build-index job; null for a POST /builds job."
+    kind: Literal["build", "builds", "export"] = Field(
+        description="`build` (POST /build-index), `builds` (POST /builds) or `export` "
+        "(POST /export-data)."
     )
-    indices: list[str] = Field(description="Every index the job builds.")
-    status: Literal["queued", "running", "succeeded", "failed"] = Field(
-        description="queued -> running -> succeeded | failed. A POST /builds job succeeds "
-        "even when some of its indices failed (their outcomes say so); it fails only "
-        "for what concerns every index (e.g. no market data)."
+    index: str | None = Field(
+        description="Index id of a POST /build-index or export job; null for POST /builds."
+    )
+    indices: list[str] = Field(description="Every index the job builds (or exports).")
+    status: Literal["queued", "running", "succeeded", "failed", "interrupted"] = Field(
+        description="queued -> running -> succeeded | failed, or `interrupted`: the server "
+        "stopped before the job finished (a restart; `error` says so, nothing more will "
+        "happen: submit the request again). A POST /builds job succeeds even when some "
+        "of its indices failed (their outcomes say so); it fails only for what concerns "
+        "every index (e.g. no market data)."
     )
     stage: str = Field(description="What the build is doing, e.g. 'loading market data'.")
     progress: float = Field(ge=0, le=1, description="Fraction done, 0..1.")
     created_at: dt.datetime = Field(description="When the job was queued (UTC).")
     started_at: dt.datetime | None = Field(default=None, description="When it started (UTC).")
     finished_at: dt.datetime | None = Field(default=None, description="When it ended (UTC).")
-    result: BuildResponse | BuildsResult | None = Field(
+    result: BuildResponse | BuildsResult | ExportResult | None = Field(
         default=None,
-        description="Set when succeeded: a BuildResponse (POST /build-index) or a "
-        "BuildsResult (POST /builds).",
+        description="Set when succeeded: a BuildResponse (POST /build-index), a "
+        "BuildsResult (POST /builds) or an ExportResult (POST /export-data).",
     )
-    error: JobError | None = Field(default=None, description="Set when failed.")
+    error: JobError | None = Field(default=None, description="Set when failed or interrupted.")
+    download_url: str | None = Field(
+        default=None,
+        description="A succeeded export job's file, until it expires: a path on this "
+        "server (`/exports/{job_id}/file`).",
+        examples=["/exports/7f9c0c1e2d8b4f5a9e3f6b1c2d3e4f50/file"],
+    )
 
 
 class PerformancePoint(BaseModel):
@@ -411,7 +463,7 @@ class IndexInfo(BaseModel):
 class ExportRequest(BaseModel):
     """Download an index's summary, performance, compositions and changes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     index: str = IndexField
     start_date: dt.date | None = Field(default=None, description="Default: the base date.")
@@ -420,6 +472,13 @@ class ExportRequest(BaseModel):
         default="xlsx", description="xlsx workbook, or a zip of csv / parquet tables."
     )
     as_of: AsOf | None = AsOfField
+    run_async: bool = Field(
+        default=False,
+        alias="async",
+        description="Return 202 with an export job at once (download the file from the "
+        "job's `download_url`). Windows longer than INDEX_BUILDER_ASYNC_EXPORT_DAYS "
+        "trading days are exported as a job anyway.",
+    )
 
 
 class FlagInfo(BaseModel):

@@ -1,7 +1,10 @@
 """``index-builder``: ingest market data, define and build indices, read results.
 
 Every user error prints one line on stderr and exits with code 2; the same
-validation as the API (see :mod:`index_builder.errors`).
+validation as the API (see :mod:`index_builder.errors`). So does a bad setting
+(``INDEX_BUILDER_*`` in the environment or ``.env``). ``--db`` and ``-q`` go
+before or after the command; help texts are plain text (no rich markup, so
+``[env ...]`` and ``[default: ...]`` show as written).
 """
 
 from __future__ import annotations
@@ -9,16 +12,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer._click import Command, Context, Parameter  # the click that typer bundles
+from typer.core import TyperGroup
 
 from index_builder import __version__
 from index_builder.calendar import get_calendar
@@ -26,11 +40,13 @@ from index_builder.cli.output import (
     OutputFormat,
     build_line,
     build_summary,
+    ingest_record,
     render,
     write_json,
 )
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, load_definition_file
 from index_builder.errors import IndexBuilderError, InvalidInputError, StorageError
+from index_builder.export import export_index
 from index_builder.ingest.job import run_ingestion
 from index_builder.ingest.universe import read_universe_file
 from index_builder.ops.logging import configure_logging
@@ -50,25 +66,8 @@ from index_builder.services.queries import (
     IndexReader,
 )
 from index_builder.settings import Settings, get_settings
-from index_builder.storage.base import BuildState, IngestReport
+from index_builder.storage.base import BuildState, IngestReport, ScheduleStep
 from index_builder.storage.duckdb.store import DuckDBStore
-
-app = typer.Typer(
-    name="index-builder",
-    help="Build, serve and monitor rules-based stock indices.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-indices_app = typer.Typer(
-    help="List, show, add and remove index definitions.", no_args_is_help=True
-)
-app.add_typer(indices_app, name="indices")
-
-err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _State:
@@ -77,6 +76,86 @@ class _State:
 
 
 STATE = _State()
+
+DB_HELP = "DuckDB file [env INDEX_BUILDER_DATABASE]."
+QUIET_HELP = "No progress output."
+
+
+def _db_after_command(value: Path | None) -> None:
+    """``--db`` given after the command: wins over one given before it."""
+    if value is not None and hasattr(STATE, "settings"):
+        STATE.settings = STATE.settings.model_copy(update={"database": value})
+
+
+def _quiet_after_command(value: bool) -> None:
+    if value:
+        STATE.quiet = True
+
+
+@cache
+def _common_options() -> list[Parameter]:
+    """``--db`` and ``-q`` as options of every command (typer builds them from a
+    signature; they update ``STATE`` after the top-level callback has run)."""
+    proto = typer.Typer(add_completion=False)
+
+    @proto.command()
+    def common(
+        db: Annotated[
+            Path | None,
+            typer.Option(
+                "--db",
+                help=f"{DB_HELP} Also accepted before the command.",
+                callback=_db_after_command,
+                show_default=False,
+            ),
+        ] = None,
+        quiet: Annotated[
+            bool,
+            typer.Option("--quiet", "-q", help=QUIET_HELP, callback=_quiet_after_command),
+        ] = False,
+    ) -> None:  # pragma: no cover - never invoked, only its options are used
+        """The options every command accepts."""
+
+    params = [p for p in typer.main.get_command(proto).params if p.name in {"db", "quiet"}]
+    for param in params:
+        param.expose_value = False  # handled by the callbacks, not passed to the command
+    return params
+
+
+class _Group(TyperGroup):
+    """A group whose commands also accept the global ``--db`` and ``-q``, so
+    ``index-builder build -q --db x.duckdb`` works like ``index-builder -q --db
+    x.duckdb build``."""
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and not isinstance(cmd, TyperGroup):
+            names = {p.name for p in cmd.params}
+            cmd.params.extend(p for p in _common_options() if p.name not in names)
+        return cmd
+
+
+app = typer.Typer(
+    name="index-builder",
+    help="Build, serve and monitor rules-based stock indices.",
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich markup would eat "[env ...]" and "[default: ...]"
+)
+indices_app = typer.Typer(
+    help="List, show, add and remove index definitions.",
+    cls=_Group,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(indices_app, name="indices")
+
+err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _parse_date(value: str | None, field: str) -> dt.date | None:
@@ -123,7 +202,8 @@ def _buildable(builder: IndexBuilder, ids: list[str]) -> list[str]:
 
 
 def _fail(exc: IndexBuilderError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    # escaped: a message may quote user input such as "[x]", which rich would take as markup
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -149,7 +229,14 @@ def _progress(label: str) -> Iterator[Callable[[str], None]]:
 
 DateOpt = Annotated[str | None, typer.Option(help="YYYY-MM-DD")]
 IndexOpt = Annotated[str, typer.Option("--index", "-i", help="Index id.")]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table (may be cut to the terminal), or csv / json (every value in full).",
+    ),
+]
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
@@ -161,25 +248,64 @@ AsOfOpt = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"index-builder {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main(
     db: Annotated[
         Path | None,
-        typer.Option("--db", help="DuckDB file [env INDEX_BUILDER_DATABASE].", show_default=False),
+        typer.Option(
+            "--db", help=f"{DB_HELP} Also accepted after the command.", show_default=False
+        ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=QUIET_HELP)] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     """Index Builder: ingest market data, build indices, read results."""
-    if version:
-        out.print(__version__)
-        raise typer.Exit(0)
-    settings = get_settings()
+    settings = _load_settings()
     STATE.settings = settings.model_copy(update={"database": db}) if db else settings
     STATE.quiet = quiet
     # commands talk to a person: readable logs unless JSON is asked for (serve decides again)
     auto = STATE.settings.log_format == "auto"
     configure_logging(STATE.settings, log_format="console" if auto else None)
+    with _errors():
+        STATE.settings.feature_flags()  # a malformed INDEX_BUILDER_FLAGS: one line, exit 2
+
+
+def _load_settings() -> Settings:
+    """The settings; a bad value prints one line naming the variable and exits 2."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        _fail(InvalidInputError(settings_error(exc)))
+    except SettingsError as exc:  # a value pydantic-settings cannot even decode
+        _fail(InvalidInputError(" ".join(str(exc).split())))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def settings_error(exc: ValidationError) -> str:
+    """``INDEX_BUILDER_API_PORT='abc': input should be a valid integer ...`` for each
+    bad setting, on one line (secrets are never echoed)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    parts = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = Settings.model_fields.get(name)
+        variable = f"{prefix}{name}".upper()
+        secret = field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
+        given = "" if secret or "input" not in error else f"={error['input']!r}"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{variable}{given}: {message[:1].lower()}{message[1:]}")
+    return "bad setting " + "; ".join(parts) + " (environment or .env)"
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -204,7 +330,30 @@ def ingest(
     securities: Annotated[Path | None, typer.Option(help="file: securities CSV/Parquet.")] = None,
     prices: Annotated[Path | None, typer.Option(help="file: prices CSV/Parquet.")] = None,
     map_: Annotated[
-        list[str] | None, typer.Option("--map", help="file: rename a column, old=new (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="file: rename a column of both files, old=new (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    securities_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--securities-map",
+            help="file: rename a column of the securities file only, old=new (repeatable; "
+            "wins over --map for the same column).",
+            show_default=False,
+        ),
+    ] = None,
+    prices_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prices-map",
+            help="file: rename a column of the prices file only, old=new (repeatable; "
+            "wins over --map for the same column).",
+            show_default=False,
+        ),
     ] = None,
     end: Annotated[
         str | None,
@@ -228,6 +377,12 @@ def ingest(
         list[str] | None,
         typer.Option(help="HTTP providers: exchanges (MICs) kept (repeatable, e.g. XNYS)."),
     ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format", "-f", help="table, or the run's report as one csv or json record."
+        ),
+    ] = OutputFormat.table,
 ) -> None:
     """Ingest market data (a standalone job; idempotent; every run is recorded)."""
     with _errors():
@@ -235,16 +390,27 @@ def ingest(
             query = _provider_query(start, end, universe, tickers, type_, exchange)
             with _store() as store, _progress(f"ingest ({provider})") as step:
                 report = run_ingestion(store, provider, query, progress=step)
-            _print_ingest(report, STATE.settings.database)
+            _print_ingest(report, STATE.settings.database, fmt)
             if report.status == "failed":
                 raise typer.Exit(1)
             return
-        query = _ingest_query(provider, seed, symbols, days, start, securities, prices, map_)
+        maps = _FileMaps(map_ or [], securities_map or [], prices_map or [])
+        query = _ingest_query(provider, seed, symbols, days, start, securities, prices, maps)
         if universe is not None:
             query["universe"] = read_universe_file(Path(universe))
         with _store() as store, _progress(f"ingest ({provider})") as step:
             report = run_ingestion(store, provider, query, progress=step)
-        _print_ingest(report, STATE.settings.database)
+        _print_ingest(report, STATE.settings.database, fmt)
+
+
+@dataclass(frozen=True)
+class _FileMaps:
+    """The ``old=new`` pairs of ``--map`` (both files), ``--securities-map`` and
+    ``--prices-map``."""
+
+    both: list[str]
+    securities: list[str]
+    prices: list[str]
 
 
 def _provider_query(
@@ -279,7 +445,7 @@ def _ingest_query(
     start: str | None,
     securities: Path | None,
     prices: Path | None,
-    map_: list[str] | None,
+    maps: _FileMaps,
 ) -> dict[str, Any]:
     if provider == "synthetic":
         if symbols < 1 or days < 1:
@@ -295,18 +461,35 @@ def _ingest_query(
             raise InvalidInputError(
                 "--provider file needs --securities PATH and --prices PATH", field="securities"
             )
-        return {
+        query: dict[str, Any] = {
             "securities": str(securities),
             "prices": str(prices),
-            "column_map": parse_column_map(map_ or []),
+            "column_map": parse_column_map(maps.both, option="--map"),
         }
+        if maps.securities:
+            query["securities_column_map"] = parse_column_map(
+                maps.securities, option="--securities-map"
+            )
+        if maps.prices:
+            query["prices_column_map"] = parse_column_map(maps.prices, option="--prices-map")
+        return query
     raise InvalidInputError(
         f"unknown provider {provider!r} (known: {', '.join(sorted(PROVIDERS))})",
         field="provider",
     )
 
 
-def _print_ingest(report: IngestReport, database: Path) -> None:
+def _print_ingest(
+    report: IngestReport, database: Path, fmt: OutputFormat = OutputFormat.table
+) -> None:
+    if fmt is not OutputFormat.table:
+        record = ingest_record(report, database)
+        if fmt is OutputFormat.json:
+            write_json(record)
+        else:
+            render([record], list(record), fmt)
+        _warn_current_basis(report)
+        return
     table = Table(title=f"Ingestion run {report.run_id} ({report.provider}): {report.status}")
     table.add_column("count")
     table.add_column("rows", justify="right")
@@ -324,14 +507,7 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
         table.add_row(f"  {reason}", f"{n:,}")
     table.add_row("securities changed", f"{report.securities_changed:,}")
     out.print(table)
-    if report.rows_current_basis:
-        err.print(
-            f"[bold yellow]warning:[/] {report.rows_current_basis:,} accepted rows use today's "
-            "share count for a past date (basis 'current'): their market caps carry "
-            "survivorship and look-ahead bias (README, 'Shares outstanding')",
-            highlight=False,
-            soft_wrap=True,
-        )
+    _warn_current_basis(report)
     if report.summary is not None:
         out.print(f"summary: {report.message}")
         if report.run_ids:
@@ -345,12 +521,19 @@ def _print_ingest(report: IngestReport, database: Path) -> None:
         )
 
 
+def _warn_current_basis(report: IngestReport) -> None:
+    if report.rows_current_basis:
+        err.print(
+            f"[bold yellow]warning:[/] {report.rows_current_basis:,} accepted rows use today's "
+            "share count for a past date (basis 'current'): their market caps carry "
+            "survivorship and look-ahead bias (README, 'Shares outstanding')",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command("providers")
-def providers_command(
-    format_: Annotated[
-        OutputFormat, typer.Option("--format", help="table, csv or json.")
-    ] = OutputFormat.table,
-) -> None:
+def providers_command(format_: FormatOpt = OutputFormat.table) -> None:
     """Market data providers: what each can give, its rate limit, auth, configured."""
     rows = []
     for item in describe_providers(STATE.settings):
@@ -369,7 +552,10 @@ def providers_command(
 
 
 @app.command()
-def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> None:
+def runs(
+    limit: Annotated[int, typer.Option(help="How many runs.")] = 20,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
     """Recent ingestion runs."""
     with _errors(), _store() as store:
         rows = store.ingest_runs(limit)
@@ -388,7 +574,7 @@ def runs(limit: Annotated[int, typer.Option(help="How many runs.")] = 20) -> Non
         "rows_current_basis",
         "message",
     ]
-    render(rows, cols, OutputFormat.table, title="Ingestion runs")
+    render(rows, cols, fmt, title="Ingestion runs")
     current = sum(int(r.get("rows_current_basis") or 0) for r in rows)
     if current:
         err.print(
@@ -408,7 +594,8 @@ def quarantine(
     """Rows rejected at ingestion, with the reason."""
     with _errors(), _store() as store:
         rows = store.quarantined(run, limit)
-    render(rows, ["run_id", "source", "row_number", "date", "symbol", "reason", "record"], fmt)
+    cols = ["run_id", "source", "row_number", "date", "symbol", "reason", "record"]
+    render(rows, cols, fmt, title="Quarantined rows")
 
 
 # ---------------------------------------------------------------------------- build
@@ -589,6 +776,115 @@ def changes(
     render(rows, CHANGES_COLUMNS, fmt, title=title)
 
 
+class ExportFileFormat(StrEnum):
+    """File formats of ``index-builder export`` (those of ``POST /export-data``)."""
+
+    xlsx = "xlsx"
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command("export")
+def export_command(
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write. Written to a temporary file next to it, then renamed: "
+            "FILE is never partial, and an existing FILE stays as it was when the export fails.",
+            show_default=False,
+        ),
+    ],
+    index: IndexOpt = DEFAULT_INDEX_ID,
+    start: DateOpt = None,
+    end: DateOpt = None,
+    as_of: AsOfOpt = None,
+    fmt: Annotated[
+        ExportFileFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="xlsx: a workbook (Summary with a level chart, Performance, Compositions, "
+            "Changes); csv or parquet: a zip of the same tables.",
+        ),
+    ] = ExportFileFormat.xlsx,
+) -> None:
+    """Export an index window to a file: the same file as the API's POST /export-data.
+
+    --start and --end default to the built range. Prints the path and the size.
+    Exit code 2 for what the user can fix (unknown index, a window that is not
+    built, a folder that does not exist or cannot be written), 1 when storage fails.
+    """
+    with _errors():
+        start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
+        as_of_k = _parse_as_of(as_of)
+        target = _export_target(out_file, fmt)
+        with _store() as store:
+            reader = IndexReader(store, store.calendar)
+            size = _export_atomically(reader, index, start_d, end_d, fmt, as_of_k, target)
+    typer.echo(f"wrote {target} ({size:,} bytes)")
+
+
+def _export_target(path: Path, fmt: ExportFileFormat) -> Path:
+    """``--out`` as an absolute path, refused (exit 2) when it cannot be a file."""
+    target = path.expanduser().absolute()
+    if target.is_dir():
+        raise InvalidInputError(f"--out: {path} is a directory, not a file", field="out")
+    if not target.parent.exists():
+        raise InvalidInputError(f"--out: folder {target.parent} does not exist", field="out")
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"--out: {target.parent} is not a folder", field="out")
+    suffix = ".xlsx" if fmt is ExportFileFormat.xlsx else ".zip"
+    if target.suffix.lower() != suffix:
+        what = "an xlsx workbook" if fmt is ExportFileFormat.xlsx else f"a zip of {fmt} tables"
+        typer.echo(f"warning: --out {path} does not end in {suffix}; it is {what}", err=True)
+    return target
+
+
+def _export_atomically(
+    reader: IndexReader,
+    index: str,
+    start: dt.date | None,
+    end: dt.date | None,
+    fmt: ExportFileFormat,
+    as_of: dt.datetime | None,
+    target: Path,
+) -> int:
+    """Write the export into a hidden folder next to ``target``, rename it over
+    ``target`` (atomic on one file system) and return its size; the folder goes
+    in every case, so a failure or Ctrl-C leaves nothing behind."""
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--out: cannot write to {target.parent}: {exc.strerror or exc}", field="out"
+        ) from None
+    try:
+        exported = export_index(reader, index, start, end, fmt.value, scratch, as_of)
+        exported.path.chmod(_new_file_mode(target))
+        os.replace(exported.path, target)
+        return target.stat().st_size
+    except PermissionError as exc:
+        raise InvalidInputError(
+            f"--out: cannot write {target}: {exc.strerror or exc}", field="out"
+        ) from None
+    except OSError as exc:  # a full disk, an I/O error: not the user's to fix
+        raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _new_file_mode(target: Path) -> int:
+    """The mode of the file being replaced, else what the umask gives a new file."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _as_of_title(as_of: dt.datetime | None) -> str:
     """`` as of <K>`` for the title of a read as of a moment."""
     return "" if as_of is None else f" as of {format_as_of(as_of)}"
@@ -596,7 +892,7 @@ def _as_of_title(as_of: dt.datetime | None) -> str:
 
 # ---------------------------------------------------------------------------- indices
 @indices_app.command("list")
-def indices_list() -> None:
+def indices_list(fmt: FormatOpt = OutputFormat.table) -> None:
     """All index definitions."""
     with _errors(), _store() as store:
         rows = []
@@ -615,8 +911,11 @@ def indices_list() -> None:
                     "builtin": "yes" if builtin else "no",
                     "built_through": state.built_through if state else None,
                     "data_waiting_from": waiting.get(d.id),
+                    "problem": None,
                 }
             )
+        broken = store.broken_definitions()
+        rows.extend({"id": i, "problem": why} for i, why in sorted(broken.items()))
     render(
         rows,
         [
@@ -628,11 +927,18 @@ def indices_list() -> None:
             "builtin",
             "built_through",
             "data_waiting_from",
+            "problem",
         ],
-        OutputFormat.table,
+        fmt,
         title="Indices (data_waiting_from: newer data waits for a build; reads answer from "
-        "the published build)",
+        "the published build; problem: a stored definition that no longer validates)",
     )
+    for index_id in broken:
+        typer.echo(
+            f"warning: the stored definition of {index_id} no longer validates: replace it "
+            "with 'index-builder indices add FILE --replace' or remove it",
+            err=True,
+        )
 
 
 @indices_app.command("show")
@@ -698,33 +1004,82 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [env INDEX_BUILDER_API_PORT].")] = None,
 ) -> None:
     """Serve the REST API (Ctrl-C stops it cleanly)."""
-    import uvicorn
-
     settings = STATE.settings.model_copy(
         update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v is not None}
     )
     configure_logging(settings)  # auto: JSON lines unless stderr is a terminal
     if settings.metrics_dir is not None:  # multiprocess metrics: before any metric exists
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.metrics_dir))
-    from index_builder.api.app import create_app
+    from index_builder.api.server import run_server  # uvicorn, timeouts, limits, proxies
 
     url = f"http://{settings.api_host}:{settings.api_port}"
     out.print(
         f"Index Builder API on {url}  (dashboard: {url}/, docs: {url}/docs, "
         f"database: {settings.database})"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning" if STATE.quiet else settings.log_level.lower(),
-        log_config=None,  # uvicorn's records go through our structured logging
-        access_log=False,  # the ops middleware logs one line per request instead
-    )
+    run_server(settings, log_level="warning" if STATE.quiet else None)
 
 
 # ---------------------------------------------------------------------------- schedule
-def _print_cycle(result: CycleResult) -> None:
+CYCLE_COLUMNS = [
+    "cycle_id",
+    "session",
+    "cycle_status",
+    "step",
+    "status",
+    "attempts",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "message",
+]
+
+
+def _cycle_record(result: CycleResult) -> dict[str, Any]:
+    return {
+        "cycle_id": result.cycle_id,
+        "session": result.session,
+        "status": result.status,
+        "steps": [_step_row(result, st) for st in result.steps],
+        "backfilled": result.backfilled,
+        "builds": [r.as_dict() for r in result.builds],
+    }
+
+
+def _step_row(result: CycleResult, st: ScheduleStep) -> dict[str, Any]:
+    return {
+        "cycle_id": result.cycle_id,
+        "session": result.session,
+        "cycle_status": result.status,
+        "step": st.step,
+        "status": st.status,
+        "attempts": st.attempts,
+        "started_at": st.started_at,
+        "finished_at": st.finished_at,
+        "duration_ms": st.duration_ms,
+        "message": st.message,
+    }
+
+
+def _print_cycle(
+    result: CycleResult,
+    fmt: OutputFormat = OutputFormat.table,
+    *,
+    stream: bool = False,
+    header: bool = True,
+) -> None:
+    """A cycle as a table, a JSON object (one line each when ``stream``: the
+    scheduler's JSON Lines) or CSV rows, one per step (``header``: with the header)."""
+    if fmt is OutputFormat.json:
+        write_json(_cycle_record(result), indent=None if stream else 2)
+    elif fmt is OutputFormat.csv:
+        rows = [_step_row(result, st) for st in result.steps] or [
+            {"cycle_id": result.cycle_id, "session": result.session, "cycle_status": result.status}
+        ]  # a cycle with nothing to do: one row that says so
+        render(rows, CYCLE_COLUMNS, fmt, header=header)
+    if fmt is not OutputFormat.table:
+        sys.stdout.flush()
+        return
     if result.cycle_id is None:
         what = "no session has closed yet" if result.session is None else "nothing to do"
         out.print(f"daily cycle: {result.status} ({what}; latest session {result.session})")
@@ -755,6 +1110,15 @@ def daily(
         str | None,
         typer.Option(help="Run as if at this moment (ISO 8601, no offset = UTC) [default: now]."),
     ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table; json: the cycle as one object (steps, backfilled sessions, builds); "
+            "csv: one row per step.",
+        ),
+    ] = OutputFormat.table,
 ) -> None:
     """Run the daily cycle once (for cron or a Kubernetes CronJob): backfill missing
     sessions, ingest the latest closed one, build every index. Exit code 1 when a
@@ -770,33 +1134,46 @@ def daily(
                 now=now or dt.datetime.now(dt.UTC),
                 flags=STATE.settings.feature_flags(),
             )
-        _print_cycle(result)
+        _print_cycle(result, fmt)
     if not result.ok:
         raise typer.Exit(1)
 
 
 @app.command()
-def scheduler() -> None:
+def scheduler(
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table; json: one line per cycle (JSON Lines); csv: one row per step "
+            "(one header).",
+        ),
+    ] = OutputFormat.table,
+) -> None:
     """Run the daily cycle after every XNYS session close + the offset, forever
     (Ctrl-C stops it). Standalone: no server may hold the database; to schedule
     inside the API set INDEX_BUILDER_SCHEDULER_ENABLED=true instead."""
+    cycles = 0
+
+    def printed(result: CycleResult) -> CycleResult:
+        nonlocal cycles
+        _print_cycle(result, fmt, stream=True, header=cycles == 0)
+        cycles += 1
+        return result
+
     with _errors():
         config = config_from_settings(STATE.settings)
         flags = STATE.settings.feature_flags()
         try:
             with _standalone_store() as store:
                 run_scheduler(
-                    lambda now: _printed(run_daily_cycle(store, config, now=now, flags=flags)),
+                    lambda now: printed(run_daily_cycle(store, config, now=now, flags=flags)),
                     store.calendar,
                     config.offset,
                 )
         except KeyboardInterrupt:
             err.print("scheduler stopped")
-
-
-def _printed(result: CycleResult) -> CycleResult:
-    _print_cycle(result)
-    return result
 
 
 @contextmanager
@@ -816,16 +1193,40 @@ def _standalone_store() -> Iterator[DuckDBStore]:
 
 
 # ---------------------------------------------------------------------------- quickstart
+QUICKSTART_COLUMNS = [
+    "index",
+    "base",
+    "through",
+    "total_return",
+    "annualized_return",
+    "annualized_volatility",
+    "sharpe",
+    "max_drawdown",
+    "turnover",
+    "build",
+]
+
+
 @app.command()
 def quickstart(
     symbols: Annotated[
         int, typer.Option(help="Securities in the synthetic market.")
     ] = DEFAULT_SYMBOLS,
     days: Annotated[int, typer.Option(help="Sessions in the synthetic market.")] = DEFAULT_DAYS,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table; csv or json: one record per index (a failed one with its reason) "
+            "and nothing else on stdout.",
+        ),
+    ] = OutputFormat.table,
 ) -> None:
     """Ingest the embedded synthetic market if the store is empty, build every index,
     and print a summary (what ``make run`` does). An index that cannot be built is
     listed as failed (with the reason) after the others; exit code 1 then."""
+    table = fmt is OutputFormat.table
     with _errors(), _store() as store:
         if not store.trading_days():
             with _progress("ingest (synthetic)") as step:
@@ -835,7 +1236,14 @@ def quickstart(
                     {"seed": DEFAULT_SEED, "symbols": symbols, "days": days},
                     progress=step,
                 )
-            _print_ingest(report, STATE.settings.database)
+            if table:
+                _print_ingest(report, STATE.settings.database)
+            else:
+                typer.echo(
+                    f"ingested run {report.run_id} ({report.provider}): {report.status}, "
+                    f"{report.rows_accepted} rows accepted, {report.rows_rejected} rejected",
+                    err=True,
+                )
         builder = _builder(store)
         ids = _buildable(builder, [d.id for d, _ in store.list_definitions()])
         with _progress("build") as step:
@@ -860,9 +1268,17 @@ def quickstart(
                     "build": r.mode,
                 }
             )
-    if rows:
-        render(rows, list(rows[0]), OutputFormat.table, title="Indices", console=out)
     failed = [r for r in results if r.failed]
+    if not table:  # every index, a failed one with its reason; the notes on stderr
+        rows += [{"index": r.index_id, "build": "failed", "reason": r.reason} for r in failed]
+        render(rows, [*QUICKSTART_COLUMNS, "reason"], fmt)
+        typer.echo(f"data lives in {STATE.settings.database.resolve()}", err=True)
+        if failed:
+            typer.echo(build_summary(results), err=True)
+            raise typer.Exit(1)
+        return
+    if rows:
+        render(rows, QUICKSTART_COLUMNS, fmt, title="Indices", console=out)
     width = max((len(r.index_id) for r in failed), default=0)
     for r in failed:  # the same line as 'index-builder build'
         typer.echo(_styled(build_line(r, width), r.outcome))

@@ -8,7 +8,9 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -18,10 +20,13 @@ from index_builder.point_in_time import format_as_of
 
 if TYPE_CHECKING:
     from index_builder.services.builds import BuildResult
+    from index_builder.storage.base import IngestReport
 
 
 class OutputFormat(StrEnum):
-    """Output formats of the read commands."""
+    """Output formats of the commands that print rows: ``table`` for a person (it may
+    be cut to the terminal's width), ``csv`` and ``json`` for programs (every value in
+    full, never cut or wrapped)."""
 
     table = "table"
     csv = "csv"
@@ -29,10 +34,12 @@ class OutputFormat(StrEnum):
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dt.date):
+    if isinstance(value, dt.date):  # a datetime too
         return value.isoformat()
     if isinstance(value, (list, tuple)):
         return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ";".join(f"{k}={v}" for k, v in value.items())
     return value
 
 
@@ -51,16 +58,19 @@ def render(
     *,
     title: str | None = None,
     console: Console | None = None,
+    header: bool = True,
 ) -> None:
-    """Write ``rows`` (restricted to ``columns``) to stdout in ``fmt``."""
+    """Write ``rows`` (restricted to ``columns``) to stdout in ``fmt`` (``header``: the
+    CSV header row, left out when appending to earlier rows)."""
     if fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
+        if header:
+            writer.writerow(columns)
         for row in rows:
             writer.writerow([_csv_value(row.get(c)) for c in columns])
     elif fmt is OutputFormat.json:
         payload = [{c: _json_value(row.get(c)) for c in columns} for row in rows]
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
     else:
         table = Table(title=title)
         for c in columns:
@@ -79,7 +89,7 @@ def _csv_value(value: Any) -> Any:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, dt.date):
+    if isinstance(value, dt.date):  # a datetime too
         return value.isoformat()
     if isinstance(value, tuple):
         return list(value)
@@ -90,15 +100,43 @@ def _numeric(rows: Sequence[dict[str, Any]], column: str) -> bool:
     return bool(rows) and isinstance(rows[0].get(column), (int, float))
 
 
-def write_json(payload: Any) -> None:
-    """``payload`` as indented JSON on stdout (dates and timestamps in ISO 8601)."""
-    sys.stdout.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
+def write_json(payload: Any, *, indent: int | None = 2) -> None:
+    """``payload`` as JSON on stdout (dates and timestamps in ISO 8601); indented, or
+    on one line with ``indent=None`` (JSON Lines)."""
+    sys.stdout.write(json.dumps(payload, indent=indent, default=_json_default) + "\n")
 
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
+    if isinstance(value, (Decimal, Path)):
+        return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def ingest_record(report: IngestReport, database: Path) -> dict[str, Any]:
+    """One ingestion run's report as a flat record (``ingest --format csv|json``)."""
+    return {
+        "run_id": report.run_id,
+        "provider": report.provider,
+        "status": report.status,
+        "rows_read": report.rows_read,
+        "rows_accepted": report.rows_accepted,
+        "rows_inserted": report.rows_inserted,
+        "rows_updated": report.rows_updated,
+        "rows_unchanged": report.rows_unchanged,
+        "duplicates_collapsed": report.duplicates_collapsed,
+        "rows_rejected": report.rows_rejected,
+        "rejected_by_reason": dict(sorted(report.rejected_by_reason.items())),
+        "securities_changed": report.securities_changed,
+        "rows_current_basis": report.rows_current_basis,
+        "min_date": report.min_date,
+        "max_date": report.max_date,
+        "known_at": None if report.known_at is None else format_as_of(report.known_at),
+        "run_ids": report.run_ids or [report.run_id],
+        "message": report.message,
+        "database": str(database),
+    }
 
 
 OUTCOME_WIDTH = len("unchanged")

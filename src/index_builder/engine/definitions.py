@@ -28,10 +28,23 @@ ReturnType = Literal["price", "total", "net_total"]
 Rebalance = Literal["daily", "weekly", "monthly", "quarterly"]
 
 
-class Universe(BaseModel):
-    """Eligibility filters. Lists match case-insensitively; ``None`` means no filter."""
+# Every number a definition accepts is finite (no NaN, no infinity: JSON's 1e309
+# overflows to infinity, YAML has .inf and .nan) and bounded so that levels stay
+# finite and returns non-zero.
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+MAX_PRICE = 1e12
+"""Largest ``min_price`` (USD per share)."""
+MAX_MARKET_CAP = 1e18
+"""Largest ``min_market_cap`` (USD)."""
+BASE_VALUE_RANGE = (1e-3, 1e9)
+"""``base_value`` bounds: levels stay finite and their ratios exact enough over decades."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Universe(BaseModel):
+    """Eligibility filters. Lists match ignoring case and surrounding spaces; ``None``
+    means no filter."""
+
+    model_config = STRICT
 
     sectors: tuple[str, ...] | None = Field(
         default=None, description="GICS sectors to include.", examples=[["Information Technology"]]
@@ -43,10 +56,16 @@ class Universe(BaseModel):
         default=None, description="Security types to include.", examples=[[COMMON_STOCK]]
     )
     min_price: float | None = Field(
-        default=None, ge=0, description="Minimum unadjusted close on the rebalance date (USD)."
+        default=None,
+        ge=0,
+        le=MAX_PRICE,
+        description="Minimum unadjusted close on the rebalance date (USD, inclusive).",
     )
     min_market_cap: float | None = Field(
-        default=None, ge=0, description="Minimum market cap on the rebalance date (USD)."
+        default=None,
+        ge=0,
+        le=MAX_MARKET_CAP,
+        description="Minimum market cap on the rebalance date (USD, inclusive).",
     )
 
     @field_validator("sectors", "exchanges", "types")
@@ -54,6 +73,10 @@ class Universe(BaseModel):
     def _non_empty(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is not None and len(value) == 0:
             raise ValueError("must not be an empty list (omit it to include everything)")
+        if value is not None and len(value) > 200:
+            raise ValueError("at most 200 values")
+        if value is not None and any(not v.strip() or len(v) > 200 for v in value):
+            raise ValueError("every value must be 1 to 200 characters, not blank")
         return value
 
 
@@ -61,17 +84,21 @@ class Buffer(BaseModel):
     """Selection buffer (METHODOLOGY part 2): members stay while ranked within
     ``exit_rank``; non-members enter when ranked within ``entry_rank``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
-    entry_rank: int = Field(ge=1, description="A non-member enters when ranked at or above this.")
-    exit_rank: int = Field(ge=1, description="A member stays while ranked at or above this.")
+    entry_rank: int = Field(
+        ge=1, le=10_000, description="A non-member enters when ranked at or above this."
+    )
+    exit_rank: int = Field(
+        ge=1, le=10_000, description="A member stays while ranked at or above this."
+    )
 
 
 class GroupCap(BaseModel):
     """Aggregate cap: the weights above ``threshold`` may sum to at most ``limit``
     (UCITS 5/10/40: cap 0.10, threshold 0.05, limit 0.40)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     threshold: float = Field(gt=0, le=1, description="Weights above this count toward the limit.")
     limit: float = Field(gt=0, le=1, description="Largest allowed sum of those weights.")
@@ -80,7 +107,7 @@ class GroupCap(BaseModel):
 class IndexDefinition(BaseModel):
     """A rules-based index. See ``docs/methodology.md`` for every field's meaning."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     id: str = Field(pattern=INDEX_ID_PATTERN, description="Identifier: lower-case, digits, '-'.")
     name: str = Field(min_length=1, max_length=200, description="Display name.")
@@ -93,7 +120,12 @@ class IndexDefinition(BaseModel):
     base_date: dt.date | None = Field(
         default=None, description="First index date (default: first trading day in the data)."
     )
-    base_value: float = Field(default=1000.0, gt=0, description="Index level on the base date.")
+    base_value: float = Field(
+        default=1000.0,
+        ge=BASE_VALUE_RANGE[0],
+        le=BASE_VALUE_RANGE[1],
+        description="Index level on the base date (0.001 to 1e9).",
+    )
     universe: Universe = Field(default_factory=Universe, description="Eligibility filters.")
     return_type: ReturnType = Field(
         default="total",

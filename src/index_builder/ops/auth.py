@@ -18,6 +18,12 @@ Clients send the key in ``X-API-Key``. Missing or unknown: ``401`` (code
 ``403`` (code ``forbidden``). Reads are open unless
 ``INDEX_BUILDER_READS_REQUIRE_KEY`` is set; a key sent on an open read must
 still be valid (a client with a wrong key learns it at once).
+
+Failed keys are throttled per client address (:meth:`ApiKeyAuth.check`): after
+``INDEX_BUILDER_AUTH_FAILURE_LIMIT`` invalid keys in a window, every request of
+that address that sends a key (even a right one) answers ``429`` with
+``Retry-After`` until the window ends, without the key being checked. Requests
+without a key are not affected (they have nothing to guess with).
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal, NoReturn, get_args
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
 from index_builder.ops.errors import ProblemError
-from index_builder.ops.metrics import AUTH_FAILURES
+from index_builder.ops.metrics import AUTH_BLOCKS, AUTH_FAILURES
+from index_builder.ops.ratelimit import RateLimiter
 from index_builder.settings import Settings
 
 log = logging.getLogger("index_builder.ops.auth")
@@ -157,18 +164,28 @@ class ApiKeyAuth:
     """Identifies callers by their key and enforces scopes (one per app)."""
 
     def __init__(
-        self, keys: Iterable[ApiKey], *, enabled: bool, reads_require_key: bool = False
+        self,
+        keys: Iterable[ApiKey],
+        *,
+        enabled: bool,
+        reads_require_key: bool = False,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.keys = tuple(keys)
         self.enabled = enabled
         self.reads_require_key = reads_require_key
+        self.limiter = limiter
+        """Client addresses and the failed-key budget (none: failures are not throttled)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeyAuth:
-        """Load the keys; enabled by default when any is configured (logged when not)."""
+    def from_settings(cls, settings: Settings, limiter: RateLimiter | None = None) -> ApiKeyAuth:
+        """Load the keys; enabled by default when any is configured (logged when not).
+        ``limiter`` counts failed keys per client address (its ``auth_failures`` budget)."""
         keys = load_keys(settings)
         enabled = settings.auth_enabled if settings.auth_enabled is not None else bool(keys)
-        auth = cls(keys, enabled=enabled, reads_require_key=settings.reads_require_key)
+        auth = cls(
+            keys, enabled=enabled, reads_require_key=settings.reads_require_key, limiter=limiter
+        )
         if not enabled:
             log.warning(
                 "API KEYS ARE NOT REQUIRED: authentication is disabled (%s); builds, "
@@ -218,6 +235,53 @@ class ApiKeyAuth:
             caller = state[_CALLER] = self.match(presented)
         return caller
 
+    async def check(self, request: Request, scope: Scope) -> ApiKey | None:
+        """:meth:`authorize` with failed keys throttled per client address.
+
+        A request that sends a key from an address known to have spent its
+        failed-key budget answers ``429`` before the key is checked; an invalid key
+        is counted (shared through Redis when configured) and answers ``401``
+        while the budget lasts, ``429`` once it is spent (with several processes,
+        one that has not counted the address's last failure itself learns it from
+        the next failure it counts). Requests without a key are not counted.
+        """
+        if not self.enabled:
+            return None
+        limiter = self.limiter
+        if limiter is None or limiter.auth_failures is None:
+            return self.authorize(request, scope)
+        caller = self.identify(request)
+        if not caller.presented:
+            return self.authorize(request, scope)
+        client = limiter.client_address(request)
+        wait = limiter.auth_blocked(client)
+        if wait:
+            self._throttled(request, client, wait)
+        if caller.key is None:
+            quota = await limiter.auth_failed(client)
+            if quota.allowed and quota.remaining == 0:  # this one spends the budget
+                AUTH_BLOCKS.inc()
+                log.warning(
+                    "auth: %d invalid API keys from %s within %d s; its keys are refused for %d s",
+                    quota.limit,
+                    client,
+                    quota.window_seconds,
+                    quota.reset_seconds,
+                )
+            elif not quota.allowed:
+                self._throttled(request, client, quota.reset_seconds)
+        return self.authorize(request, scope)
+
+    def _throttled(self, request: Request, client: str, wait: int) -> NoReturn:
+        AUTH_FAILURES.labels("throttled").inc()
+        log.debug("auth throttled: %s %s from %s", request.method, _route(request), client)
+        raise ProblemError(
+            429,
+            "rate-limited",
+            f"too many invalid API keys from this address: keys are refused for {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
     def authorize(self, request: Request, scope: Scope) -> ApiKey | None:
         """The caller's key when it may use ``scope``; raises 401 or 403 otherwise."""
         if not self.enabled:
@@ -238,12 +302,13 @@ class ApiKeyAuth:
     def _refuse(self, request: Request, reason: str, scope: str, key: ApiKey | None = None) -> None:
         AUTH_FAILURES.labels(reason).inc()
         log.warning(
-            "auth %s: %s %s needs scope %r (%s)",
+            "auth %s: %s %s needs scope %r (%s) from %s",
             reason,
             request.method,
             _route(request),
             scope,
             f"key {key.name}" if key is not None else "no valid key",
+            self._client(request),
         )
         if reason == "forbidden":
             assert key is not None
@@ -263,6 +328,13 @@ class ApiKeyAuth:
         else:
             detail = f"the API key in {HEADER} is not valid"
         raise ProblemError(401, "unauthorized", detail, headers={"WWW-Authenticate": "ApiKey"})
+
+    def _client(self, request: Request) -> str:
+        """The client address as the rate limits see it (the peer without a limiter)."""
+        if self.limiter is not None:
+            return self.limiter.client_address(request)
+        client = request.scope.get("client")
+        return str(client[0]) if client else "unknown"
 
     def health(self) -> dict[str, object]:
         """``ok``; ``degraded`` when keys are required but none is configured."""
@@ -305,7 +377,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[ApiKey | None]]:
         request: Request,
         _key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
     ) -> ApiKey | None:
-        return get_auth(request).authorize(request, scope)
+        return await get_auth(request).check(request, scope)
 
     dependency.__name__ = f"require_{scope}_scope"
     return dependency

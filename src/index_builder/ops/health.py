@@ -35,6 +35,7 @@ from index_builder.ops.breakers import breakers_health
 from index_builder.ops.state import (
     StoreState,
     builds_component,
+    definitions_component,
     ingestion_component,
     read_state,
 )
@@ -48,7 +49,7 @@ answers its probes (and a stuck check cannot starve the requests)."""
 _IN_FLIGHT: set[futures.Future[StoreState]] = set()
 """Database checks submitted and not finished (a timed-out one keeps running)."""
 
-_DB_COMPONENTS = ("freshness", "ingestion", "builds")
+_DB_COMPONENTS = ("freshness", "ingestion", "builds", "definitions")
 
 
 def overall_status(components: dict[str, dict[str, Any]]) -> str:
@@ -108,6 +109,7 @@ async def readiness(services: Services) -> dict[str, Any]:
         components["freshness"] = state.freshness.as_dict()
         components["ingestion"] = ingestion_component(state)
         components["builds"] = builds_component(state)
+        components["definitions"] = definitions_component(state)
     if components["storage"]["status"] == "down":
         for name in _DB_COMPONENTS:
             components[name] = {"status": "unknown", "detail": "storage is unavailable"}

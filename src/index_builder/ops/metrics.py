@@ -89,8 +89,13 @@ RATE_LIMITER_DEGRADED = Gauge(
 )
 AUTH_FAILURES = Counter(
     "index_builder_auth_failures_total",
-    "Refused API keys: missing, invalid, or forbidden (lacking the scope).",
+    "Refused API keys: missing, invalid, forbidden (lacking the scope), or throttled (429: "
+    "the client address has spent its failed-key budget).",
     ["reason"],
+)
+AUTH_BLOCKS = Counter(
+    "index_builder_auth_blocks_total",
+    "Client addresses that spent their failed-key budget (one per address and window).",
 )
 
 # --------------------------------------------------------------------------- builds, exports
@@ -114,6 +119,16 @@ EXPORT_FAILURES = Counter("index_builder_export_failures_total", "Exports that f
 # --------------------------------------------------------------------------- providers
 PROVIDER_ERRORS = Counter(
     "index_builder_provider_errors_total", "Errors from market data providers.", ["provider"]
+)
+PROVIDER_RETRIES = Counter(
+    "index_builder_provider_retries_total",
+    "Retries of transient provider errors (each retry counts), by provider and error reason.",
+    ["provider", "reason"],
+)
+PROVIDER_RETRIES_EXHAUSTED = Counter(
+    "index_builder_provider_retries_exhausted_total",
+    "Provider calls given up with a transient error after the last allowed attempt.",
+    ["provider", "reason"],
 )
 CIRCUIT_STATE = Gauge(
     "index_builder_circuit_state",

@@ -2,7 +2,8 @@
 
 * :func:`install_protection` (in ``create_app``): the problem handler of
   :class:`~index_builder.ops.errors.ProblemError` and one middleware
-  (``RateLimit-*`` headers, body size, read timeout).
+  (``RateLimit-*`` headers, body size, read timeout), plus the Host allow-list
+  when ``INDEX_BUILDER_ALLOWED_HOSTS`` names hosts (:mod:`index_builder.ops.hosts`).
 * :func:`attach_protection` (in ``build_services``): the per-process
   :class:`~index_builder.ops.auth.ApiKeyAuth` and
   :class:`~index_builder.ops.ratelimit.RateLimiter` on ``Services`` (both
@@ -10,7 +11,8 @@
 * ``ReadServices``, ``BuildServices``, ``ExportServices`` (in the routers): the
   ``services`` parameter of a protected route, in place of ``ServicesDep``: the
   rate limit first (so failed authentications spend the caller's budget too),
-  then the scope check, then the services.
+  then the scope check (failed keys throttled per client address), then the
+  services.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import Depends, FastAPI, Request, Security
 from index_builder.api.deps import Services
 from index_builder.ops.auth import API_KEY_HEADER, ApiKeyAuth, Scope, get_auth
 from index_builder.ops.errors import install_problem_error_handler
+from index_builder.ops.hosts import AllowedHostsMiddleware
 from index_builder.ops.ratelimit import (
     Category,
     RateLimiter,
@@ -34,7 +37,7 @@ from index_builder.settings import Settings
 
 async def _read_services(request: Request) -> Services:
     await enforce_rate_limit(request, "reads")
-    get_auth(request).authorize(request, "read")
+    await get_auth(request).check(request, "read")
     services: Services = request.app.state.services
     return services
 
@@ -45,7 +48,7 @@ def _guarded(category: Category, scope: Scope) -> Callable[..., Awaitable[Servic
         _key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
     ) -> Services:
         await enforce_rate_limit(request, category)
-        get_auth(request).authorize(request, scope)
+        await get_auth(request).check(request, scope)
         services: Services = request.app.state.services
         return services
 
@@ -76,12 +79,14 @@ def install_protection(app: FastAPI, settings: Settings) -> None:
         max_body_bytes=settings.max_body_bytes,
         timeout_seconds=settings.request_timeout_seconds,
     )
+    if settings.allowed_hosts != "*":  # added last: the outermost layer
+        app.add_middleware(AllowedHostsMiddleware, allowed=settings.allowed_hosts.split(","))
 
 
 def attach_protection(services: Services) -> None:
     """Create the API key checks and the rate limiter of one process (logs the mode)."""
-    services.auth = ApiKeyAuth.from_settings(services.settings)
     services.rate_limiter = RateLimiter.from_settings(services.settings)
+    services.auth = ApiKeyAuth.from_settings(services.settings, services.rate_limiter)
 
 
 async def close_protection(services: Services) -> None:

@@ -4,7 +4,8 @@ Three budgets (``INDEX_BUILDER_RATE_LIMIT_READS``, ``..._BUILDS``,
 ``..._EXPORTS``; ``600/minute``-style strings parsed by the ``limits``
 library) are counted per caller: the name of a valid API key, else the client
 address (``request.client.host``; ``X-Forwarded-For`` only when the peer is one
-of ``INDEX_BUILDER_TRUSTED_PROXIES``).
+of ``INDEX_BUILDER_TRUSTED_PROXIES``, the list ``index-builder serve`` also gives
+uvicorn: :mod:`index_builder.api.server`).
 
 Strategy: **fixed windows aligned to the clock**, counted with the ``limits``
 library's storages (``RedisStorage`` over ``redis.asyncio``, ``MemoryStorage``
@@ -33,6 +34,13 @@ budget), ``index_builder_rate_limiter_degraded`` is 1, health says
 ``degraded``, a warning is logged once per outage, and Redis is tried again
 after ``INDEX_BUILDER_REDIS_RETRY_SECONDS``; when it answers, limits are shared
 again (the local counts are dropped).
+
+Failed API keys have a budget of their own per client address
+(``INDEX_BUILDER_AUTH_FAILURE_LIMIT``, :meth:`RateLimiter.auth_failed`), counted
+the same way (also when the rate limits are off); once a process has counted
+the last one of a window, it refuses that address's keys without a Redis call
+until the window ends (:meth:`RateLimiter.auth_blocked`; see
+:meth:`index_builder.ops.auth.ApiKeyAuth.check`).
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ from index_builder.settings import Settings
 log = logging.getLogger("index_builder.ops.ratelimit")
 
 Category = Literal["reads", "builds", "exports"]
+AUTH_FAILURES = "auth_failures"
+"""The budget of failed API keys per client address (``INDEX_BUILDER_AUTH_FAILURE_LIMIT``)."""
 KEY_PREFIX = "ib:rl"
 STATE_KEY = "rate_limit"
 """Where a request's :class:`Quota` is kept (``scope["state"]``) for the headers."""
@@ -135,6 +145,7 @@ class RateLimiter:
         redis_url: str | None,
         *,
         enabled: bool = True,
+        auth_failures: RateLimitItem | None = None,
         trusted_proxies: str = "",
         timeout_seconds: float = 0.25,
         retry_seconds: float = 5.0,
@@ -145,6 +156,9 @@ class RateLimiter:
     ) -> None:
         self.limits = dict(limits)
         self.enabled = enabled
+        self.auth_failures = auth_failures
+        if auth_failures is not None:  # counted like a budget, whether or not limits apply
+            self.limits[AUTH_FAILURES] = auth_failures
         self.redis_url = redis_url
         self.retry_seconds = retry_seconds
         self._backstop = timeout_seconds + connect_timeout_seconds + 0.05
@@ -163,7 +177,7 @@ class RateLimiter:
         self._down_until = 0.0
         self._outage_since: float | None = None
         self._outage_reason = ""
-        if enabled and redis_url:
+        if (enabled or auth_failures is not None) and redis_url:
             # the same bounded pool and timeouts as the response cache
             self._pool = pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url,
@@ -193,6 +207,9 @@ class RateLimiter:
             },
             settings.redis_url,
             enabled=settings.rate_limit_enabled,
+            auth_failures=None
+            if settings.auth_failure_limit == "off"
+            else parse_rate_limit(settings.auth_failure_limit),
             trusted_proxies=settings.trusted_proxies,
             timeout_seconds=settings.redis_timeout_seconds,
             retry_seconds=settings.redis_retry_seconds,
@@ -324,6 +341,20 @@ class RateLimiter:
         else:
             self._succeeded()
 
+    def auth_blocked(self, client: str) -> int:
+        """Seconds until ``client`` may send a key again when this process knows its
+        failed-key budget is spent in the current window (0: not known to be)."""
+        lease = self._leases.get(f"{AUTH_FAILURES}:{client}")
+        if lease is None or lease.next <= lease.limit:
+            return 0
+        left = lease.ends - self._clock()
+        return math.ceil(left) if left > 0 else 0
+
+    async def auth_failed(self, client: str) -> Quota:
+        """Count one failed API key of ``client`` (shared through Redis like the budgets);
+        ``allowed`` is false once the address has spent its failed-key budget."""
+        return await self.hit(AUTH_FAILURES, client)
+
     def client_address(self, request: Request) -> str:
         """The peer address, or the client named by ``X-Forwarded-For`` when the peer
         (and each proxy before it) is a trusted proxy: the right-most untrusted entry."""
@@ -351,10 +382,10 @@ class RateLimiter:
     def health(self) -> dict[str, object]:
         """``ok`` (shared through Redis, or no Redis configured), ``degraded`` while
         limiting per process because Redis is down."""
-        if not self.enabled:
+        if not self.enabled and self.auth_failures is None:
             return {"status": "ok", "enabled": False}
         details: dict[str, object] = {
-            "enabled": True,
+            "enabled": self.enabled,  # false: only failed keys are counted
             "limits": {c: f"{i.amount}/{i.get_expiry()}s" for c, i in self.limits.items()},
             "backend": "redis" if self.shared else "memory",
             "shared": self.shared,

@@ -103,6 +103,11 @@ class BuildOutcomes:
         with self._lock:
             self._outcomes[index_id] = outcome
 
+    def forget(self, index_id: str) -> None:
+        """Drop the outcome of an index whose rules changed or that was removed."""
+        with self._lock:
+            self._outcomes.pop(index_id, None)
+
     def snapshot(self) -> dict[str, BuildOutcome]:
         """A copy of every recorded outcome."""
         with self._lock:
@@ -122,6 +127,9 @@ class StoreState:
     """Rows of the last finished run quarantined, by ``<source>:<reason>``."""
     builds: list[BuildState]
     outcomes: dict[str, BuildOutcome] = field(default_factory=dict)
+    broken_definitions: dict[str, str] = field(default_factory=dict)
+    """Stored definitions that no longer validate: id -> why (every other index is
+    served; these are left out until replaced or removed)."""
     waiting: dict[str, dt.date] = field(default_factory=dict)
     """Per index: the first trading day of data newer than its build (reads answer
     from the published build until the next build)."""
@@ -154,6 +162,7 @@ def read_state(
         builds=builds,
         outcomes=outcomes.snapshot() if outcomes is not None else {},
         waiting=data_waiting(store, builds),
+        broken_definitions=store.broken_definitions(),
     )
 
 
@@ -163,7 +172,9 @@ def ingestion_component(state: StoreState) -> dict[str, object]:
     if run is None:
         return {"status": "degraded", "detail": "no ingestion run yet"}
     finished = state.last_finished_run
-    failed = finished is not None and finished["status"] == "failed"
+    # interrupted: its process was killed (marked by the next process that opened the
+    # database); reported until a later run finishes
+    failed = finished is not None and finished["status"] in ("failed", "interrupted")
     component: dict[str, object] = {
         "status": "degraded" if failed else "ok",
         "run_id": run["run_id"],
@@ -222,6 +233,20 @@ def builds_component(state: StoreState) -> dict[str, object]:
     if details:
         component["detail"] = "; ".join(details)
     return component
+
+
+def definitions_component(state: StoreState) -> dict[str, object]:
+    """The readiness component of the stored definitions: one that no longer validates
+    degrades it, named with the reason (the other indices are served)."""
+    broken = state.broken_definitions
+    if not broken:
+        return {"status": "ok"}
+    return {
+        "status": "degraded",
+        "broken": dict(sorted(broken.items())),
+        "detail": f"stored definitions that no longer validate: {', '.join(sorted(broken))} "
+        "(replace them with POST /indices?replace=true or remove them)",
+    }
 
 
 def last_build_success(state: StoreState) -> dict[str, int]:

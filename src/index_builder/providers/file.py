@@ -1,9 +1,13 @@
 """The ``file`` provider: securities and prices from CSV or Parquet files.
 
-Column names are matched case-insensitively, ``--map old=new`` renames columns
-before matching, and values are passed on raw (text for CSV) so that ingestion
-can quarantine a row whose field does not parse instead of failing the file.
-Parquet files are streamed in record batches.
+Column names are matched case-insensitively and renamed before matching by a
+column map per file: ``column_map`` (``--map old=new``) applies to both files,
+``securities_column_map`` / ``prices_column_map`` (``--securities-map``,
+``--prices-map``) to one, and win over ``column_map`` for the same column (so
+two files whose columns share a name can map it differently). Values are passed
+on raw (text for CSV) so that ingestion can quarantine a row whose field does
+not parse instead of failing the file. Parquet files are streamed in record
+batches.
 """
 
 from __future__ import annotations
@@ -45,29 +49,59 @@ class FileProvider:
         from index_builder.ingest.universe import filter_listings
 
         path = Path(query["securities"])
-        column_map: Mapping[str, str] = query.get("column_map") or {}
-        table = open_table(path, column_map, SECURITY_COLUMNS, REQUIRED_SECURITY_COLUMNS)
+        table = open_table(
+            path,
+            file_column_map(query, "securities"),
+            SECURITY_COLUMNS,
+            REQUIRED_SECURITY_COLUMNS,
+            map_option="--securities-map",
+        )
         return filter_listings(table.read_all(), types, exchanges)
 
     def fetch(self, **query: Any) -> MarketData:
-        """``securities``/``prices`` paths (CSV or Parquet), optional ``column_map``."""
+        """``securities``/``prices`` paths (CSV or Parquet); optional ``column_map``
+        (both files), ``securities_column_map`` and ``prices_column_map``."""
         securities = Path(query["securities"])
         prices = Path(query["prices"])
-        column_map: Mapping[str, str] = query.get("column_map") or {}
-        sec_reader = open_table(securities, column_map, SECURITY_COLUMNS, REQUIRED_SECURITY_COLUMNS)
+        sec_reader = open_table(
+            securities,
+            file_column_map(query, "securities"),
+            SECURITY_COLUMNS,
+            REQUIRED_SECURITY_COLUMNS,
+            map_option="--securities-map",
+        )
         return MarketData(
             securities=sec_reader.read_all(),
-            prices=open_table(prices, column_map, PRICE_COLUMNS, REQUIRED_PRICE_COLUMNS),
+            prices=open_table(
+                prices,
+                file_column_map(query, "prices"),
+                PRICE_COLUMNS,
+                REQUIRED_PRICE_COLUMNS,
+                map_option="--prices-map",
+            ),
         )
 
 
-def parse_column_map(pairs: list[str]) -> dict[str, str]:
-    """``["Ticker=symbol", ...]`` -> ``{"ticker": "symbol"}`` (keys case-insensitive)."""
+def file_column_map(query: Mapping[str, Any], file: str) -> dict[str, str]:
+    """The column map of one file (``securities`` or ``prices``): ``column_map``
+    (both files) overridden by ``<file>_column_map`` for the same source column."""
+    shared: Mapping[str, str] = query.get("column_map") or {}
+    own: Mapping[str, str] = query.get(f"{file}_column_map") or {}
+    return {**shared, **own}
+
+
+def parse_column_map(pairs: list[str], *, option: str = "--map") -> dict[str, str]:
+    """``["Ticker=symbol", ...]`` -> ``{"ticker": "symbol"}`` (keys case-insensitive).
+
+    ``option`` names the command-line option in the error of a malformed pair.
+    """
     mapping: dict[str, str] = {}
     for pair in pairs:
         old, sep, new = pair.partition("=")
         if not sep or not old.strip() or not new.strip():
-            raise UnusableInputError(f"--map expects old=new, got {pair!r}", field="map")
+            raise UnusableInputError(
+                f"{option} expects old=new, got {pair!r}", field=option.removeprefix("--")
+            )
         mapping[old.strip().lower()] = new.strip().lower()
     return mapping
 
@@ -77,8 +111,13 @@ def open_table(
     column_map: Mapping[str, str],
     columns: tuple[str, ...],
     required: tuple[str, ...],
+    *,
+    map_option: str = "--map",
 ) -> pa.RecordBatchReader:
-    """A stream of batches with exactly ``columns`` (+ a 1-based ``_row``), raw values."""
+    """A stream of batches with exactly ``columns`` (+ a 1-based ``_row``), raw values.
+
+    ``map_option`` is the option the error of a missing column suggests.
+    """
     if not path.is_file():
         raise UnusableInputError(f"file not found: {path}", field=str(path))
     suffix = path.suffix.lower()
@@ -104,12 +143,15 @@ def open_table(
     if missing:
         raise UnusableInputError(
             f"{path}: missing required column(s): {', '.join(missing)} "
-            f"(found: {', '.join(source_names)}; rename with --map old=new)",
+            f"(found: {', '.join(source_names)}; rename with {map_option} old=new)",
             field=missing[0],
         )
     duplicated = sorted({n for n in renamed if renamed.count(n) > 1 and n in columns})
     if duplicated:
-        raise UnusableInputError(f"{path}: column(s) given twice: {', '.join(duplicated)}")
+        raise UnusableInputError(
+            f"{path}: column(s) given twice: {', '.join(duplicated)} (after renaming; "
+            f"use {map_option} to rename this file's columns only)"
+        )
     types = {name: _raw_type(name, t) for name, t in zip(renamed, source_types, strict=True)}
     schema = pa.schema(
         [pa.field(ROW_COLUMN, pa.int64())]

@@ -4,13 +4,15 @@ A provider fetches one symbol at a time, OpenBB style: ``transform_query``
 (the symbol and window -> its request), ``extract`` (the raw JSON, through
 :meth:`HttpProvider.get_json`) and ``transform`` (raw -> a standard
 :class:`SymbolData`). Every request goes through the rate limiter, the retry
-policy and the provider's circuit breaker; payloads that are not the JSON the
+policy (tenacity, :mod:`~index_builder.providers.resilience`: every retry logged and
+counted) and the provider's circuit breaker; payloads that are not the JSON the
 provider documents (an HTML challenge page with status 200, missing fields,
 wrong types, an empty series) raise :class:`~index_builder.errors.ProviderError`
 with a reason, so they are quarantined and never stored as data.
 
 API keys come from the settings (``SecretStr``) and are sent as headers, never
-in a URL, a log line or an error message.
+in a URL, a log line or an error message; a server that echoes the request
+headers in its body gets the key masked (``***``) in the quarantine snippet.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class HttpProvider(ABC):
             base=s.provider_backoff_base_seconds,
             maximum=s.provider_backoff_max_seconds,
             sleep=sleep,
+            redact=self.redact,
         )
         self.limiter = RateLimiter(
             float(getattr(s, self.rate_limit_setting)), clock=clock, sleep=sleep
@@ -149,6 +152,11 @@ class HttpProvider(ABC):
         key = self.api_key() if self.auth_scheme else None
         return {"Authorization": f"{self.auth_scheme} {key}"} if key else {}
 
+    def redact(self, text: str) -> str:
+        """``text`` without the API key (a server may echo the request headers)."""
+        key = self.api_key()
+        return text.replace(key, "***") if key else text
+
     def close(self) -> None:
         """Close the HTTP client."""
         self.client.close()
@@ -177,7 +185,12 @@ class HttpProvider(ABC):
                 symbol=symbol,
             )
         query = SymbolQuery(symbol.upper(), start, end)
-        return self.transform(self.extract(self.transform_query(query), query), query)
+        try:
+            return self.transform(self.extract(self.transform_query(query), query), query)
+        except ProviderError as exc:
+            if exc.snippet is not None:  # quarantine evidence: never the key
+                exc.snippet = self.redact(exc.snippet)
+            raise
 
     def fetch(self, **query: Any) -> MarketData:
         """``symbols`` (list), ``start``, ``end``: every symbol through a chain of one."""
@@ -280,7 +293,7 @@ class HttpProvider(ABC):
             reason=reason,
             symbol=symbol,
             transient=transient,
-            snippet=None if raw is None else raw[:SNIPPET_CHARS],
+            snippet=None if raw is None else self.redact(raw)[:SNIPPET_CHARS],
         )
 
 

@@ -249,12 +249,27 @@ class IndexBuilder:
             raise InvalidInputError(
                 f"end_date {end} is before start_date {start}", field="end_date"
             )
-        if start is not None:
-            base = self.base_date(definition, self.store.trading_days(as_of), as_of)
-            if start < base:
+        if start is not None or end is not None:
+            days = self.store.trading_days(as_of)
+            if not days:
+                raise no_market_data(as_of)
+            base = self.base_date(definition, days, as_of)
+            data = f"trading days in the data: {days[0]}..{days[-1]}"
+            if start is not None and start < base:
                 raise InvalidInputError(
-                    f"start_date {start} is before the base date {base} of {index_id}",
+                    f"start_date {start} is before the base date {base} of {index_id} ({data})",
                     field="start_date",
+                )
+            if end is not None and end < base:
+                raise InvalidInputError(
+                    f"end_date {end} is before the base date {base} of {index_id} ({data})",
+                    field="end_date",
+                )
+            if end is not None and end > days[-1]:
+                raise InvalidInputError(
+                    f"end_date {end} is after the last trading day of the data ({data}); "
+                    "omit it to build through the last one",
+                    field="end_date",
                 )
         return definition
 

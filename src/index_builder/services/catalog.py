@@ -33,7 +33,7 @@ def add_definition(
         raise ConflictError(
             f"{definition.id!r} is a built-in index and cannot be redefined", field="id"
         )
-    existing = store.get_definition(definition.id)
+    existing = _existing(store, definition.id)
     if existing is not None and not replace:
         raise ConflictError(
             f"index {definition.id!r} already exists (use --replace to redefine it)", field="id"
@@ -43,9 +43,20 @@ def add_definition(
     return existing is not None
 
 
+def _existing(store: Storage, index_id: str) -> tuple[IndexDefinition | None, bool] | None:
+    """(definition, builtin) of a stored id, the definition None when the stored one no
+    longer validates (it can still be replaced or removed); None when there is none."""
+    try:
+        found = store.get_definition(index_id)
+    except ConflictError:  # stored but no longer valid: a user definition to repair
+        return (None, False)
+    return None if found is None else (found[0], found[1])
+
+
 def remove_definition(store: Storage, index_id: str) -> None:
-    """Remove a user definition and its results; built-ins are refused."""
-    found = store.get_definition(index_id)
+    """Remove a user definition and its results; built-ins are refused (a stored
+    definition that no longer validates can be removed)."""
+    found = _existing(store, index_id)
     if found is None:
         raise NotFoundError(f"unknown index {index_id!r}", field="index")
     if found[1]:

@@ -136,10 +136,24 @@ class IndexReader:
             raise InvalidInputError(
                 f"end date {end} is before start date {start}", field="end_date"
             )
+        built = f"{state.base_date}..{state.built_through}"
         if start is not None and start < state.base_date:
             raise InvalidInputError(
-                f"start date {start} is before the base date {state.base_date} of {index_id}",
+                f"start date {start} is before the base date {state.base_date} of {index_id} "
+                f"(built range {built})",
                 field="start_date",
+            )
+        if end is not None and end < state.base_date:
+            raise InvalidInputError(
+                f"end date {end} is before the base date {state.base_date} of {index_id} "
+                f"(built range {built})",
+                field="end_date",
+            )
+        if end is not None and end > state.built_through:
+            raise InvalidInputError(
+                f"end date {end} is after the last built day {state.built_through} of "
+                f"{index_id} (built range {built}); omit it to read through the last built day",
+                field="end_date",
             )
         lo = start or state.base_date
         hi = end or state.built_through

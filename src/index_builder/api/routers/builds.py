@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from index_builder.api.jobs import BuildRequest, BuildsRequest, Job
+from index_builder.api.jobs import BuildRequest, BuildsRequest, Job, job_payload
 from index_builder.api.responses import json_response
 from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
 from index_builder.api.schemas import (
@@ -67,7 +67,7 @@ async def build_index(
     if body.run_async:
         require(services.flags, "async_builds", "an asynchronous build ('async': true)")
     days = await run_in_threadpool(services.check_build, build)
-    job, joined = services.jobs.submit(build)
+    job, joined = await run_in_threadpool(services.jobs.submit, build)  # writes its record
     run_async = body.run_async or days > services.settings.async_build_days
     if run_async and (services.flags is None or services.flags.enabled("async_builds")):
         return _accepted(job, joined, request)
@@ -113,13 +113,14 @@ async def build_indices(
     require(services.flags, "async_builds", "a multi-index build job (POST /builds)")
     indices = None if body is None else body.indices
     builds: BuildsRequest = await run_in_threadpool(services.buildable, indices)
-    job, joined = services.jobs.submit_many(builds, services.run_builds)
+    job, joined = await run_in_threadpool(services.jobs.submit_many, builds, services.run_builds)
     return _accepted(job, joined, request)
 
 
 def _accepted(job: Job, joined: bool, request: Request) -> Response:
-    """202 with the job and its status URL (also in ``Location``)."""
-    url = str(request.url_for("get_job", job_id=job.id))
+    """202 with the job and its status URL (also in ``Location``): a path, never built
+    from the request's Host header (which the client chooses)."""
+    url = request.scope.get("root_path", "") + request.app.url_path_for("get_job", job_id=job.id)
     return json_response(
         {"job_id": job.id, "status": job.status, "status_url": url, "joined": joined},
         status_code=202,
@@ -133,31 +134,26 @@ def _accepted(job: Job, joined: bool, request: Request) -> Response:
     response_model=JobStatusResponse,
     responses=problems(404, *READ_PROBLEMS),
     openapi_extra=OPTIONAL_API_KEY,
-    summary="Status, progress and outcome of a build job",
+    summary="Status, progress and outcome of a build or export job",
 )
-async def get_job(job_id: str, services: ReadServices) -> Response:
+async def get_job(
+    job_id: Annotated[
+        str,
+        Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Job id (hexadecimal)."),
+    ],
+    services: ReadServices,
+) -> Response:
     """`queued`, `running` (with `stage` and `progress`), `succeeded` (with `result`:
-    a BuildResponse for POST /build-index, a BuildsResult for POST /builds) or
-    `failed` (with `error`)."""
+    a BuildResponse for POST /build-index, a BuildsResult for POST /builds, an
+    ExportResult and `download_url` for an export), `failed` (with `error`) or
+    `interrupted` (the server stopped before the job finished: `error` says so;
+    submit the request again). Jobs are stored with the index data: after a
+    restart they answer as they ended (the newest INDEX_BUILDER_JOBS_KEEP are
+    kept)."""
     job = services.jobs.get(job_id)
     if job is None:
         raise NotFoundError(
-            f"no job {job_id!r} (jobs are kept while the server runs)", field="job_id"
+            f"no job {job_id!r} (the newest {services.settings.jobs_keep} jobs are kept)",
+            field="job_id",
         )
-    return json_response(_job_payload(job))
-
-
-def _job_payload(job: Job) -> dict[str, Any]:
-    return {
-        "job_id": job.id,
-        "index": job.request.index if isinstance(job.request, BuildRequest) else None,
-        "indices": list(job.request.indices),
-        "status": job.status,
-        "stage": job.stage,
-        "progress": round(job.progress, 4),
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "result": job.result,
-        "error": job.error,
-    }
+    return json_response(job_payload(job))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Path, Query
 
 from index_builder.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from index_builder.api.schemas import AS_OF_DESCRIPTION, AS_OF_EXAMPLES, AsOf
-from index_builder.engine.definitions import DEFAULT_INDEX_ID
+from index_builder.engine.definitions import DEFAULT_INDEX_ID, INDEX_ID_PATTERN
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -46,7 +46,24 @@ READ_PROBLEMS = (401, 403, 429, 504)
 WRITE_PROBLEMS = (401, 403, 413, 429)
 """Problems every build, definition change and export can answer."""
 
-IndexQuery = Annotated[str, Query(description="Index id (see GET /indices).", examples=["ew100"])]
+IndexQuery = Annotated[
+    str,
+    Query(
+        pattern=INDEX_ID_PATTERN,
+        max_length=63,
+        description="Index id (see GET /indices): lower-case letters, digits and '-'.",
+        examples=["ew100"],
+    ),
+]
+IndexPath = Annotated[
+    str,
+    Path(
+        pattern=INDEX_ID_PATTERN,
+        max_length=63,
+        description="Index id: lower-case letters, digits and '-'.",
+        examples=["ew100"],
+    ),
+]
 StartQuery = Annotated[
     dt.date | None,
     Query(description="First date of the window, YYYY-MM-DD (default: the base date)."),

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from index_builder.api.responses import json_response
-from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, problems
+from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, IndexPath, problems
 from index_builder.api.schemas import IndexInfo
 from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.ops.protection import OPTIONAL_API_KEY, BuildServices, ReadServices
@@ -80,7 +80,7 @@ async def list_indices(services: ReadServices) -> Response:
     openapi_extra=OPTIONAL_API_KEY,
     summary="One index definition",
 )
-async def get_index(index_id: str, services: ReadServices) -> Response:
+async def get_index(index_id: IndexPath, services: ReadServices) -> Response:
     """The definition, whether it is built in, and its last build."""
 
     def produce() -> dict[str, Any]:
@@ -119,7 +119,15 @@ async def create_index(
             ],
         ),
     ],
-    replace: Annotated[bool, Query(description="Replace an existing user index.")] = False,
+    replace: Annotated[
+        bool,
+        Query(
+            description="Replace an existing user index. New rules (any field but name and "
+            "description) remove its results, current and as of past moments, at once: reads "
+            "answer 404 until it is built again, and a build of the old rules still running "
+            "is discarded."
+        ),
+    ] = False,
 ) -> Response:
     """Validates the definition (the error names the field) and stores it. Build it
     with POST /build-index."""
@@ -128,6 +136,8 @@ async def create_index(
     def produce() -> dict[str, Any]:
         add_definition(services.store, parsed, replace=replace, flags=services.flags)
         services.versions.forget(parsed.id)
+        if services.store.build_state(parsed.id) is None:  # new rules: no outcome of the old
+            services.build_outcomes.forget(parsed.id)
         (info,) = _infos(services.store, [(parsed, False)])
         return info
 
@@ -140,8 +150,9 @@ async def create_index(
     responses=problems(404, 409, *WRITE_PROBLEMS),
     summary="Remove a user-defined index and its results",
 )
-async def delete_index(index_id: str, services: BuildServices) -> Response:
+async def delete_index(index_id: IndexPath, services: BuildServices) -> Response:
     """Built-in indices cannot be removed (409)."""
     await run_in_threadpool(remove_definition, services.store, index_id)
     services.versions.forget(index_id)
+    services.build_outcomes.forget(index_id)
     return Response(status_code=204)

@@ -7,9 +7,13 @@ Schema migrations run when the store opens.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,8 +29,13 @@ from index_builder.calendar import SessionCalendar, get_calendar
 from index_builder.engine.definitions import IndexDefinition, parse_definition
 from index_builder.engine.kernel import Spell
 from index_builder.engine.panel import LongBars, MarketPanel, SecurityMaster
-from index_builder.errors import IndexBuilderError, StorageError, UnusableInputError
-from index_builder.point_in_time import as_of_prefix, utc_now
+from index_builder.errors import (
+    ConflictError,
+    IndexBuilderError,
+    StorageError,
+    UnusableInputError,
+)
+from index_builder.point_in_time import AS_OF_SEPARATOR, as_of_prefix, utc_now
 from index_builder.storage.base import (
     AnnouncedConstituent,
     BuildState,
@@ -37,6 +46,8 @@ from index_builder.storage.base import (
     StorageCapabilities,
 )
 from index_builder.storage.duckdb.sql import names, query, statements
+
+log = logging.getLogger("index_builder.storage")
 
 _PANEL_BATCH_ROWS = 1 << 20
 
@@ -73,6 +84,13 @@ class DuckDBStore:
         self._lock = threading.Lock()
         self._master: SecurityMaster | None = None
         self._clock = clock  # naive UTC; an ingestion run's start is its default known_at
+        self._reported_broken: set[str] = set()
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        self.write_failure: str | None = None
+        """Why the last write failed (disk full, read-only, removed file...), until a
+        write succeeds: readiness reports it."""
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        """Who runs this process's ingestions (``ingest_runs.owner``)."""
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> DuckDBStore:
@@ -93,9 +111,11 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StorageError(f"cannot open database {self.path}: {exc}") from exc
         self._pin_utc()
+        self._identity = _file_identity(self.path)
         if not self.read_only:
             self._migrate()
             self._sync_calendar()
+            self._interrupt_orphan_runs()
         return self
 
     def _pin_utc(self) -> None:
@@ -147,15 +167,56 @@ class DuckDBStore:
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A transaction on this thread's cursor; rolled back on error."""
+        """A transaction on this thread's cursor; rolled back on error.
+
+        A write the storage refuses (no space, file too large, read-only, permission,
+        the file removed or replaced) is a :class:`StorageError` (503,
+        ``storage-unavailable``), remembered in :attr:`write_failure` until a
+        transaction commits: nothing of the transaction is kept.
+        """
+        self.check_file()
         cur = self.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
             yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):  # a failed commit has no transaction
+                cur.execute("ROLLBACK")
+            raise self._storage_error(exc) from exc
+        try:
+            cur.execute("COMMIT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")
+            raise self._storage_error(exc) from exc
+        self.write_failure = None
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        """The error to raise for ``exc``: a StorageError when the storage refused."""
+        if isinstance(exc, StorageError):
+            self.write_failure = exc.message
+            return exc
+        if isinstance(exc, duckdb.Error) and _storage_refused(exc):
+            detail = _first_line(exc)
+            self.write_failure = detail
+            log.error("storage refused a write to %s: %s", self.path, detail)
+            return StorageError(f"the database cannot be written: {detail}")
+        return exc
+
+    def check_file(self) -> None:
+        """Raise :class:`StorageError` when the database file was removed or replaced
+        since it was opened (writes would go to a file nobody will read again)."""
+        if self._identity is None:
+            return
+        now = _file_identity(self.path)
+        if now != self._identity:
+            what = "removed" if now is None else "replaced by another file"
+            message = (
+                f"the database file {self.path} was {what} while this process had it open; "
+                "nothing more is written to it: restore the file and restart the process"
+            )
+            self.write_failure = message
+            raise StorageError(message)
 
     def _arrow(self, name: str, params: dict[str, Any] | None = None) -> pa.Table:
         """A single-statement named query's result as an Arrow table."""
@@ -205,6 +266,21 @@ class DuckDBStore:
                     "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name]
                 )
 
+    def _interrupt_orphan_runs(self) -> None:
+        """Mark ``interrupted`` the runs left ``running`` by a process that is gone.
+
+        Only one process writes a DuckDB file, so a run still ``running`` that another
+        process (or an earlier life of this one) started was killed: its transaction
+        never committed and it stored nothing. Runs of this process are left alone.
+        """
+        rows = self._rows("interrupt_orphan_runs", {"owner": self.owner, "now": self._clock()})
+        for run_id, owner in rows:
+            log.warning(
+                "ingestion run %s (process %s) was interrupted: it stored nothing",
+                run_id,
+                owner or "unknown",
+            )
+
     def applied_migrations(self) -> list[int]:
         """The versions of every applied migration, ascending."""
         rows = self.cursor().execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
@@ -252,9 +328,9 @@ class DuckDBStore:
         run_id = int(cur.execute("SELECT nextval('ingest_run_ids')").fetchall()[0][0])
         known_at = self._clock()
         cur.execute(
-            "INSERT INTO ingest_runs (run_id, provider, params, status, started_at, known_at)"
-            " VALUES (?, ?, ?, 'running', ?, ?)",
-            [run_id, provider, json.dumps(params, default=str), known_at, known_at],
+            "INSERT INTO ingest_runs (run_id, provider, params, status, started_at, known_at,"
+            " owner) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            [run_id, provider, json.dumps(params, default=str), known_at, known_at, self.owner],
         )
         report = IngestReport(run_id=run_id, provider=provider, status="running", known_at=known_at)
         try:
@@ -531,27 +607,62 @@ class DuckDBStore:
 
     # ------------------------------------------------------------------ definitions
     def list_definitions(self) -> list[tuple[IndexDefinition, bool]]:
-        """All definitions with their built-in flag (built-ins first)."""
-        rows = self._rows("list_definitions")
-        return [(parse_definition(json.loads(d), source=i), bool(b)) for i, d, b in rows]
+        """All definitions that validate, with their built-in flag (built-ins first).
+
+        A stored definition that no longer validates (written by an older release,
+        or by hand) is left out, so that every other index keeps being served; see
+        :meth:`broken_definitions`.
+        """
+        out = []
+        for index_id, text, builtin in self._rows("list_definitions"):
+            try:
+                out.append((_stored_definition(index_id, text), bool(builtin)))
+            except IndexBuilderError:
+                continue
+        return out
+
+    def broken_definitions(self) -> dict[str, str]:
+        """Stored definitions that no longer validate: id -> why (logged once each)."""
+        broken = {}
+        for index_id, text, _ in self._rows("list_definitions"):
+            try:
+                _stored_definition(index_id, text)
+            except IndexBuilderError as exc:
+                broken[index_id] = exc.message
+        for index_id in broken.keys() - self._reported_broken:
+            log.warning("stored definition %s does not validate: %s", index_id, broken[index_id])
+        self._reported_broken |= broken.keys()
+        return broken
 
     def get_definition(self, index_id: str) -> tuple[IndexDefinition, bool] | None:
-        """One definition with its built-in flag, or None."""
+        """One definition with its built-in flag, or None (ConflictError when the
+        stored definition no longer validates: it names what to do)."""
         row = self._one("get_definition", {"index_id": index_id})
         if row is None:
             return None
-        return parse_definition(json.loads(row[0]), source=index_id), bool(row[1])
+        return _stored_definition(index_id, row[0]), bool(row[1])
 
     def put_definition(self, definition: IndexDefinition, *, builtin: bool) -> None:
         """Create or replace a definition.
 
-        Replacing its rules (any field but name and description) deletes the
-        index's as-of results: they were computed with rules that no longer exist.
-        The current results stay until the next build recomputes them in full.
+        Replacing its rules (any field but name and description), or a stored
+        definition that no longer validates, deletes every result of the index, the
+        current ones and those as of past moments, in the same transaction: they were
+        computed with rules that no longer exist, and reads say the index is not
+        built until it is built again. A build that was computing the old rules
+        finds the change at its commit and is discarded.
         """
         with self.transaction():
-            previous = self.get_definition(definition.id)
-            if previous is not None and previous[0].fingerprint() != definition.fingerprint():
+            row = self._one("get_definition", {"index_id": definition.id})
+            try:
+                same = row is not None and (
+                    _stored_definition(definition.id, row[0]).fingerprint()
+                    == definition.fingerprint()
+                )
+            except ConflictError:
+                same = False
+            if row is not None and not same:
+                self._exec("delete_results", {"index_id": definition.id})
                 self._exec("delete_as_of_results", {"prefix": as_of_prefix(definition.id)})
             self._exec(
                 "upsert_definition",
@@ -674,6 +785,7 @@ class DuckDBStore:
         )
         key = {"index_id": state.index_id}
         with self.transaction() as tx:
+            self._claim_definition(state)
             if write_from is None:
                 self._exec("delete_results", key)
             else:
@@ -702,6 +814,33 @@ class DuckDBStore:
                 },
             )
 
+    def _claim_definition(self, state: BuildState) -> None:
+        """Inside a build's transaction: the definition must still be the one the build
+        computed (not removed, not replaced by other rules). Touching its row makes a
+        concurrent change of it conflict with this transaction, so results never land
+        under rules that replaced the ones they were computed with."""
+        index_id = state.index_id.split(AS_OF_SEPARATOR, 1)[0]
+        try:
+            row = self._one("claim_definition", {"index_id": index_id})
+        except duckdb.TransactionException as exc:
+            raise ConflictError(
+                f"{index_id}: its definition changed while it was being built; the build's "
+                "results were discarded (build it again)",
+                field="index",
+            ) from exc
+        if row is None:
+            raise ConflictError(
+                f"{index_id} was removed while it was being built; the build's results were "
+                "discarded",
+                field="index",
+            )
+        if _stored_definition(index_id, row[0]).fingerprint() != state.definition_hash:
+            raise ConflictError(
+                f"{index_id}: its rules were replaced while it was being built; the build's "
+                "results were discarded (build it again for the new rules)",
+                field="index",
+            )
+
     def read_levels(self, index_id: str, start: dt.date, end: dt.date) -> pa.Table:
         """Stored levels in [start, end], ascending."""
         return self._arrow("read_levels", {"index_id": index_id, "start": start, "end": end})
@@ -713,7 +852,11 @@ class DuckDBStore:
     # ------------------------------------------------------------------ health and metrics
     def ping(self) -> int:
         """A trivial query (the schema version); raises :class:`StorageError` when the
-        database cannot be used."""
+        database cannot be used: a query fails, the file was removed or replaced, or
+        the last write failed (until a write succeeds)."""
+        self.check_file()
+        if self.write_failure is not None:
+            raise StorageError(f"the last write to the database failed: {self.write_failure}")
         try:
             row = self._one("health_ping")
         except duckdb.Error as exc:
@@ -830,6 +973,20 @@ def _numpy(batch: pa.RecordBatch, column: str, dtype: type[np.generic]) -> np.nd
     return np.asarray(batch.column(column).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
+def _stored_definition(index_id: str, text: str) -> IndexDefinition:
+    """A stored definition, or a ConflictError saying that it no longer validates."""
+    try:
+        return parse_definition(json.loads(text), source=index_id)
+    except (IndexBuilderError, ValueError) as exc:
+        why = exc.message if isinstance(exc, IndexBuilderError) else f"not JSON: {exc}"
+        raise ConflictError(
+            f"the stored definition of {index_id!r} no longer validates ({why}); replace it "
+            f"with 'index-builder indices add FILE --replace' or remove it with "
+            f"'index-builder indices remove {index_id}'",
+            field="index",
+        ) from None
+
+
 def _build_state(row: tuple[Any, ...]) -> BuildState:
     """A build state from a ``build_state`` query row."""
     return BuildState(
@@ -844,6 +1001,41 @@ def _build_state(row: tuple[Any, ...]) -> BuildState:
         warnings=json.loads(row[8]) if row[8] else [],
         as_of=row[9],
     )
+
+
+_REFUSALS = (
+    "no space left",
+    "file too large",
+    "read-only",
+    "read only",
+    "permission denied",
+    "could not write",
+    "disk quota",
+    "no such file",
+)
+
+
+def _storage_refused(exc: duckdb.Error) -> bool:
+    """True when DuckDB failed because the file system refused (not a query bug)."""
+    if isinstance(exc, duckdb.IOException | duckdb.PermissionException):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in _REFUSALS)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the database file, None when it does not exist (or in memory)."""
+    if str(path) == ":memory:":
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 _NO_BOUND_RUN = np.iinfo(np.int64).max

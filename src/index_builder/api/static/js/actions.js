@@ -59,6 +59,7 @@ export class Actions {
     this.jobLabel = document.getElementById("job-label");
     this.jobProgress = document.getElementById("job-progress");
     this.jobStatus = document.getElementById("job-status");
+    this.lastJob = null; // the last job followed to success (an export job's download_url)
     this.buildButton.addEventListener("click", () => this.build());
     this.buildAllButton.addEventListener("click", () => this.buildAll());
     this.exportButton.addEventListener("click", () => this.export());
@@ -179,8 +180,9 @@ export class Actions {
     this.outcomes.hidden = false;
   }
 
-  /** Poll GET /jobs/{id} until it ends; show stage and progress. Returns the result or null. */
-  async follow(accepted, label = "Build job") {
+  /** Poll GET /jobs/{id} until it ends; show stage and progress. Returns the result or null
+   * (the whole job is kept in `lastJob`). */
+  async follow(accepted, label = "Build job", failure = "Build failed") {
     this.job.hidden = false;
     this.job.dataset.jobId = accepted.job_id;
     this.jobLabel.textContent = `${label} ${accepted.job_id.slice(0, 8)}${accepted.joined ? " (joined a running build)" : ""}`;
@@ -201,12 +203,15 @@ export class Actions {
       this.job.dataset.status = job.status;
       if (job.status === "succeeded") {
         this.jobProgress.dataset.final = "succeeded";
+        this.lastJob = job;
         return job.result;
       }
-      if (job.status === "failed") {
-        this.jobProgress.dataset.final = "failed";
+      if (job.status === "failed" || job.status === "interrupted") {
+        // interrupted: the server restarted before the job finished; it can be submitted again
+        this.jobProgress.dataset.final = job.status;
         const e = job.error || {};
-        this.fail(new ApiError({ title: "Build failed", detail: e.detail, status: e.status, field: e.field, type: e.type }));
+        const title = job.status === "interrupted" ? `${label} interrupted` : failure;
+        this.fail(new ApiError({ title, detail: e.detail, status: e.status, field: e.field, type: e.type }));
         return null;
       }
       if (Date.now() - started > POLL_LIMIT_MS) {
@@ -217,7 +222,8 @@ export class Actions {
     }
   }
 
-  /** POST /export-data and save the file. */
+  /** POST /export-data and save the file (a long window is an export job: followed, then
+   * its file downloaded). */
   async export() {
     const { index, start, end } = this.selection();
     const format = this.format.value;
@@ -225,10 +231,15 @@ export class Actions {
     this.exportButton.disabled = true;
     this.say(`Exporting ${index} (${format})…`);
     try {
-      const response = await request("/export-data", {
+      let response = await request("/export-data", {
         method: "POST",
         body: { index, start_date: start || null, end_date: end || null, format },
+        accept: [202],
       });
+      if (response.status === 202) {
+        if (!(await this.follow(await response.json(), "Export job", "Export failed"))) return;
+        response = await request(this.lastJob.download_url);
+      }
       const blob = await response.blob();
       const name = filenameOf(response, `${index}.${format === "xlsx" ? "xlsx" : "zip"}`);
       const url = URL.createObjectURL(blob);

@@ -51,6 +51,15 @@ WHERE p.date BETWEEN $start AND $end
           SELECT company_id FROM securities WHERE company_id IS NOT NULL
           GROUP BY company_id HAVING count(*) > 1));
 
+-- name: interrupt_orphan_runs
+-- Runs left 'running' by a process that is gone (see DuckDBStore._interrupt_orphan_runs).
+UPDATE ingest_runs
+SET status = 'interrupted', finished_at = $now,
+    message = 'interrupted: the process that ran it (' || coalesce(owner, 'unknown')
+              || ') stopped before it finished; nothing of it was stored'
+WHERE status = 'running' AND owner IS DISTINCT FROM $owner
+RETURNING run_id, owner;
+
 -- name: latest_run_id
 -- The newest ingestion run whose rows a build can see: a succeeded run, or a provider
 -- batch that ended 'partial' (it committed what it fetched). A failed run wrote nothing.
@@ -169,6 +178,12 @@ SELECT max(date) FROM index_levels WHERE index_id = $index_id AND date <= $day;
 
 -- name: list_definitions
 SELECT index_id, definition, builtin FROM index_definitions ORDER BY builtin DESC, index_id;
+
+-- name: claim_definition
+-- The definition a build is about to store results for, its row written (unchanged)
+-- so that a concurrent replace or removal conflicts with the build's transaction.
+UPDATE index_definitions SET updated_at = updated_at WHERE index_id = $index_id
+RETURNING definition;
 
 -- name: get_definition
 SELECT definition, builtin FROM index_definitions WHERE index_id = $index_id;

@@ -87,6 +87,9 @@ SELECT
         WHEN k.symbol IS NULL THEN 'unknown_symbol'
         WHEN c.date IS NULL THEN 'not_a_session'
         WHEN p.close IS NULL OR NOT isfinite(p.close) OR p.close <= 0 THEN 'invalid_close'
+        WHEN p.shares_outstanding IS NOT NULL
+             AND (NOT isfinite(p.shares_outstanding) OR p.shares_outstanding <= 0)
+            THEN 'invalid_shares_outstanding'
         WHEN p.given_market_cap IS NULL AND p.shares_outstanding IS NULL
             THEN 'missing_market_cap'
         WHEN NOT isfinite(coalesce(p.given_market_cap, p.close * p.shares_outstanding))
@@ -96,6 +99,8 @@ SELECT
             THEN 'invalid_split_ratio'
         WHEN p.dividend IS NOT NULL AND (NOT isfinite(p.dividend) OR p.dividend < 0)
             THEN 'invalid_dividend'
+        WHEN p.volume IS NOT NULL AND (NOT isfinite(p.volume) OR p.volume < 0)
+            THEN 'invalid_volume'
         WHEN p.given_basis NOT IN ('point_in_time', 'current') THEN 'invalid_basis'
         WHEN p.given_known_at > $known_at THEN 'future_known_at'
     END AS reason
@@ -127,9 +132,15 @@ FROM (
                      TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE))  AS date,
             upper(NULLIF(trim(CAST(symbol AS VARCHAR)), ''))        AS symbol,
             TRY_CAST(close AS DOUBLE)                               AS close,
-            TRY_CAST(adj_close AS DOUBLE)                           AS adj_close,
-            TRY_CAST(volume AS DOUBLE)                              AS volume,
-            TRY_CAST(shares_outstanding AS DOUBLE)                  AS shares_outstanding,
+            -- an adjusted close that is not finite and > 0 is not used (P falls back to
+            -- close, METHODOLOGY "Inputs"): stored as missing, so storage holds no NaN
+            -- or infinity; a NaN volume or count is a missing one (pandas writes NaN)
+            CASE WHEN isfinite(TRY_CAST(adj_close AS DOUBLE)) AND TRY_CAST(adj_close AS DOUBLE) > 0
+                 THEN TRY_CAST(adj_close AS DOUBLE) END             AS adj_close,
+            CASE WHEN NOT isnan(TRY_CAST(volume AS DOUBLE))
+                 THEN TRY_CAST(volume AS DOUBLE) END                AS volume,
+            CASE WHEN NOT isnan(TRY_CAST(shares_outstanding AS DOUBLE))
+                 THEN TRY_CAST(shares_outstanding AS DOUBLE) END    AS shares_outstanding,
             TRY_CAST(market_cap AS DOUBLE)                          AS given_market_cap,
             TRY_CAST(dividend AS DOUBLE)                            AS dividend,
             TRY_CAST(split_ratio AS DOUBLE)                         AS split_ratio,
@@ -370,6 +381,8 @@ SET shares_outstanding = f.shares_outstanding,
             THEN 'invalid_split_ratio'
         WHEN k.dividend IS NOT NULL AND (NOT isfinite(k.dividend) OR k.dividend < 0)
             THEN 'invalid_dividend'
+        WHEN k.volume IS NOT NULL AND (NOT isfinite(k.volume) OR k.volume < 0)
+            THEN 'invalid_volume'
         WHEN k.known_at > $known_at THEN 'future_known_at'
     END
 FROM stg_shares_fill f

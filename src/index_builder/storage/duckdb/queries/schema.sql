@@ -316,3 +316,28 @@ CREATE MACRO securities_at(k, r) AS TABLE
 -- migration count as given.
 ALTER TABLE prices ADD COLUMN shares_inferred BOOLEAN DEFAULT false;
 ALTER TABLE price_versions ADD COLUMN shares_inferred BOOLEAN DEFAULT false;
+
+-- name: v11_run_owner
+-- The process that runs an ingestion ('<host>:<pid>'). A run still 'running' when
+-- another process opens the database for writing can only belong to a process that
+-- is gone (DuckDB lets one process write a file): it is marked 'interrupted'.
+ALTER TABLE ingest_runs ADD COLUMN owner VARCHAR;
+
+-- name: v10_jobs
+-- The API's jobs (POST /build-index async, POST /builds, POST /export-data async),
+-- so GET /jobs/{id} answers after a restart: the newest INDEX_BUILDER_JOBS_KEEP are
+-- kept. A job still queued or running when the API opens the database belongs to a
+-- process that is gone: it is marked 'interrupted' (queries/jobs.sql).
+CREATE TABLE api_jobs (
+    job_id       VARCHAR   PRIMARY KEY,
+    kind         VARCHAR   NOT NULL,   -- build | builds | export
+    request      VARCHAR   NOT NULL,   -- JSON: the request's fields
+    status       VARCHAR   NOT NULL,   -- queued | running | succeeded | failed | interrupted
+    stage        VARCHAR   NOT NULL,
+    progress     DOUBLE    NOT NULL,
+    created_at   TIMESTAMP NOT NULL,   -- UTC
+    started_at   TIMESTAMP,
+    finished_at  TIMESTAMP,
+    result       VARCHAR,              -- JSON, when succeeded
+    error        VARCHAR               -- JSON (problem fields), when failed or interrupted
+);

@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test lint bench bench-quick clean help system-deps
+.PHONY: run test lint bench bench-quick loadtest clean help system-deps
 
 help:
-	@echo "make run | make test | make lint | make bench | make clean"
+	@echo "make run | make test | make lint | make bench | make loadtest | make clean"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -41,8 +41,11 @@ run: $(STAMP) $(JS_STAMP)
 # Real services the tests start themselves (redis-server on a free loopback port),
 # the load tool of the benchmarks, promtool (alert rule unit tests) and the headless
 # browser of the dashboard tests (driven by Playwright, which downloads no browser);
+# PostgreSQL for the warehouse tests (they run its binaries from /usr/lib/postgresql as
+# the postgres user); nginx in front of two API processes (tests/deploy/test_nginx.py);
+# Java 17 for Spark in local mode (tests/engine/spark, build --engine spark);
 # Debian packages, installed when missing. An entry is `command` or `command:package`.
-SYSTEM_TOOLS := redis-server wrk promtool:prometheus chromium:chromium
+SYSTEM_TOOLS := redis-server wrk promtool:prometheus chromium:chromium java:openjdk-17-jre-headless pg_ctlcluster:postgresql nginx
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-deps:
@@ -67,8 +70,15 @@ bench: $(STAMP) $(JS_STAMP) system-deps
 	$(BIN)/python bench/run.py --sizes 3000x252,6000x2520
 	$(BIN)/python bench/incremental.py --symbols 6000 --days 2520 --repeats 3
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/reads.py
 	$(BIN)/python bench/ops_overhead.py
 	$(BIN)/python bench/dashboard.py
+
+# nginx (deploy/nginx/nginx.conf) in front of 1, 2 and 4 API processes over an Iceberg
+# copy of the 6000 x 2520 bench data (prepared once from `make bench`'s database), with
+# a mix of cached, uncached, job and abusive clients: docs/benchmarks.md, "Scale-out"
+loadtest: $(STAMP) system-deps
+	$(BIN)/python bench/loadtest.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --sizes 3000x252

@@ -12,6 +12,10 @@ phase at a time so that only the server under test runs during its load:
 2. ``index-builder serve`` without Redis: the same URLs, every answer from DuckDB.
 3. The framework floor (``bench/floor_app.py``): FastAPI under uvicorn returning the
    cached bytes from memory, the most a single uvicorn process can do for that body.
+   It runs beside the cached servers, and each cached URL is measured ``--rounds``
+   times alternately with the floor on the same bytes (server, floor, server,
+   floor...): the ratio of runs seconds apart is what a shared machine moves least.
+   The floor rows shown are those measured beside the default configuration.
 
 Every server is one uvicorn process on 127.0.0.1, as ``index-builder serve`` runs it.
 Load is ``wrk -t THREADS -c CONNECTIONS -d DURATIONs --latency`` (plus ``--timeout``,
@@ -44,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -363,18 +367,85 @@ def year_window(client: httpx.Client, base: str) -> tuple[str, str]:
     return str(year[0]["date"]), str(year[-1]["date"])
 
 
+def start_floor(
+    stack: ExitStack, tmp: Path, bodies: dict[str, bytes], client: httpx.Client, probe: str
+) -> str:
+    """The framework floor app serving ``bodies`` (route path -> bytes); its base URL."""
+    floor_port = free_port()
+    floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--port", str(floor_port)]
+    for route, body in bodies.items():
+        file = tmp / f"{route.strip('/')}.json"
+        file.write_bytes(body)
+        floor_cmd += ["--route", f"{route}={file}"]
+    proc = stack.enter_context(running("floor", floor_cmd, tmp))
+    base = f"http://{HOST}:{floor_port}"
+    try:
+        wait_http(client, base + probe, proc, "floor app")
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{log_tail(tmp, 'floor')}") from exc
+    return base
+
+
+def against_floor(
+    runs: list[tuple[str, str, str, bytes]],
+    floor: str,
+    args: argparse.Namespace,
+    measure: Any,
+) -> tuple[list[Load], list[Load]]:
+    """Each ``(step, base, path, body)`` measured by ``measure`` and then the floor on the
+    same path, ``args.rounds`` times, alternately (the machine is shared: a ratio of
+    two runs a few seconds apart is what drifts least). Returns the server's loads
+    and the floor's, requests summed over the rounds, the ratio set on the server's."""
+    out, floors = [], []
+    for step, base, path, body in runs:
+        mine: list[Load] = []
+        theirs: list[Load] = []
+        for _ in range(args.rounds):
+            mine.append(measure(step, base + path, len(body), args))
+            theirs.append(run_wrk(f"floor for {step}", floor + path, len(body), args))
+        load, floor_load = merged(mine), merged(theirs)
+        load.ratio_to_floor = load.requests_per_sec / floor_load.requests_per_sec
+        floor_load.ratio_to_floor = 1.0
+        out.append(load)
+        floors.append(floor_load)
+    return out, floors
+
+
+def merged(loads: list[Load]) -> Load:
+    """Several runs of one step as one: requests and req/s summed over the runs'
+    time, the worst p50 and p99."""
+    first = loads[0]
+    seconds = sum(x.requests / x.requests_per_sec for x in loads)
+    return Load(
+        step=first.step,
+        url=first.url,
+        requests=sum(x.requests for x in loads),
+        requests_per_sec=sum(x.requests for x in loads) / seconds,
+        p50_ms=max(x.p50_ms for x in loads),
+        p99_ms=max(x.p99_ms for x in loads),
+        non_2xx=sum(x.non_2xx for x in loads),
+        socket_errors={k: sum(x.socket_errors[k] for x in loads) for k in first.socket_errors},
+        body_bytes=first.body_bytes,
+        redis_hits=None if first.redis_hits is None else sum(x.redis_hits or 0 for x in loads),
+    )
+
+
 def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str], list[Load]]:
-    """The cached, uncached and floor phases, one server at a time."""
+    """The cached (Redis only, then the default tiers) and uncached phases, one API
+    server at a time, each cached run alternating with the floor app on the same
+    bytes."""
     loads: list[Load] = []
+    floors: list[Load] = []
     client = httpx.Client(trust_env=False)  # no proxies: loopback only
     try:
-        # ---- phase 1: Redis and the cached server
-        redis_port, cached_port = free_port(), free_port()
-        redis_url = f"redis://{HOST}:{redis_port}/0"
-        redis_bin = shutil.which("redis-server") or "redis-server"
-        redis_cmd = [redis_bin, "--port", str(redis_port), "--bind", HOST, "--save", ""]
-        redis_cmd += ["--appendonly", "no", "--dir", str(tmp)]
-        with running("redis", redis_cmd, tmp) as redis_proc:
+        with ExitStack() as stack:
+            # ---- phase 1: Redis and the cached server
+            redis_port, cached_port = free_port(), free_port()
+            redis_url = f"redis://{HOST}:{redis_port}/0"
+            redis_bin = shutil.which("redis-server") or "redis-server"
+            redis_cmd = [redis_bin, "--port", str(redis_port), "--bind", HOST, "--save", ""]
+            redis_cmd += ["--appendonly", "no", "--dir", str(tmp)]
+            redis_proc = stack.enter_context(running("redis", redis_cmd, tmp))
             wait_redis(redis_url, redis_proc)
             env = server_env(redis_url)
             with running("cached", serve_cmd(cached_port), tmp, env) as proc:
@@ -391,11 +462,31 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str]
                 perf_body = fetch(client, base + perf_path, expect_cache="HIT")
                 fetch(client, base + comp_path)
                 comp_body = fetch(client, base + comp_path, expect_cache="HIT")
-                for step, path, body in (
-                    ("cached GET /index-performance", perf_path, perf_body),
-                    ("cached GET /index-composition", comp_path, comp_body),
-                ):
-                    loads.append(run_cached_wrk(step, base + path, len(body), args, redis_url))
+                # the framework floor, the same bytes from memory, alive while cached
+                # servers are measured so that each of their runs has a floor run beside it
+                floor = start_floor(
+                    stack,
+                    tmp,
+                    {"/index-performance": perf_body, "/index-composition": comp_body},
+                    client,
+                    perf_path,
+                )
+                if fetch(client, floor + perf_path) != perf_body:
+                    raise RuntimeError("the floor app does not return the cached bytes")
+
+                def cached_run(step: str, url: str, size: int, a: argparse.Namespace) -> Load:
+                    return run_cached_wrk(step, url, size, a, redis_url)
+
+                mine, theirs = against_floor(
+                    [
+                        ("cached GET /index-performance", base, perf_path, perf_body),
+                        ("cached GET /index-composition", base, comp_path, comp_body),
+                    ],
+                    floor,
+                    args,
+                    cached_run,
+                )
+                loads += mine
                 fetch(client, base + perf_path, expect_cache="HIT")  # still served from Redis
 
             # ---- phase 1b: the default configuration, in-process tier in front of Redis
@@ -407,6 +498,7 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str]
                     wait_http(client, f"{base}/indices", proc, "local-tier server")
                 except RuntimeError as exc:
                     raise RuntimeError(f"{exc}\n{log_tail(tmp, 'local')}") from exc
+                runs = []
                 for step, path, body in (
                     ("cached+local GET /index-performance", perf_path, perf_body),
                     ("cached+local GET /index-composition", comp_path, comp_body),
@@ -414,7 +506,11 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str]
                     fetch(client, base + path)
                     if fetch(client, base + path, expect_cache="HIT") != body:
                         raise RuntimeError(f"{step}: body differs from the Redis-only server's")
-                    loads.append(run_wrk(step, base + path, len(body), args))
+                    runs.append((step, base, path, body))
+                mine, theirs = against_floor(runs, floor, args, run_wrk)
+                loads += mine
+                floors += theirs  # the floor figures shown: those beside the default tiers
+                for _, _, path, _ in runs:
                     fetch(client, base + path, expect_cache="HIT")
 
         # ---- phase 2: the server without Redis
@@ -430,39 +526,21 @@ def measure_servers(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str]
                 if body != cached_body:
                     print(f"  note: uncached body of {path} differs from the cached one")
                 fetch(client, base + path, expect_cache="MISS")
-            loads.append(
-                run_wrk("uncached GET /index-performance", base + perf_path, len(perf_body), args)
-            )
-            loads.append(
-                run_wrk("uncached GET /index-composition", base + comp_path, len(comp_body), args)
-            )
-
-        # ---- phase 3: the framework floor, the same bytes from memory
-        (tmp / "performance.json").write_bytes(perf_body)
-        (tmp / "composition.json").write_bytes(comp_body)
-        floor_port = free_port()
-        floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--port", str(floor_port)]
-        floor_cmd += ["--route", f"/index-performance={tmp / 'performance.json'}"]
-        floor_cmd += ["--route", f"/index-composition={tmp / 'composition.json'}"]
-        with running("floor", floor_cmd, tmp) as proc:
-            base = f"http://{HOST}:{floor_port}"
-            try:
-                wait_http(client, base + perf_path, proc, "floor app")
-            except RuntimeError as exc:
-                raise RuntimeError(f"{exc}\n{log_tail(tmp, 'floor')}") from exc
-            if fetch(client, base + perf_path) != perf_body:
-                raise RuntimeError("the floor app does not return the cached performance bytes")
-            floor_perf = run_wrk("floor (performance body)", base + perf_path, len(perf_body), args)
-            floor_comp = run_wrk("floor (composition body)", base + comp_path, len(comp_body), args)
+            for step, path, body in (
+                ("uncached GET /index-performance", perf_path, perf_body),
+                ("uncached GET /index-composition", comp_path, comp_body),
+            ):
+                load = run_wrk(step, base + path, len(body), args)
+                floor_load = next(f for f in floors if path.split("?")[0] in f.url)
+                load.ratio_to_floor = load.requests_per_sec / floor_load.requests_per_sec
+                loads.append(load)
     finally:
         client.close()
 
-    for load in loads:
-        floor = floor_perf if "performance" in load.step else floor_comp
-        load.ratio_to_floor = load.requests_per_sec / floor.requests_per_sec
-    floor_perf.ratio_to_floor = floor_comp.ratio_to_floor = 1.0
+    for load in floors:
+        load.step = "floor (" + load.step.removeprefix("floor for cached+local GET ") + " body)"
     window = {"index": INDEX, "start_date": start, "end_date": end, "date": COMPOSITION_DATE}
-    return window, [*loads, floor_perf, floor_comp]
+    return window, [*loads, *floors]
 
 
 # ---------------------------------------------------------------------------- export
@@ -540,6 +618,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--wrk-timeout", type=int, default=10, help="wrk request timeout, seconds")
     parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating runs of each cached server and the floor"
+    )
+    parser.add_argument(
         "--warmup", type=int, default=2, help="seconds of unrecorded load before each run"
     )
     parser.add_argument("--export-child", type=Path, help=argparse.SUPPRESS)
@@ -547,6 +628,8 @@ def main() -> None:
     if args.export_child is not None:
         export_child(args.export_child)
         return
+    if args.rounds < 1:
+        parser.error("need rounds >= 1")
     if args.connections < args.threads or min(args.duration, args.threads) < 1 or args.warmup < 0:
         parser.error("need duration >= 1, threads >= 1, connections >= threads, warmup >= 0")
     for tool in ("wrk", "redis-server"):
@@ -578,6 +661,7 @@ def main() -> None:
         "threads": args.threads,
         "wrk_timeout_s": args.wrk_timeout,
         "warmup_s": args.warmup,
+        "rounds": args.rounds,
     }
     payload = {
         "machine": machine,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ from index_builder.services.catalog import ensure_builtins  # noqa: E402
 from index_builder.storage.duckdb.store import DuckDBStore  # noqa: E402
 
 from redis_server import RedisServer  # noqa: E402
+
+if TYPE_CHECKING:
+    from s3_server import S3Server
 
 
 @pytest.fixture
@@ -40,6 +44,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 endpoint (moto's server) on a free loopback port, shared by the
+    session (per worker); a test may stop and start it (the buckets are kept)."""
+    from s3_server import S3Server  # moto takes a while to import: only when used
+
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket of its own for the test, with the AWS_* variables pointing at the
+    server (the server is started again if an earlier test left it stopped)."""
+    s3_server.start()
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("INDEX_BUILDER_S3_ENDPOINT", raising=False)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.create_bucket()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

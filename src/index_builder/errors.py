@@ -32,6 +32,14 @@ class InvalidInputError(IndexBuilderError):
     http_status = 422
 
 
+class ConflictingOptionsError(InvalidInputError):
+    """Inputs that exclude each other were given together (``as_of`` and
+    ``as_of_version``): the request is malformed (400; CLI exit code 2)."""
+
+    code = "conflicting-options"
+    http_status = 400
+
+
 class NotFoundError(IndexBuilderError):
     """An index, run or date range that does not exist."""
 
@@ -73,6 +81,13 @@ class StorageError(IndexBuilderError):
     code = "storage-unavailable"
     exit_code = 1
     http_status = 503
+
+
+class StorageBusyError(StorageError):
+    """Another process is writing the lake (its writer lease), or took over while this
+    process wrote: nothing of this write is visible; try again (503 with Retry-After)."""
+
+    code = "storage-busy"
 
 
 class ProviderError(IndexBuilderError):

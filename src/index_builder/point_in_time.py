@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from index_builder.errors import InvalidInputError
+from index_builder.errors import ConflictingOptionsError, InvalidInputError
 
 AS_OF_SEPARATOR = "@"
 """Separates an index id from its as-of moment in a result key (ids never contain it)."""
@@ -86,8 +86,27 @@ def format_as_of(value: dt.datetime) -> str:
     return to_utc(value).isoformat() + "Z"
 
 
-def result_key(index_id: str, as_of: dt.datetime | None) -> str:
-    """Where a build's results are stored: the index id, or ``<id>@<as_of>`` as of K."""
+def check_point(
+    as_of: dt.datetime | None,
+    as_of_version: int | None,
+    labels: tuple[str, str] = ("as_of", "as_of_version"),
+) -> None:
+    """A build or read is as of a moment or as of a version, never both
+    (:class:`ConflictingOptionsError` naming both ``labels``)."""
+    if as_of is not None and as_of_version is not None:
+        raise ConflictingOptionsError(
+            f"{labels[0]} and {labels[1]} cannot be given together: build or read as of a "
+            "moment or as of a version, not both",
+            field=labels[1].lstrip("-").replace("-", "_"),
+        )
+
+
+def result_key(index_id: str, as_of: dt.datetime | None, as_of_version: int | None = None) -> str:
+    """Where a build's results are stored: the index id, ``<id>@<as_of>`` as of K, or
+    ``<id>@v<V>`` as of version V (the data as they stood after it)."""
+    check_point(as_of, as_of_version)
+    if as_of_version is not None:
+        return f"{index_id}{AS_OF_SEPARATOR}v{as_of_version}"
     if as_of is None:
         return index_id
     return f"{index_id}{AS_OF_SEPARATOR}{format_as_of(as_of)}"
@@ -98,7 +117,11 @@ def as_of_prefix(index_id: str) -> str:
     return f"{index_id}{AS_OF_SEPARATOR}"
 
 
-def build_command(index_id: str, as_of: dt.datetime | None) -> str:
-    """The CLI command that builds ``index_id`` (as of ``as_of``)."""
+def build_command(
+    index_id: str, as_of: dt.datetime | None, as_of_version: int | None = None
+) -> str:
+    """The CLI command that builds ``index_id`` (as of ``as_of`` or ``as_of_version``)."""
     command = f"index-builder build --index {index_id}"
+    if as_of_version is not None:
+        return f"{command} --as-of-version {as_of_version}"
     return command if as_of is None else f"{command} --as-of {format_as_of(as_of)}"

@@ -25,9 +25,68 @@ class Settings(BaseSettings):
         env_prefix="INDEX_BUILDER_", env_file=".env", extra="ignore", allow_inf_nan=False
     )
 
+    storage: Literal["duckdb", "iceberg"] = Field(
+        default="duckdb",
+        description="Storage backend: 'duckdb' (one embedded database file) or 'iceberg' "
+        "(Apache Iceberg tables in INDEX_BUILDER_WAREHOUSE; no DuckDB file is created).",
+    )
     database: Path = Field(
         default=Path("data/index_builder.duckdb"),
         description="DuckDB database file (created with its folder when missing).",
+    )
+    warehouse: str = Field(
+        default="data/lake",
+        description="Iceberg backend: where the tables live, a local folder or "
+        "s3://bucket/prefix (AWS_* environment variables, AWS_ENDPOINT_URL included) or "
+        "gs://bucket/prefix (GCS file IO, needs gcsfs).",
+    )
+    catalog_uri: str | None = Field(
+        default=None,
+        description="Iceberg backend: the SQL catalog (SQLAlchemy URL), e.g. "
+        "postgresql+psycopg2://user@host/db in production (password from the URL or "
+        "PGPASSWORD, never logged); default: a SQLite file catalog.db in a local "
+        "warehouse folder (next to the DuckDB database for an object-store warehouse).",
+    )
+    lake_namespace: str = Field(
+        default="index_builder",
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="Iceberg backend: the catalog namespace holding this store's tables.",
+    )
+    lake_lease_seconds: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="Iceberg backend: how long the writer lease lasts without renewal "
+        "(a crashed writer's lease expires after it; a live one renews it).",
+    )
+    lake_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="Iceberg backend: how long a write waits for another process's writer "
+        "lease before it fails (409 / exit 1).",
+    )
+    lake_refresh_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        le=3600,
+        description="Iceberg backend: how often a reading process looks for a newer "
+        "version written by another process (one small catalog query; an API process "
+        "looks before answering, so a build is served everywhere within about this long; "
+        "0: before every request).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="S3 endpoint URL for the warehouse and backups (default: "
+        "AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS itself).",
+    )
+    s3_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Connect and read timeout of each object-store request (Iceberg "
+        "warehouse, s3:// backups; two attempts): an unreachable store fails reads with "
+        "503 after about twice this.",
     )
     calendar: str = Field(
         default="XNYS", description="Exchange calendar (exchange_calendars code) for sessions."
@@ -52,9 +111,17 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis for the response cache, e.g. redis://127.0.0.1:6379/0 "
-        "(unset: no cache, every read comes from the database).",
+        "(unset: no cache, every read comes from the database), and with the iceberg store "
+        "the job queue of 'index-builder worker' (INDEX_BUILDER_JOB_QUEUE).",
     )
     cache_ttl_seconds: int = Field(default=3600, ge=1, description="Cached response lifetime.")
+    http_max_age_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=86400,
+        description="Cache-Control max-age of public reads (0: 'no-cache', clients and "
+        "proxies revalidate every time with If-None-Match and get 304 when unchanged).",
+    )
     redis_timeout_seconds: float = Field(
         default=0.25,
         gt=0,
@@ -69,6 +136,24 @@ class Settings(BaseSettings):
         ge=0,
         description="Responses also kept in process memory in front of Redis (0: off). "
         "Only with Redis configured; keys name a build version, so they never go stale.",
+    )
+    engine: Literal["numpy", "spark"] = Field(
+        default="numpy",
+        description="Engine of 'index-builder build' (its --engine): 'numpy' (in process) or "
+        "'spark' (one Spark job for every index; needs index-builder[spark] and Java 17+).",
+    )
+    spark_master: str = Field(
+        default="local[*]",
+        min_length=1,
+        max_length=500,
+        pattern=r"^(local(\[(\*|[1-9][0-9]*)\])?|(spark|k8s|mesos)://\S+|yarn)$",
+        description="The Spark engine's master: local[*] / local[N] (in this process's JVM), "
+        "spark://host:7077, yarn or k8s://https://host:443.",
+    )
+    spark_driver_memory: str = Field(
+        default="2g",
+        pattern=r"^[1-9][0-9]*[kmgt]$",
+        description="The Spark engine's driver memory (local mode: all of Spark's), e.g. 2g.",
     )
     async_build_days: int = Field(
         default=750,
@@ -100,6 +185,28 @@ class Settings(BaseSettings):
         description="How long the file of an export job can be downloaded; then it is deleted.",
     )
     export_workers: int = Field(default=1, ge=1, le=8, description="Concurrent export jobs.")
+    job_queue: Literal["auto", "process", "redis"] = Field(
+        default="auto",
+        description="Where jobs (builds, exports) run: 'process' (threads of 'index-builder "
+        "serve'), 'redis' (a Redis queue run by 'index-builder worker', shared by every API "
+        "process; needs INDEX_BUILDER_REDIS_URL and the iceberg store) or 'auto' (redis when "
+        "both are set, else process).",
+    )
+    job_lease_seconds: float = Field(
+        default=10.0,
+        ge=1,
+        le=600,
+        description="Redis queue: a running job's worker renews its lease this often / 4; "
+        "a job whose worker stays silent this long (killed, lost) becomes 'interrupted' "
+        "(POST /jobs/{id}/retry runs it again).",
+    )
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes of 'index-builder serve' (--workers): more than 1 needs the "
+        "iceberg store and INDEX_BUILDER_REDIS_URL (the duckdb file serves one process).",
+    )
     flags: str | None = Field(
         default=None,
         description="Feature flags as a JSON object, e.g. '{\"async_builds\": false}' "
@@ -112,6 +219,14 @@ class Settings(BaseSettings):
     )
     flags_reload_seconds: float = Field(
         default=5.0, ge=0, description="How often the flags file is checked for changes."
+    )
+    shadow_sample_rate: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="With the shadow_storage feature flag: the fraction of reads (0 to 1) "
+        "repeated on the shadow store and compared with the primary's answer (1: every "
+        "read; 0: writes only). See docs/operations.md.",
     )
 
     request_middleware: bool = Field(
@@ -180,6 +295,14 @@ class Settings(BaseSettings):
         description="Run the daily schedule inside 'index-builder serve' (a background "
         "thread that also refreshes the API's caches). DuckDB has one writing process, "
         "so 'index-builder daily' / 'scheduler' only run when no server holds the database.",
+    )
+    backup_dir: str | None = Field(
+        default=None,
+        description="Where the daily cycle backs up the store after its build step (a folder "
+        "or s3://bucket/prefix, AWS_* environment variables); unset: no scheduled backup.",
+    )
+    backup_keep: int = Field(
+        default=7, ge=1, description="Complete scheduled backups kept in the backup folder."
     )
     # ------------------------------------------------------------- market data providers
     polygon_api_key: SecretStr | None = Field(

@@ -70,9 +70,10 @@ def test_sync_build_reports_the_window(client: TestClient) -> None:
         "version",
         "warnings",
         "as_of",
+        "as_of_version",
     }
     assert body["outcome"] == "built" and body["mode"] == "full"
-    assert body["as_of"] is None  # the current results
+    assert body["as_of"] is None and body["as_of_version"] is None  # the current results
     assert isinstance(body["warnings"], list)
     assert body["trading_days"] == body["rebalances"] == 60
     again = client.post(
@@ -391,4 +392,11 @@ def test_the_openapi_document_describes_build_all_and_the_outcomes(client: TestC
     assert single["outcome"]["enum"] == ["built", "unchanged"] and "warnings" in single
     job = schemas["JobStatusResponse"]["properties"]
     assert "indices" in job and len(job["result"]["anyOf"]) == 4  # three shapes or null
-    assert job["status"]["enum"] == ["queued", "running", "succeeded", "failed", "interrupted"]
+    assert job["status"]["enum"] == [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "interrupted",
+        "cancelled",
+    ]

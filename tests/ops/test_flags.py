@@ -40,6 +40,7 @@ def test_defaults_env_and_file_in_that_order(tmp_path: Path) -> None:
         "async_builds": "env",
         "methodology_part2": "file",
         "weighting_sqrt_market_cap": "default",
+        "shadow_storage": "default",
     }
 
 

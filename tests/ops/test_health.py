@@ -41,7 +41,12 @@ def test_ready_is_ok_with_every_component(client: TestClient, last_day: dt.date)
     components = body["components"]
     assert body["version"] and body["checked_at"].endswith("Z")
     newest = max(version for version, _ in migrations())
-    assert components["storage"] == {"status": "ok", "schema_version": newest}
+    assert components["storage"] == {
+        "status": "ok",
+        "schema_version": newest,
+        "backend": "duckdb",
+        "database": str(services_of(client).settings.database),
+    }
     assert components["redis"] == {"status": "ok", "redis": "up"}
     fresh = components["freshness"]
     assert fresh["status"] == "ok" and not fresh["stale"]

@@ -1,4 +1,5 @@
-"""The DuckDB store: migrations on open, one connection with a cursor per thread."""
+"""The DuckDB store only (its file, its cursors, its migrations): migrations on open, one
+connection with a cursor per thread. What every backend does: tests/backends."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from index_builder.errors import StorageError, UnusableInputError
-from index_builder.ingest.job import run_ingestion
+from index_builder.errors import StorageError
 from index_builder.storage.duckdb.store import DuckDBStore, migrations
-
-from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
 
 def test_open_creates_the_schema_and_migrations_run_once(db_path: Path) -> None:
@@ -61,21 +59,6 @@ def test_each_thread_gets_its_own_cursor_and_close_closes_them(db_path: Path) ->
 def test_read_only_open_of_a_missing_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="database not found"):
         DuckDBStore(tmp_path / "missing.duckdb", read_only=True).open()
-
-
-def test_a_file_that_breaks_mid_stream_fails_the_run_and_stores_nothing(
-    store: DuckDBStore, tmp_path: Path
-) -> None:
-    sec = write_csv(tmp_path / "s.csv", SECURITY_HEADER, [security("AAA")])
-    px = write_csv(tmp_path / "p.csv", PRICE_HEADER, [bar("2024-01-02", "AAA", 10)])
-    with px.open("a") as fh:
-        fh.write("2024-01-03,AAA,11,,1,1,1,too,many,fields\n")
-    with pytest.raises(UnusableInputError, match="Expected 7 columns"):
-        run_ingestion(store, "file", {"securities": str(sec), "prices": str(px)})
-    (run,) = store.ingest_runs()
-    assert run["status"] == "failed" and "Expected 7 columns" in run["message"]
-    assert store.cursor().execute("SELECT count(*) FROM prices").fetchall()[0][0] == 0
-    assert store.latest_run_id() == 0  # failed runs never count as data
 
 
 def test_build_versions_continue_above_those_of_a_database_from_before_v2(

@@ -16,9 +16,14 @@ from fastapi import FastAPI
 from index_builder import __version__
 from index_builder.api.cache import ResponseCache
 from index_builder.api.dashboard import install_dashboard
-from index_builder.api.deps import BuildVersions, Services
+from index_builder.api.deps import (
+    BuildVersions,
+    FreshnessMiddleware,
+    Services,
+    make_job_queue,
+)
 from index_builder.api.docs import install_docs
-from index_builder.api.jobs import JobManager
+from index_builder.api.fast_reads import FastReadMiddleware
 from index_builder.api.problems import install_problem_handlers
 from index_builder.api.routers import admin, builds, exports, indices, providers, reads
 from index_builder.api.schedule import ScheduleThread
@@ -30,8 +35,8 @@ from index_builder.services.builds import IndexBuilder
 from index_builder.services.catalog import ensure_builtins
 from index_builder.services.queries import IndexReader
 from index_builder.settings import Settings, get_settings
-from index_builder.storage.duckdb.jobs import DuckDBJobRecords
-from index_builder.storage.duckdb.store import DuckDBStore
+from index_builder.storage.factory import make_store
+from index_builder.storage.failures import library_error_types
 
 log = logging.getLogger("index_builder.api")
 
@@ -63,13 +68,7 @@ compositions and composition changes, and export them.
 def build_services(settings: Settings) -> Services:
     """Open the store and create the long-lived objects of one API process."""
     calendar = get_calendar(settings.calendar, settings.calendar_start)
-    store = DuckDBStore(
-        settings.database,
-        calendar=calendar,
-        threads=settings.duckdb_threads,
-        memory_limit=settings.duckdb_memory_limit,
-        ingest_memory_limit=settings.ingest_memory_limit,
-    ).open()
+    store = make_store(settings, calendar).open()
     ensure_builtins(store)
     store.broken_definitions()  # logs each stored definition that no longer validates
     cache = ResponseCache(
@@ -88,23 +87,15 @@ def build_services(settings: Settings) -> Services:
         reader,
         builder,
         cache,
-        jobs=None,  # type: ignore[arg-type]  # needs services.run_build, set below
+        jobs=None,  # type: ignore[arg-type]  # needs the services' job runner, set below
         versions=BuildVersions(store),
         flags=flags,
+        exports=ExportFiles(
+            settings.export_folder, dt.timedelta(hours=settings.export_retention_hours)
+        ),
     )
-    services.exports = ExportFiles(
-        settings.export_folder, dt.timedelta(hours=settings.export_retention_hours)
-    )
-    # jobs are stored with the data: the last process's answer after a restart
-    services.jobs = JobManager(
-        services.run_build,
-        workers=settings.build_workers,
-        keep=settings.jobs_keep,
-        records=DuckDBJobRecords(store),
-        export_workers=settings.export_workers,
-        on_drop=lambda job: exports.drop_file(services, job),
-    )
-    exports.sweep_files(services)  # files of jobs dropped or interrupted, and expired ones
+    # in this process (recorded with the data), or on the Redis queue of the workers
+    services.jobs = make_job_queue(services)
     attach_protection(services)
     return services
 
@@ -125,7 +116,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        log.info("serving %s (redis: %s)", settings.database, services.cache.status)
+        log.info(
+            "serving %s (redis: %s, jobs: %s)",
+            settings.database,
+            services.cache.status,
+            services.jobs.mode,
+        )
         schedule = (
             ScheduleThread(services, clock=scheduler_clock) if settings.scheduler_enabled else None
         )
@@ -150,7 +146,14 @@ def create_app(
         docs_url=None,  # /docs and /redoc: install_docs, local files instead of a CDN
         redoc_url=None,
     )
+    app.add_middleware(FastReadMiddleware)  # innermost: remembered cached reads, no routing
+    app.add_middleware(FreshnessMiddleware)  # the newest version of the store first
     install_problem_handlers(app)
+    # a library's storage error (DuckDB, OSError, S3, catalog) is answered where the
+    # answer is made, 503 storage-unavailable (or 500 for a bug), not re-raised to the
+    # server as a crash (which logs and counts it as a 500)
+    for kind in library_error_types():
+        app.add_exception_handler(kind, app.exception_handlers[Exception])
     install_observability(app, settings)
     install_protection(app, settings)
     routers = (builds, reads, indices, exports, admin, providers)

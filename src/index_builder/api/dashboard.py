@@ -41,6 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from index_builder.api.http_cache import if_none_match
 from index_builder.errors import NotFoundError
 
 log = logging.getLogger("index_builder.api.dashboard")
@@ -202,13 +203,6 @@ def _accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "")
 
 
-def _not_modified(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match")
-    if header is None:
-        return False
-    return header.strip() == "*" or etag in (t.strip() for t in header.split(","))
-
-
 async def asset_response(
     request: Request, asset: Asset, cache_control: str, **extra: str
 ) -> Response:
@@ -223,7 +217,7 @@ async def asset_response(
     }
     if asset.compressible:
         headers["Vary"] = "Accept-Encoding"
-    if _not_modified(request, etag):
+    if if_none_match(request, etag):
         return Response(status_code=304, headers=headers)
     body = asset.body
     if gzipped:

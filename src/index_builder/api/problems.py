@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index_builder.errors import IndexBuilderError
+from index_builder.storage.failures import storage_failure
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "urn:index-builder:problem:"
@@ -188,13 +189,21 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
-        response = problem_response(
-            500,
-            "internal-error",
-            "an unexpected error occurred; it has been logged",
-            instance=request.url.path,
-        )
+        failure = storage_failure(exc)  # the storage's library error (DuckDB, S3, catalog)
+        if failure is not None:
+            log.warning("storage unavailable on %s: %s", request.url.path, failure.message)
+            response = problem_response(
+                failure.http_status, failure.code, failure.message, instance=request.url.path
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        else:
+            log.exception("unhandled error on %s", request.url.path)
+            response = problem_response(
+                500,
+                "internal-error",
+                "an unexpected error occurred; it has been logged",
+                instance=request.url.path,
+            )
         request_id = getattr(request.state, "request_id", None)  # set by the ops middleware
         if request_id is not None:
             response.headers["X-Request-ID"] = request_id

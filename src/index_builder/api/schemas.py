@@ -8,7 +8,7 @@ ISO 8601 in UTC.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -57,6 +57,19 @@ AsOfEcho = Field(
     description="The as-of moment read, UTC (null: the current results).",
     examples=["2024-06-28T23:59:59.999999Z"],
 )
+AS_OF_VERSION_DESCRIPTION = (
+    "Version id (GET /admin/versions): read (or build) the index from the market data "
+    "as they stood right after that version, with the current rules. Reads need a build "
+    "as of the same version (POST /build-index with `as_of_version`); without it they "
+    "answer 404 with the command to run. An unknown version is 404 naming this field. "
+    "Not with `as_of` (400). Default: the current results."
+)
+AsOfVersionField = Field(default=None, ge=1, description=AS_OF_VERSION_DESCRIPTION, examples=[12])
+AsOfVersionEcho = Field(
+    default=None,
+    description="The version whose data the build read used (null: not a build as of a version).",
+    examples=[12],
+)
 
 
 class BuildIndexRequest(BaseModel):
@@ -77,6 +90,7 @@ class BuildIndexRequest(BaseModel):
         examples=["2024-12-31"],
     )
     as_of: AsOf | None = AsOfField
+    as_of_version: int | None = AsOfVersionField
     run_async: bool = Field(
         default=False,
         alias="async",
@@ -114,6 +128,7 @@ class BuildResponse(BaseModel):
         examples=[["2024-03-15: no eligible security; rebalance skipped"]],
     )
     as_of: dt.datetime | None = AsOfEcho
+    as_of_version: int | None = AsOfVersionEcho
 
 
 class BuildsRequestBody(BaseModel):
@@ -183,6 +198,7 @@ class BuildOutcomeInfo(BaseModel):
         examples=["build-failed"],
     )
     as_of: str | None = Field(description="The build's as-of moment (null: the current results).")
+    as_of_version: int | None = AsOfVersionEcho
 
 
 class SkippedIndex(BaseModel):
@@ -225,9 +241,9 @@ class JobError(BaseModel):
     """Why a job failed or was interrupted (problem details fields)."""
 
     type: str = Field(
-        description="Problem type code; `interrupted` (status 503) when the server stopped "
-        "before the job finished.",
-        examples=["build-failed", "interrupted"],
+        description="Problem type code; `interrupted` (status 503) when the process running "
+        "the job stopped before it finished; `cancelled` (status 409) after a cancel.",
+        examples=["build-failed", "interrupted", "cancelled"],
     )
     status: int = Field(description="HTTP status the error corresponds to.")
     detail: str = Field(description="What went wrong.")
@@ -242,6 +258,7 @@ class ExportResult(BaseModel):
     start_date: dt.date = Field(description="First day exported.")
     end_date: dt.date = Field(description="Last day exported.")
     as_of: str | None = AsOfEcho
+    as_of_version: int | None = AsOfVersionEcho
     build_version: int | None = Field(description="The build the file was read from.")
     rows: dict[str, int] = Field(
         description="Rows per table: performance, compositions, changes.",
@@ -272,12 +289,14 @@ class JobStatusResponse(BaseModel):
         description="Index id of a POST /build-index or export job; null for POST /builds."
     )
     indices: list[str] = Field(description="Every index the job builds (or exports).")
-    status: Literal["queued", "running", "succeeded", "failed", "interrupted"] = Field(
-        description="queued -> running -> succeeded | failed, or `interrupted`: the server "
-        "stopped before the job finished (a restart; `error` says so, nothing more will "
-        "happen: submit the request again). A POST /builds job succeeds even when some "
-        "of its indices failed (their outcomes say so); it fails only for what concerns "
-        "every index (e.g. no market data)."
+    status: Literal["queued", "running", "succeeded", "failed", "interrupted", "cancelled"] = Field(
+        description="queued -> running -> succeeded | failed, `cancelled` (POST "
+        "/jobs/{job_id}/cancel: a queued job never starts, a running one stops at its "
+        "next stage; what a build already stored stays), or `interrupted`: the process "
+        "running it stopped or died first (a restart, a killed worker; `error` says so: "
+        "POST /jobs/{job_id}/retry runs it again, or submit the request again). A POST "
+        "/builds job succeeds even when some of its indices failed (their outcomes say "
+        "so); it fails only for what concerns every index (e.g. no market data)."
     )
     stage: str = Field(description="What the build is doing, e.g. 'loading market data'.")
     progress: float = Field(ge=0, le=1, description="Fraction done, 0..1.")
@@ -295,6 +314,13 @@ class JobStatusResponse(BaseModel):
         description="A succeeded export job's file, until it expires: a path on this "
         "server (`/exports/{job_id}/file`).",
         examples=["/exports/7f9c0c1e2d8b4f5a9e3f6b1c2d3e4f50/file"],
+    )
+    attempt: int = Field(
+        default=1, ge=1, description="1, and one more for every POST /jobs/{job_id}/retry."
+    )
+    cancel_requested: bool = Field(
+        default=False,
+        description="A cancel was asked for and the running job has not stopped yet.",
     )
 
 
@@ -337,6 +363,7 @@ class PerformanceResponse(BaseModel):
     start_date: dt.date = Field(description="First day of the window.")
     end_date: dt.date = Field(description="Last day of the window (at most the last built).")
     as_of: dt.datetime | None = AsOfEcho
+    as_of_version: int | None = AsOfVersionEcho
     data: list[PerformancePoint] = Field(description="One entry per trading day, ascending.")
     summary: PerformanceSummary = Field(description="Statistics over the window.")
 
@@ -363,6 +390,7 @@ class CompositionResponse(BaseModel):
         description="The trading day used: the requested date or the previous trading day."
     )
     as_of: dt.datetime | None = AsOfEcho
+    as_of_version: int | None = AsOfVersionEcho
     total: int = Field(description="Constituents in the composition (all pages).")
     limit: int = Field(description="Page size used.")
     offset: int = Field(description="Constituents skipped before this page.")
@@ -425,6 +453,7 @@ class ChangesResponse(BaseModel):
     start_date: dt.date = Field(description="First day of the window.")
     end_date: dt.date = Field(description="Last day of the window.")
     as_of: dt.datetime | None = AsOfEcho
+    as_of_version: int | None = AsOfVersionEcho
     changes: list[ChangeEntry] = Field(description="One entry per changing rebalance.")
 
 
@@ -440,6 +469,7 @@ class IndexBuildInfo(BaseModel):
         description="The build's as-of moment, UTC (null: the current results).",
         examples=["2024-06-28T23:59:59.999999Z"],
     )
+    as_of_version: int | None = AsOfVersionEcho
     data_waiting_from: dt.date | None = Field(
         default=None,
         description="First trading day of market data newer than this build (new days or "
@@ -456,7 +486,8 @@ class IndexInfo(BaseModel):
     build: IndexBuildInfo | None = Field(description="Last build; null when never built.")
     as_of_builds: list[IndexBuildInfo] = Field(
         default_factory=list,
-        description="Builds as of past moments (read them with `as_of`), by moment.",
+        description="Builds as of past moments (read them with `as_of`), by moment, then "
+        "builds as of versions (read them with `as_of_version`), by version.",
     )
 
 
@@ -472,6 +503,7 @@ class ExportRequest(BaseModel):
         default="xlsx", description="xlsx workbook, or a zip of csv / parquet tables."
     )
     as_of: AsOf | None = AsOfField
+    as_of_version: int | None = AsOfVersionField
     run_async: bool = Field(
         default=False,
         alias="async",
@@ -534,3 +566,75 @@ class ProvidersResponse(BaseModel):
     """Every market data provider."""
 
     providers: list[ProviderInfo] = Field(description="Providers sorted by name.")
+
+
+class VersionItem(BaseModel):
+    """One version of the store's content: every change is one."""
+
+    version_id: int = Field(description="Version id (ascending with time).", examples=[12])
+    kind: Literal["ingest", "build", "definition", "rollback", "restore"] = Field(
+        description="What changed: an ingestion run (succeeded or partial), a build stored, "
+        "a definition added, replaced or removed, a rollback of the data, a restore."
+    )
+    created_at: dt.datetime = Field(description="When, UTC.")
+    data_run_id: int = Field(
+        description="The newest ingestion run whose data are in force after the change: "
+        "`as_of_version` reads the data written by it and the earlier runs."
+    )
+    run_id: int | None = Field(description="ingest / rollback: the run recorded.")
+    index_id: str | None = Field(description="build: the result key stored; definition: the index.")
+    build_version: int | None = Field(description="build: the build version stored.")
+    rows: int | None = Field(
+        description="ingest: rows accepted; build: level rows written; rollback: rows restored."
+    )
+    detail: dict[str, Any] = Field(description="What the change did (depends on `kind`).")
+    snapshots: dict[str, int] | None = Field(
+        description="The lake's table snapshot ids at this version (null with DuckDB)."
+    )
+
+
+class VersionsResponse(BaseModel):
+    """Versions of the store, newest first."""
+
+    versions: list[VersionItem] = Field(description="Newest first.")
+
+
+class RollbackRequest(BaseModel):
+    """Roll the market data back to their state right after a version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to_version: int = Field(ge=1, description="Version id (GET /admin/versions).", examples=[12])
+    build: bool = Field(
+        default=True,
+        description="Rebuild every index whose current build saw the undone data (restated "
+        "from the first changed day); false: they restate at their next build.",
+    )
+
+
+class RollbackResponse(BaseModel):
+    """What a rollback did."""
+
+    target_version: int = Field(description="The version rolled back to.")
+    target_run: int = Field(description="Its data_run_id: the run whose data are in force.")
+    nothing_to_undo: bool = Field(
+        description="True when the data in force were already those of the version: "
+        "nothing was changed or recorded."
+    )
+    run_id: int | None = Field(description="The rollback's own ingestion run.")
+    version_id: int | None = Field(description="The version recording the rollback.")
+    prices_restored: int = Field(description="Price rows in force then, current again.")
+    prices_withdrawn: int = Field(description="Price rows written since, moved to the history.")
+    securities_restored: int
+    securities_withdrawn: int
+    shares_restored: int = Field(description="Share counts of shares_history brought back.")
+    shares_withdrawn: int = Field(description="Share counts withdrawn from shares_history.")
+    runs_undone: list[int] = Field(description="Ingestion runs now marked rolled back.")
+    runs_redone: list[int] = Field(
+        description="Runs an earlier rollback had undone whose data are in force again."
+    )
+    builds: list[BuildOutcomeInfo] = Field(description="The rebuilt indices' outcomes.")
+    skipped: list[SkippedIndex] = Field(
+        description="Indices to rebuild that a feature flag switches off (not rebuilt)."
+    )
+    message: str = Field(description="What happened, in one line.")

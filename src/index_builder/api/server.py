@@ -29,6 +29,8 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import sys
+from collections.abc import Iterator
 from typing import Any, cast
 
 import orjson
@@ -40,6 +42,9 @@ from index_builder.settings import Settings
 
 STARTUP_FAILURE = 3
 """Exit code when the server could not start (uvicorn's)."""
+WORKER_HEALTHCHECK_SECONDS = 20
+"""``serve --workers N``: how long a process may not answer its supervisor before it
+is taken for hung and replaced."""
 
 
 class ServerConfig(uvicorn.Config):
@@ -167,16 +172,21 @@ class GuardedH11Protocol(_Guarded, H11Protocol):
     """uvicorn's h11 protocol with a :class:`HeadGuard`."""
 
 
-def _guarded_httptools() -> type[asyncio.Protocol] | None:
-    """uvicorn's httptools protocol with a :class:`HeadGuard` (None without httptools)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
-        return None
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+    GuardedHttpToolsProtocol: type[asyncio.Protocol] | None = None
+else:
 
-    class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):
+    class _GuardedHttpTools(_Guarded, HttpToolsProtocol):
         """uvicorn's httptools protocol with a :class:`HeadGuard`."""
 
+    _GuardedHttpTools.__name__ = _GuardedHttpTools.__qualname__ = "GuardedHttpToolsProtocol"
+    GuardedHttpToolsProtocol = _GuardedHttpTools  # module level: worker processes unpickle it
+
+
+def _guarded_httptools() -> type[asyncio.Protocol] | None:
+    """uvicorn's httptools protocol with a :class:`HeadGuard` (None without httptools)."""
     return GuardedHttpToolsProtocol
 
 
@@ -220,13 +230,96 @@ def server_config(settings: Settings, app: Any, *, log_level: str | None = None)
     )
 
 
-def run_server(settings: Settings, *, log_level: str | None = None) -> None:
+def workers_problem(settings: Settings, workers: int) -> str | None:
+    """Why ``workers`` processes cannot serve under ``settings`` (one line naming the
+    way to scale), or None."""
+    from index_builder.services.queue import queue_mode
+
+    if workers <= 1:
+        return None
+    if settings.storage == "duckdb":
+        return (
+            f"--workers {workers}: the duckdb file is served by one process only; serve "
+            "with --workers 1, or scale out with INDEX_BUILDER_STORAGE=iceberg (any number "
+            "of processes and machines) and INDEX_BUILDER_REDIS_URL"
+        )
+    if queue_mode(settings) != "redis":
+        return (
+            f"--workers {workers}: several processes share their jobs through Redis: set "
+            "INDEX_BUILDER_REDIS_URL (and INDEX_BUILDER_JOB_QUEUE=auto or redis) and run "
+            "'index-builder worker'"
+        )
+    if settings.scheduler_enabled:
+        return (
+            f"--workers {workers}: INDEX_BUILDER_SCHEDULER_ENABLED would run the daily cycle "
+            "in every process: run 'index-builder scheduler' once instead"
+        )
+    return None
+
+
+def worker_app(settings: Settings) -> Any:
+    """The app of one worker process of ``serve --workers N`` (uvicorn's factory: it
+    runs in the new process, which sets up its own logging first)."""
+    from index_builder.api.app import create_app
+    from index_builder.ops.logging import configure_logging
+
+    configure_logging(settings)
+    return create_app(settings)
+
+
+def run_server(settings: Settings, *, log_level: str | None = None, workers: int = 1) -> None:
     """Serve the API of ``settings`` until Ctrl-C or SIGTERM (exit code 3 when the
-    server cannot start, e.g. the port is taken)."""
+    server cannot start, e.g. the port is taken).
+
+    ``workers`` > 1: uvicorn's supervisor binds the socket once and starts that many
+    processes on it (each its own app over the shared store; one that dies is
+    replaced). Check :func:`workers_problem` first."""
+    if workers > 1:
+        _run_workers(settings, log_level=log_level, workers=workers)
+        return
     from index_builder.api.app import create_app  # after the metrics environment is set
 
     server = uvicorn.Server(server_config(settings, create_app(settings), log_level=log_level))
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn handles the signal itself
         server.run()
     if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
+
+
+@contextlib.contextmanager
+def _children_skip_main() -> Iterator[None]:
+    """New processes (multiprocessing's spawn) do not run this process's main module
+    again (the whole CLI): they import only what the server needs, so they start (and
+    answer their supervisor) sooner."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__spec__", "__file__") if hasattr(main, k)}
+    try:
+        if main is not None:
+            main.__spec__ = None
+            if hasattr(main, "__file__"):
+                del main.__file__
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
+
+
+def _run_workers(settings: Settings, *, log_level: str | None, workers: int) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    config = server_config(settings, functools.partial(worker_app, settings), log_level=log_level)
+    config.factory = True
+    config.workers = workers
+    # a new process imports the whole service before it answers the supervisor's pings:
+    # uvicorn's 5 s would take a slow start for a hang (a process that exits is seen at once)
+    config.timeout_worker_healthcheck = WORKER_HEALTHCHECK_SECONDS
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn logged why (the port is taken)
+        raise SystemExit(STARTUP_FAILURE) from None
+    supervisor = Multiprocess(config, sockets=[sock])
+    with contextlib.suppress(KeyboardInterrupt), _children_skip_main():
+        supervisor.run()
+    sock.close()
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, get_args
 
 import typer
 from pydantic import SecretStr, ValidationError
@@ -50,7 +50,7 @@ from index_builder.export import export_index
 from index_builder.ingest.job import run_ingestion
 from index_builder.ingest.universe import read_universe_file
 from index_builder.ops.logging import configure_logging
-from index_builder.point_in_time import AS_OF_FORMATS, format_as_of, parse_as_of
+from index_builder.point_in_time import AS_OF_FORMATS, check_point, format_as_of, parse_as_of
 from index_builder.providers import PROVIDERS, chain_names
 from index_builder.providers.file import parse_column_map
 from index_builder.providers.listing import describe_providers
@@ -65,9 +65,24 @@ from index_builder.services.queries import (
     PROFORMA_COLUMNS,
     IndexReader,
 )
+from index_builder.services.rollback import RollbackOutcome, parse_version_id, rollback
 from index_builder.settings import Settings, get_settings
-from index_builder.storage.base import BuildState, IngestReport, ScheduleStep
+from index_builder.storage.backup import Manifest, restore_backup, verify_backup, write_backup
+from index_builder.storage.base import VERSION_KINDS, BuildState, IngestReport, ScheduleStep
 from index_builder.storage.duckdb.store import DuckDBStore
+from index_builder.storage.factory import (
+    describe_settings,
+    make_backend,
+    make_store,
+    other_backend,
+    storage_label,
+)
+from index_builder.storage.failures import storage_failure
+from index_builder.storage.migrate import MigrationReport, migrate_store, verify_stores
+from index_builder.storage.schema import schema_status
+
+if TYPE_CHECKING:
+    from index_builder.storage.iceberg.store import IcebergStore
 
 
 class _State:
@@ -151,6 +166,21 @@ indices_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(indices_app, name="indices")
+lake_app = typer.Typer(
+    help="Upkeep of the Iceberg lake (INDEX_BUILDER_STORAGE=iceberg): compact, expire.",
+    cls=_Group,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(lake_app, name="lake")
+warehouse_app = typer.Typer(
+    help="Warehouses: the DDL that registers the lake and creates the analytics views "
+    "(BigQuery, Snowflake, Redshift, PostgreSQL, DuckDB); publish results into one.",
+    cls=_Group,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(warehouse_app, name="warehouse")
 
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -174,23 +204,43 @@ def _parse_as_of(value: str | None) -> dt.datetime | None:
     return None if value is None else parse_as_of(value, label="--as-of")
 
 
+def _parse_point(
+    as_of: str | None, as_of_version: str | None
+) -> tuple[dt.datetime | None, int | None]:
+    """``--as-of`` and ``--as-of-version`` (a version id), at most one of them."""
+    moment = _parse_as_of(as_of)
+    version = None if as_of_version is None else parse_version_id(as_of_version, "--as-of-version")
+    check_point(moment, version, ("--as-of", "--as-of-version"))
+    return moment, version
+
+
 @contextmanager
-def _store() -> Iterator[DuckDBStore]:
+def _store(*, shadow: bool | None = None) -> Iterator[DuckDBStore]:
+    """The store the settings name (with its shadow when the shadow_storage flag is on,
+    unless ``shadow`` says otherwise), opened, with the built-in definitions."""
     s = STATE.settings
-    store = DuckDBStore(
-        s.database,
-        calendar=get_calendar(s.calendar, s.calendar_start),
-        threads=s.duckdb_threads,
-        memory_limit=s.duckdb_memory_limit,
-        ingest_memory_limit=s.ingest_memory_limit,
-    )
+    store = make_store(s, get_calendar(s.calendar, s.calendar_start), shadow=shadow)
     with store:
         ensure_builtins(store)
         yield store
 
 
-def _builder(store: DuckDBStore) -> IndexBuilder:
-    return IndexBuilder(store, store.calendar, STATE.settings.feature_flags())
+def _builder(store: DuckDBStore, engine: str | None = None) -> IndexBuilder:
+    """The builder over ``store``, on ``engine`` (default: the settings' engine)."""
+    s = STATE.settings
+    chosen = engine or s.engine
+    spark = None
+    if chosen == "spark":
+        from index_builder.engine.spark.session import SparkOptions
+
+        spark = SparkOptions(master=s.spark_master, driver_memory=s.spark_driver_memory)
+    return IndexBuilder(
+        store,
+        store.calendar,
+        s.feature_flags(),
+        engine="spark" if chosen == "spark" else "numpy",
+        spark=spark,
+    )
 
 
 def _buildable(builder: IndexBuilder, ids: list[str]) -> list[str]:
@@ -213,6 +263,11 @@ def _errors() -> Iterator[None]:
         yield
     except IndexBuilderError as exc:
         _fail(exc)
+    except Exception as exc:
+        failure = storage_failure(exc)  # the storage's library error (DuckDB, S3, catalog)
+        if failure is None:
+            raise
+        _fail(failure)
 
 
 @contextmanager
@@ -243,6 +298,16 @@ AsOfOpt = Annotated[
         "--as-of",
         help=f"Point in time: {AS_OF_FORMATS}. A date means the end of that day, "
         "UTC; no offset means UTC.",
+        show_default=False,
+    ),
+]
+AsOfVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of-version",
+        metavar="VERSION",
+        help="Version id (see `index-builder versions`): the data as they stood right "
+        "after it, with the current rules (not with --as-of).",
         show_default=False,
     ),
 ]
@@ -390,7 +455,7 @@ def ingest(
             query = _provider_query(start, end, universe, tickers, type_, exchange)
             with _store() as store, _progress(f"ingest ({provider})") as step:
                 report = run_ingestion(store, provider, query, progress=step)
-            _print_ingest(report, STATE.settings.database, fmt)
+            _print_ingest(report, _where(), fmt)
             if report.status == "failed":
                 raise typer.Exit(1)
             return
@@ -400,7 +465,7 @@ def ingest(
             query["universe"] = read_universe_file(Path(universe))
         with _store() as store, _progress(f"ingest ({provider})") as step:
             report = run_ingestion(store, provider, query, progress=step)
-        _print_ingest(report, STATE.settings.database, fmt)
+        _print_ingest(report, _where(), fmt)
 
 
 @dataclass(frozen=True)
@@ -479,11 +544,16 @@ def _ingest_query(
     )
 
 
+def _where() -> dict[str, str]:
+    """Where the settings put the data (backend, file or warehouse and catalog)."""
+    return describe_settings(STATE.settings)
+
+
 def _print_ingest(
-    report: IngestReport, database: Path, fmt: OutputFormat = OutputFormat.table
+    report: IngestReport, storage: dict[str, str], fmt: OutputFormat = OutputFormat.table
 ) -> None:
     if fmt is not OutputFormat.table:
-        record = ingest_record(report, database)
+        record = ingest_record(report, storage)
         if fmt is OutputFormat.json:
             write_json(record)
         else:
@@ -513,7 +583,7 @@ def _print_ingest(
         if report.run_ids:
             out.print(f"runs: {', '.join(str(r) for r in report.run_ids)}")
     span = f"{report.min_date} .. {report.max_date}" if report.min_date else "no dates"
-    out.print(f"dates: {span}; database: {database}")
+    out.print(f"dates: {span}; storage: {storage_label(storage)}")
     if report.known_at is not None:
         out.print(
             f"known at: {format_as_of(report.known_at)} (the run's start: the known_at of "
@@ -572,6 +642,7 @@ def runs(
         "rows_inserted",
         "rows_updated",
         "rows_current_basis",
+        "rolled_back_by",
         "message",
     ]
     render(rows, cols, fmt, title="Ingestion runs")
@@ -598,6 +669,194 @@ def quarantine(
     render(rows, cols, fmt, title="Quarantined rows")
 
 
+# ---------------------------------------------------------------------------- versions
+VERSION_COLUMNS = [
+    "version_id",
+    "kind",
+    "created_at",
+    "data_run_id",
+    "run_id",
+    "index_id",
+    "build_version",
+    "rows",
+    "detail",
+    "snapshots",
+]
+
+
+@app.command()
+def versions(
+    limit: Annotated[
+        str, typer.Option("--limit", metavar="N", help="How many versions, newest first.")
+    ] = "50",
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            metavar="KIND",
+            help=f"Only this kind: {' | '.join(VERSION_KINDS)}.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Every change of the store's content, newest first: ingestion runs, builds,
+    definition changes, rollbacks and restores. data_run_id is the newest ingestion
+    run in force after the change: --as-of-version reads the data as they stood then,
+    and `rollback --to` brings them back."""
+    with _errors():
+        n = _positive(limit, "--limit")
+        if kind is not None and kind not in VERSION_KINDS:
+            raise InvalidInputError(
+                f"--kind: {kind!r} is not a kind of version (one of {', '.join(VERSION_KINDS)})",
+                field="kind",
+            )
+        with _store() as store:
+            found = store.versions(n, kind)
+    text = fmt is not OutputFormat.json  # detail as one JSON text in a table or CSV cell
+    rows = [
+        {
+            **v.as_dict(),
+            "detail": json.dumps(v.detail, sort_keys=True, default=str) if text else v.detail,
+            "snapshots": json.dumps(v.snapshots) if text and v.snapshots else v.snapshots,
+        }
+        for v in found
+    ]
+    render(rows, VERSION_COLUMNS, fmt, title="Versions (newest first)")
+
+
+def _positive(value: str, option: str) -> int:
+    """A positive integer option given as text (one line naming it otherwise)."""
+    text = value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInputError(
+            f"{option}: {value!r} is not a positive integer", field=option.lstrip("-")
+        )
+    return int(text)
+
+
+ROLLBACK_COLUMNS = [
+    "target_version",
+    "target_run",
+    "nothing_to_undo",
+    "run_id",
+    "version_id",
+    "prices_restored",
+    "prices_withdrawn",
+    "securities_restored",
+    "securities_withdrawn",
+    "shares_restored",
+    "shares_withdrawn",
+    "runs_undone",
+    "runs_redone",
+    "indices_built",
+    "indices_unchanged",
+    "indices_failed",
+]
+
+
+@app.command("rollback")
+def rollback_command(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="VERSION",
+            help="Version id (see `index-builder versions`): the market data go back to "
+            "their state right after it.",
+            show_default=False,
+        ),
+    ],
+    no_build: Annotated[
+        bool,
+        typer.Option(
+            "--no-build",
+            help="Only roll the data back; the indices built since restate at their next build.",
+        ),
+    ] = False,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table; json: the rollback and every index's build as one object; csv: the "
+            "rollback as one record (the builds' lines on stderr).",
+        ),
+    ] = OutputFormat.table,
+) -> None:
+    """Revert the market data to their state right after version --to, as one new
+    ingestion run recorded as a version (row level: the values written since move to
+    the history, those in force then are current again; nothing is deleted), then
+    rebuild every index whose current build saw the undone data: it restates from the
+    first changed day, the earlier days stay as published. Reversible: `rollback --to`
+    the version just before this rollback re-does what it undid. Exit code 2 for an unknown
+    version; 0 with a message when there is nothing to undo; 1 when an index could not
+    be rebuilt (the data rollback stands; the others are built)."""
+    with _errors():
+        version = parse_version_id(to, "--to")
+        with _standalone_store() as store:
+            with _progress("rollback") as step:
+                outcome = rollback(
+                    store,
+                    store.calendar,
+                    version,
+                    build=not no_build,
+                    flags=STATE.settings.feature_flags(),
+                    label="--to",
+                    on_index=lambda r: step(f"{r.index_id} {r.outcome}"),
+                )
+            waiting = [] if outcome.report is None or not no_build else _stale(store, outcome)
+    _print_rollback(outcome, fmt, waiting)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _stale(store: DuckDBStore, outcome: RollbackOutcome) -> list[str]:
+    from index_builder.services.rollback import stale_indices
+
+    return stale_indices(store, outcome.target_run)
+
+
+def _print_rollback(outcome: RollbackOutcome, fmt: OutputFormat, waiting: list[str]) -> None:
+    """The rollback (a line, a JSON object or a CSV record) and each index's build."""
+    record = outcome.as_dict()
+    builds = outcome.builds
+    counts = {o: sum(1 for b in builds if b.outcome == o) for o in ("built", "unchanged")}
+    record.update(
+        indices_built=counts["built"],
+        indices_unchanged=counts["unchanged"],
+        indices_failed=sum(1 for b in builds if b.failed),
+    )
+    if fmt is OutputFormat.json:
+        write_json(record)
+    elif fmt is OutputFormat.csv:
+        render([record], ROLLBACK_COLUMNS, fmt)
+    else:
+        out.print(outcome.message, highlight=False, soft_wrap=True)
+    if fmt is OutputFormat.table:
+        width = max((len(b.index_id) for b in builds), default=0)
+        for b in builds:
+            typer.echo(_styled(build_line(b, width), b.outcome))
+    elif fmt is OutputFormat.csv:
+        for b in builds:
+            typer.echo(build_line(b), err=True)
+    for b in builds:
+        for w in b.warnings:
+            typer.echo(f"warning: {b.index_id}: {w}", err=True)
+    for reason in outcome.skipped.values():
+        typer.echo(f"skipped: {reason}", err=True)
+    if builds:
+        typer.echo(f"indices rebuilt: {build_summary(builds)}", err=True)
+    elif outcome.report is not None and not waiting:
+        typer.echo("indices rebuilt: none (no current build saw the undone data)", err=True)
+    if waiting:
+        typer.echo(
+            f"not rebuilt (--no-build): {', '.join(waiting)}; 'index-builder build' restates "
+            "them from the first changed day",
+            err=True,
+        )
+
+
 # ---------------------------------------------------------------------------- build
 BUILD_COLUMNS = [
     "index",
@@ -617,7 +876,16 @@ BUILD_COLUMNS = [
     "reason",
     "error_code",
     "as_of",
+    "as_of_version",
+    "engine",
 ]
+
+
+class BuildEngine(StrEnum):
+    """``build --engine``: NumPy in this process, or one Spark job for every index."""
+
+    numpy = "numpy"
+    spark = "spark"
 
 
 @app.command()
@@ -629,12 +897,28 @@ def build(
     end: DateOpt = None,
     full: Annotated[bool, typer.Option(help="Recompute from the base date.")] = False,
     as_of: AsOfOpt = None,
+    as_of_version: AsOfVersionOpt = None,
     fmt: Annotated[
         OutputFormat,
         typer.Option(
             "--format", "-f", help="table: one line per index; json or csv: one record per index."
         ),
     ] = OutputFormat.table,
+    engine: Annotated[
+        BuildEngine | None,
+        typer.Option(
+            "--engine",
+            help="numpy (in process) or spark (one Spark job for every index; master "
+            "INDEX_BUILDER_SPARK_MASTER). Default: INDEX_BUILDER_ENGINE, else numpy.",
+            case_sensitive=False,
+        ),
+    ] = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Every stored definition (what no --index means), in one build."
+        ),
+    ] = False,
 ) -> None:
     """Build indices (incrementally unless --full) and persist levels and spells.
 
@@ -646,25 +930,36 @@ def build(
 
     With --as-of: a full build from the data known at that moment, stored next to
     (never over) the current results; read it with --as-of on the read commands.
+    With --as-of-version: the same from the data as they stood right after that
+    version; read it with --as-of-version.
+
+    With --engine spark every index is computed in one Spark job (one scan of the
+    bars; see docs/architecture.md, "Spark engine"); the results are the NumPy
+    engine's and are stored the same way, the build record naming the engine.
     """
     with _errors():
+        if every and index:
+            raise InvalidInputError("--all and --index exclude each other", field="index")
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
-        as_of_k = _parse_as_of(as_of)
+        as_of_k, version = _parse_point(as_of, as_of_version)
         with _store() as store:
-            builder = _builder(store)
-            every = [d.id for d, _ in store.list_definitions()]
-            ids = list(dict.fromkeys(index)) if index else _buildable(builder, every)
+            builder = _builder(store, engine)
+            stored = [d.id for d, _ in store.list_definitions()]
+            ids = list(dict.fromkeys(index)) if index else _buildable(builder, stored)
             for i in ids:  # --start only checks the window: builds start at the base date
-                builder.check_window(i, start_d, end_d, as_of_k)
+                builder.check_window(i, start_d, end_d, as_of_k, version)
             with _progress("build") as step:
                 results = builder.build(
                     ids,
                     end=end_d,
                     full=full,
                     as_of=as_of_k,
+                    as_of_version=version,
                     on_index=lambda r: step(f"{r.index_id} {r.outcome}"),
                 )
-    _print_builds(results, fmt, skipped=0 if index else len(every) - len(ids))
+    if builder.last_spark_job is not None:
+        typer.echo(builder.last_spark_job.line(), err=True)
+    _print_builds(results, fmt, skipped=0 if index else len(stored) - len(ids))
     if any(r.failed for r in results):
         raise typer.Exit(1)
 
@@ -683,6 +978,9 @@ def _print_builds(results: list[BuildResult], fmt: OutputFormat, *, skipped: int
     for r in results:
         for w in r.warnings:
             typer.echo(f"warning: {r.index_id}: {w}", err=True)
+    typer.echo(f"storage: {storage_label(_where())}", err=True)
+    if results:
+        typer.echo(f"engine: {results[0].engine}", err=True)
     typer.echo(build_summary(results, skipped), err=True)
 
 
@@ -707,17 +1005,21 @@ def performance(
     ] = None,
     fmt: FormatOpt = OutputFormat.table,
     as_of: AsOfOpt = None,
+    as_of_version: AsOfVersionOpt = None,
 ) -> None:
     """Levels, daily and cumulative returns (and a summary with --format table)."""
-    with _errors(), _store() as store:
-        perf = IndexReader(store, store.calendar).performance(
-            index,
-            _parse_date(start, "start"),
-            _parse_date(end, "end"),
-            return_type,
-            as_of=_parse_as_of(as_of),
-        )
-    title = f"{index} performance{_as_of_title(perf.window.as_of)}"
+    with _errors():
+        as_of_k, version = _parse_point(as_of, as_of_version)
+        with _store() as store:
+            perf = IndexReader(store, store.calendar).performance(
+                index,
+                _parse_date(start, "start"),
+                _parse_date(end, "end"),
+                return_type,
+                as_of=as_of_k,
+                as_of_version=version,
+            )
+    title = f"{index} performance{_as_of_title(perf.window.as_of, version)}"
     render(perf.rows, PERFORMANCE_COLUMNS, fmt, title=title)
     if fmt is OutputFormat.table:
         summary = [{"statistic": k, "value": v} for k, v in perf.summary.as_dict().items()]
@@ -730,14 +1032,19 @@ def composition(
     date: DateOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     as_of: AsOfOpt = None,
+    as_of_version: AsOfVersionOpt = None,
 ) -> None:
     """Constituents in force after the close of --date (default: last built day)."""
-    with _errors(), _store() as store:
-        as_of_k = _parse_as_of(as_of)
-        comp = IndexReader(store, store.calendar).composition(
-            index, _parse_date(date, "date"), as_of_k
-        )
-    title = f"{index} composition after the close of {comp.effective_date}{_as_of_title(as_of_k)}"
+    with _errors():
+        as_of_k, version = _parse_point(as_of, as_of_version)
+        with _store() as store:
+            comp = IndexReader(store, store.calendar).composition(
+                index, _parse_date(date, "date"), as_of_k, version
+            )
+    title = (
+        f"{index} composition after the close of {comp.effective_date}"
+        f"{_as_of_title(as_of_k, version)}"
+    )
     render(comp.rows(), COMPOSITION_COLUMNS, fmt, title=title)
 
 
@@ -765,14 +1072,17 @@ def changes(
     end: DateOpt = None,
     fmt: FormatOpt = OutputFormat.table,
     as_of: AsOfOpt = None,
+    as_of_version: AsOfVersionOpt = None,
 ) -> None:
     """Constituents entered and exited at each rebalance."""
-    with _errors(), _store() as store:
-        window, found = IndexReader(store, store.calendar).changes(
-            index, _parse_date(start, "start"), _parse_date(end, "end"), _parse_as_of(as_of)
-        )
+    with _errors():
+        as_of_k, version = _parse_point(as_of, as_of_version)
+        with _store() as store:
+            window, found = IndexReader(store, store.calendar).changes(
+                index, _parse_date(start, "start"), _parse_date(end, "end"), as_of_k, version
+            )
     rows = [{"date": c.date, "entered": c.entered, "exited": c.exited} for c in found]
-    title = f"{index} composition changes{_as_of_title(window.as_of)}"
+    title = f"{index} composition changes{_as_of_title(window.as_of, version)}"
     render(rows, CHANGES_COLUMNS, fmt, title=title)
 
 
@@ -800,6 +1110,7 @@ def export_command(
     start: DateOpt = None,
     end: DateOpt = None,
     as_of: AsOfOpt = None,
+    as_of_version: AsOfVersionOpt = None,
     fmt: Annotated[
         ExportFileFormat,
         typer.Option(
@@ -818,11 +1129,11 @@ def export_command(
     """
     with _errors():
         start_d, end_d = _parse_date(start, "start"), _parse_date(end, "end")
-        as_of_k = _parse_as_of(as_of)
+        point = _parse_point(as_of, as_of_version)
         target = _export_target(out_file, fmt)
         with _store() as store:
             reader = IndexReader(store, store.calendar)
-            size = _export_atomically(reader, index, start_d, end_d, fmt, as_of_k, target)
+            size = _export_atomically(reader, index, start_d, end_d, fmt, point, target)
     typer.echo(f"wrote {target} ({size:,} bytes)")
 
 
@@ -848,7 +1159,7 @@ def _export_atomically(
     start: dt.date | None,
     end: dt.date | None,
     fmt: ExportFileFormat,
-    as_of: dt.datetime | None,
+    point: tuple[dt.datetime | None, int | None],
     target: Path,
 ) -> int:
     """Write the export into a hidden folder next to ``target``, rename it over
@@ -861,7 +1172,10 @@ def _export_atomically(
             f"--out: cannot write to {target.parent}: {exc.strerror or exc}", field="out"
         ) from None
     try:
-        exported = export_index(reader, index, start, end, fmt.value, scratch, as_of)
+        as_of, as_of_version = point
+        exported = export_index(
+            reader, index, start, end, fmt.value, scratch, as_of, as_of_version=as_of_version
+        )
         exported.path.chmod(_new_file_mode(target))
         os.replace(exported.path, target)
         return target.stat().st_size
@@ -885,8 +1199,11 @@ def _new_file_mode(target: Path) -> int:
         return 0o666 & ~mask
 
 
-def _as_of_title(as_of: dt.datetime | None) -> str:
-    """`` as of <K>`` for the title of a read as of a moment."""
+def _as_of_title(as_of: dt.datetime | None, as_of_version: int | None = None) -> str:
+    """`` as of <K>`` (`` as of version <V>``) for the title of a read as of a moment
+    (a version)."""
+    if as_of_version is not None:
+        return f" as of version {as_of_version}"
     return "" if as_of is None else f" as of {format_as_of(as_of)}"
 
 
@@ -960,7 +1277,7 @@ def indices_show(index_id: Annotated[str, typer.Argument(help="Index id.")]) -> 
 
 
 def _build_info(state: BuildState) -> dict[str, Any]:
-    info = {
+    info: dict[str, Any] = {
         "version": state.version,
         "base_date": str(state.base_date),
         "built_through": str(state.built_through),
@@ -968,6 +1285,8 @@ def _build_info(state: BuildState) -> dict[str, Any]:
     }
     if state.as_of is not None:
         info["as_of"] = format_as_of(state.as_of)
+    if state.as_of_version is not None:
+        info["as_of_version"] = state.as_of_version
     return info
 
 
@@ -1002,22 +1321,145 @@ def indices_remove(index_id: Annotated[str, typer.Argument(help="Index id.")]) -
 def serve(
     host: Annotated[str | None, typer.Option(help="Address [env INDEX_BUILDER_API_HOST].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [env INDEX_BUILDER_API_PORT].")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes serving the port [env INDEX_BUILDER_API_WORKERS]; more than 1 "
+            "needs INDEX_BUILDER_STORAGE=iceberg and INDEX_BUILDER_REDIS_URL.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the REST API (Ctrl-C stops it cleanly)."""
-    settings = STATE.settings.model_copy(
-        update={k: v for k, v in {"api_host": host, "api_port": port}.items() if v is not None}
-    )
+    """Serve the REST API (Ctrl-C stops it cleanly).
+
+    With --workers N, N processes serve one port (uvicorn's supervisor replaces one
+    that dies). They share the iceberg store and the Redis job queue, whose jobs
+    'index-builder worker' runs; the duckdb file serves one process only (refused
+    with the way to scale)."""
+    update = {"api_host": host, "api_port": port, "api_workers": workers}
+    settings = STATE.settings.model_copy(update={k: v for k, v in update.items() if v is not None})
+    from index_builder.api.server import run_server, workers_problem  # uvicorn, limits
+    from index_builder.services.queue import queue_problem
+
+    problem = workers_problem(settings, settings.api_workers) or queue_problem(settings)
+    if problem is not None:
+        _fail(InvalidInputError(problem, field="workers"))
+    _check_database_free(settings)
     configure_logging(settings)  # auto: JSON lines unless stderr is a terminal
     if settings.metrics_dir is not None:  # multiprocess metrics: before any metric exists
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.metrics_dir))
-    from index_builder.api.server import run_server  # uvicorn, timeouts, limits, proxies
+    elif settings.api_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the processes' metrics add up in one fresh folder (GET /metrics on any of them)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="index-builder-metrics-")
 
     url = f"http://{settings.api_host}:{settings.api_port}"
+    processes = f", {settings.api_workers} processes" if settings.api_workers > 1 else ""
     out.print(
         f"Index Builder API on {url}  (dashboard: {url}/, docs: {url}/docs, "
-        f"database: {settings.database})"
+        f"storage: {storage_label(describe_settings(settings))}{processes})"
     )
-    run_server(settings, log_level="warning" if STATE.quiet else None)
+    run_server(settings, log_level="warning" if STATE.quiet else None, workers=settings.api_workers)
+
+
+def _check_database_free(settings: Settings) -> None:
+    """On duckdb: fail in one line when another process holds the file (one process
+    serves it), instead of a lock error in the server's startup log."""
+    if settings.storage != "duckdb" or not settings.database.exists():
+        return
+    import duckdb
+
+    try:
+        duckdb.connect(str(settings.database)).close()
+    except duckdb.Error as exc:
+        if "lock" not in str(exc).lower():
+            return  # the server's startup reports anything else with its context
+        _fail(
+            StorageError(
+                f"{settings.database} is held by another process: the duckdb file is served "
+                "by one process only (stop it, or scale out with INDEX_BUILDER_STORAGE=iceberg)"
+            )
+        )
+
+
+# ---------------------------------------------------------------------------- worker
+@app.command()
+def worker(
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Run the jobs queued now, then exit.")
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option(help="Worker name (default: host, process id and a suffix).")
+    ] = None,
+) -> None:
+    """Run jobs (builds, exports) from the Redis queue, one at a time, until Ctrl-C or
+    SIGTERM (the running job finishes first; twice: it is interrupted).
+
+    Needs INDEX_BUILDER_REDIS_URL and INDEX_BUILDER_STORAGE=iceberg (the store every
+    API process reads); start as many workers as wanted. A job submitted on any API
+    process runs once; its state, progress and result are in Redis for every process.
+    A worker killed mid-job leaves it 'interrupted' after INDEX_BUILDER_JOB_LEASE_SECONDS
+    (POST /jobs/{id}/retry runs it again)."""
+    settings = STATE.settings
+    if settings.storage != "iceberg":
+        _fail(
+            InvalidInputError(
+                "the worker needs a store several processes share: INDEX_BUILDER_STORAGE="
+                "iceberg (with the duckdb file, jobs run inside 'index-builder serve')",
+                field="storage",
+            )
+        )
+    if not settings.redis_url or settings.job_queue == "process":
+        _fail(
+            InvalidInputError(
+                "the worker takes its jobs from Redis: set INDEX_BUILDER_REDIS_URL (and "
+                "INDEX_BUILDER_JOB_QUEUE=auto or redis)",
+                field="redis_url",
+            )
+        )
+    assert settings.redis_url is not None
+    configure_logging(settings)
+    if settings.metrics_dir is not None:  # multiprocess metrics: before any metric exists
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.metrics_dir))
+    from index_builder.export.files import ExportFiles
+    from index_builder.services.jobs import JobRunner
+    from index_builder.services.queue import QueueWorker, RedisQueue
+
+    with _errors(), _store() as store:
+        runner = JobRunner(
+            store,
+            store.calendar,
+            flags=settings.feature_flags(),
+            exports=ExportFiles(
+                settings.export_folder, dt.timedelta(hours=settings.export_retention_hours)
+            ),
+        )
+        queue = RedisQueue(
+            settings.redis_url,
+            keep=settings.jobs_keep,
+            lease_seconds=settings.job_lease_seconds,
+        )
+        runner_worker = QueueWorker(queue, runner, name=name)
+        err.print(
+            f"index-builder worker {runner_worker.name}: jobs from {_redis_label(settings)}, "
+            f"storage: {storage_label(describe_settings(settings))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        try:
+            runner_worker.work(burst=burst)
+        finally:
+            queue.shutdown()
+
+
+def _redis_label(settings: Settings) -> str:
+    """The Redis URL without its password."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.redis_url or "")
+    host = url.hostname or ""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{host}{port}{url.path}"
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -1192,6 +1634,238 @@ def _standalone_store() -> Iterator[DuckDBStore]:
         raise
 
 
+# ---------------------------------------------------------------------------- backup
+BACKUP_COLUMNS = ["backup", "table", "rows", "bytes", "file", "sha256"]
+
+
+@app.command()
+def backup(
+    dest: Annotated[
+        str,
+        typer.Argument(
+            help="Folder (created if missing) or s3://bucket/prefix (AWS_* environment "
+            "variables); the backup is a new folder <UTC time>-<source version> in it."
+        ),
+    ],
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            "--keep", min=1, help="Then delete the older complete backups in DEST beyond N."
+        ),
+    ] = None,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Back up the whole store: one Parquet file per table, read from one snapshot,
+    and manifest.json (rows, SHA-256 per file) written last."""
+    with _errors(), _standalone_store() as store:
+        manifest = write_backup(store, dest, keep=keep)
+    _print_backup(manifest, fmt, f"backup written to {manifest.location}")
+    for folder in manifest.removed:
+        typer.echo(f"removed old backup {folder}", err=fmt is not OutputFormat.table)
+
+
+@app.command()
+def restore(
+    src: Annotated[
+        str,
+        typer.Argument(
+            help="A backup folder (holding manifest.json), or a folder of backups (the "
+            "newest complete one is restored); local or s3://."
+        ),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a database holding data (its file is kept as <db>.before-restore).",
+        ),
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Restore a backup into the database (--db): every file's checksum and row count
+    is verified first, the tables are loaded into <db>.restoring and checked, which
+    then replaces the database. A refused backup (exit code 2) changes nothing."""
+    with _errors():
+        manifest = verify_backup(src)  # before the database is even opened
+        with _standalone_store() as store:
+            restore_backup(src, store, force=force, verified=manifest)
+    _print_backup(manifest, fmt, f"restored {manifest.location} into {storage_label(_where())}")
+
+
+def _print_backup(manifest: Manifest, fmt: OutputFormat, summary: str) -> None:
+    """One row per table; the summary under the table (on stderr with csv / json)."""
+    rows = [
+        {"backup": manifest.location, "table": name, **entry.__dict__}
+        for name, entry in manifest.tables.items()
+    ]
+    source = manifest.source_version.get("label", "")
+    line = (
+        f"{summary}: {len(rows)} tables, {manifest.total_rows:,} rows, "
+        f"{manifest.total_bytes:,} bytes (source {source}, "
+        f"taken {manifest.created_at:%Y-%m-%d %H:%M:%S} UTC)"
+    )
+    if fmt is OutputFormat.table:
+        render(rows, ["table", "rows", "bytes"], fmt, console=out)
+        out.print(line, highlight=False, soft_wrap=True)
+    else:
+        render(rows, BACKUP_COLUMNS, fmt)
+        typer.echo(line, err=True)
+
+
+# ---------------------------------------------------------------------------- migrate-storage
+class StorageBackend(StrEnum):
+    """The storage backends (``INDEX_BUILDER_STORAGE``)."""
+
+    duckdb = "duckdb"
+    iceberg = "iceberg"
+
+
+MIGRATION_COLUMNS = [
+    "table",
+    "source_rows",
+    "target_rows",
+    "source_checksum",
+    "target_checksum",
+    "ok",
+    "problem",
+]
+
+
+@app.command("migrate-storage")
+def migrate_storage(
+    to: Annotated[
+        StorageBackend,
+        typer.Option(
+            "--to",
+            help="The backend to copy the store into: the other one than "
+            "INDEX_BUILDER_STORAGE, where the same settings put it (duckdb: "
+            "INDEX_BUILDER_DATABASE / --db; iceberg: INDEX_BUILDER_WAREHOUSE, "
+            "INDEX_BUILDER_CATALOG_URI, INDEX_BUILDER_LAKE_NAMESPACE).",
+            show_default=False,
+        ),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a DuckDB target holding data (copied and verified in "
+            "<db>.migrating first; the old file is kept as <db>.before-migrate). A lake "
+            "target holding data is always refused.",
+        ),
+    ] = False,
+    verify_only: Annotated[
+        bool,
+        typer.Option(
+            "--verify-only",
+            help="Copy nothing: compare the target with the current store table by table "
+            "(rows and content checksums, leaving out the columns each backend stamps "
+            "itself), e.g. before switching the primary after a shadow phase.",
+        ),
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Copy the whole store to the other backend and verify the copy: every table read
+    from one snapshot of the current store (INDEX_BUILDER_STORAGE), loaded into the
+    empty target, then row counts and content checksums compared table by table. The
+    migration is recorded as a version (kind restore) in both stores. Exit 2: refused,
+    nothing written (the target holds data, --to names the current backend); exit 1:
+    the copy differs from the source (do not use the target) or storage failed.
+    --verify-only compares without copying (exit 1 on any difference).
+    Stop the server first: DuckDB has one process. See docs/operations.md."""
+    settings = STATE.settings
+    with _errors():
+        if to.value == settings.storage:
+            raise InvalidInputError(
+                f"--to {to.value}: the store is on {settings.storage} already "
+                "(INDEX_BUILDER_STORAGE); --to names the backend to copy it into: "
+                f"{other_backend(settings.storage)}",
+                field="to",
+            )
+        if verify_only and force:
+            raise InvalidInputError(
+                "--force: --verify-only copies nothing, so there is nothing to replace",
+                field="force",
+            )
+        calendar = get_calendar(settings.calendar, settings.calendar_start)
+        source = make_backend(settings, settings.storage, calendar)
+        target = make_backend(settings, to.value, calendar)
+        with (
+            _migration_side(source, "source"),
+            _migration_side(target, "target"),
+            _progress("migrate-storage") as step,
+        ):
+            if verify_only:
+                report = verify_stores(source, target, progress=step)
+            else:
+                report = migrate_store(source, target, force=force, progress=step)
+    _print_migration(report, fmt)
+    if not report.ok:
+        _fail(
+            StorageError(
+                f"the copy in {storage_label(report.target)} differs from the source in "
+                f"{', '.join(report.mismatched)}: the target is not to be used (remove it "
+                "and run migrate-storage again)"
+            )
+        )
+
+
+@contextmanager
+def _migration_side(store: DuckDBStore, role: str) -> Iterator[DuckDBStore]:
+    """One store of a migration, opened (a lock held by another process: one clear line)."""
+    try:
+        store.open()
+    except StorageError as exc:
+        if "lock" in exc.message.lower():
+            raise StorageError(
+                f"the {role} {storage_label(store.describe())} is held by another process "
+                "(stop 'index-builder serve' before migrating)"
+            ) from exc
+        raise
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _print_migration(report: MigrationReport, fmt: OutputFormat) -> None:
+    """One row per table; the summary under the table (on stderr with csv / json)."""
+    rows = [check.as_row() for check in report.tables]
+    verdict = "verified" if report.ok else f"MISMATCH in {', '.join(report.mismatched)}"
+    done = "migrated {} to {}" if report.copied else "compared {} with {}"
+    version = f"version {report.version_id}, " if report.version_id is not None else ""
+    line = (
+        f"{done.format(storage_label(report.source), storage_label(report.target))}: "
+        f"{len(rows)} tables, {report.rows:,} rows, {verdict} ({version}"
+        f"{report.seconds:.1f} s)"
+    )
+    if report.replaced:
+        line += f"; the previous target is kept as {report.replaced}"
+    if fmt is OutputFormat.table:
+        shown = [
+            {
+                "table": r["table"],
+                "rows": r["source_rows"],
+                "checksum": r["source_checksum"][-16:],
+                "ok": "ok" if r["ok"] else _mismatch_cell(r),
+            }
+            for r in rows
+        ]
+        render(shown, ["table", "rows", "checksum", "ok"], fmt, console=out)
+        out.print(line, highlight=False, soft_wrap=True)
+    else:
+        render(rows, MIGRATION_COLUMNS, fmt)
+        typer.echo(line, err=True)
+
+
+def _mismatch_cell(row: dict[str, Any]) -> str:
+    """What differs in the target, for the table format."""
+    if row["problem"]:
+        return f"MISMATCH: {row['problem']}"
+    if row["target_rows"] != row["source_rows"]:
+        return f"MISMATCH: {row['target_rows']} rows in the target"
+    return "MISMATCH: content checksum"
+
+
 # ---------------------------------------------------------------------------- quickstart
 QUICKSTART_COLUMNS = [
     "index",
@@ -1205,6 +1879,143 @@ QUICKSTART_COLUMNS = [
     "turnover",
     "build",
 ]
+
+
+# ---------------------------------------------------------------------------- lake
+@contextmanager
+def _lake() -> Iterator[IcebergStore]:
+    """The lake store (exit 2 when the settings name another backend)."""
+    from index_builder.storage.iceberg.store import IcebergStore  # pyiceberg: on demand
+
+    if STATE.settings.storage != "iceberg":
+        raise InvalidInputError(
+            "lake commands work on the Iceberg backend: set INDEX_BUILDER_STORAGE=iceberg "
+            f"(the settings name {STATE.settings.storage})",
+            field="storage",
+        )
+    with _store(shadow=False) as store:  # upkeep of the lake itself, never of a shadow
+        assert isinstance(store, IcebergStore)
+        yield store
+
+
+@lake_app.command("compact")
+def lake_compact(
+    min_files: Annotated[
+        int, typer.Option(min=2, help="Rewrite a partition holding at least this many files.")
+    ] = 2,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Rewrite the small files daily appends leave (bar history, quarantine) as one
+    sorted file per partition, as one version; rows are checked unchanged."""
+    from index_builder.storage.iceberg.maintenance import compact
+
+    with _errors(), _lake() as store:
+        tables = compact(store, min_files)
+    rows = [t.__dict__ for t in tables]
+    render(
+        rows,
+        ["table", "partitions", "files_before", "files_after", "rows"],
+        fmt,
+        title="Compaction",
+    )
+
+
+@lake_app.command("expire")
+def lake_expire(
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="Keep the versions newer than this age (30d, 12h, 2w)."),
+    ] = "30d",
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Expire the snapshots no version newer than --older-than (nor the newest) needs,
+    and delete the data files only they referenced. Rollback and reads as of a version
+    do not need them (they work on the run ids stored on every row)."""
+    from index_builder.storage.iceberg.maintenance import expire, parse_age
+
+    with _errors():
+        age = parse_age(older_than)
+        with _lake() as store:
+            report = expire(store, age)
+    rows = [t.__dict__ for t in report.tables]
+    cols = ["table", "snapshots_before", "snapshots_expired", "files_deleted", "bytes_deleted"]
+    render(rows, cols, fmt, title=f"Expired before {report.cutoff:%Y-%m-%d %H:%M} UTC")
+    err.print(
+        f"versions kept: {report.versions_kept}; commit-log rows removed: {report.commits_removed}"
+    )
+
+
+# ---------------------------------------------------------------------------- status
+@app.command()
+def status(fmt: FormatOpt = OutputFormat.table) -> None:
+    """Where the data lives (backend, database or warehouse and catalog), whether the
+    storage answers, the newest version, data and builds."""
+    with _errors(), _store() as store:
+        record = _status_record(store)
+    if fmt is OutputFormat.json:
+        write_json(record)
+    else:
+        rows = [{"field": k, "value": v} for k, v in record.items()]
+        render(rows, ["field", "value"], fmt, title="Index Builder status")
+
+
+@app.command()
+def migrate(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only say what this release would change, writing nothing: exit 0 when "
+            "the store is up to date, 1 when migrations are pending or the store is newer "
+            "than this release.",
+        ),
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Bring the store's schema to this release (forward only; every process also does
+    it when it opens the store). With --check, a rollout gate: what would change."""
+    with _errors():
+        before = schema_status(STATE.settings)
+        if not check and not before.newer:
+            with _standalone_store():
+                pass  # opening applies the pending migrations, one transaction each
+        after = before if check else schema_status(STATE.settings)
+    record = {**after.as_dict(), "applied": [] if check else before.pending}
+    if fmt is OutputFormat.json:
+        write_json(record)
+    else:
+        rows = [{"field": k, "value": v} for k, v in record.items()]
+        render(rows, ["field", "value"], fmt, title="Schema")
+    typer.echo(after.summary(), err=fmt is not OutputFormat.table)
+    if not after.up_to_date:
+        raise typer.Exit(1)
+
+
+def _status_record(store: DuckDBStore) -> dict[str, Any]:
+    record: dict[str, Any] = dict(store.describe())
+    try:
+        record["schema_version"] = store.ping()
+        record["storage"] = "ok"
+    except StorageError as exc:
+        record["storage"] = f"down: {exc.message}"
+    head = getattr(store, "head", None)
+    if head is not None:
+        record["lake_commit"] = head.commit_id
+        record["lake_commit_at"] = head.created_at
+        record["lake_commit_by"] = head.writer
+    newest = store.versions(limit=1)
+    record["version"] = newest[0].version_id if newest else None
+    record["version_kind"] = newest[0].kind if newest else None
+    record["version_at"] = newest[0].created_at if newest else None
+    record["last_trading_day"] = store.last_trading_day()
+    run = store.last_ingest_run()
+    record["last_run"] = None if run is None else run["run_id"]
+    record["last_run_status"] = None if run is None else run["status"]
+    definitions = store.list_definitions()
+    record["indices"] = len(definitions)
+    record["indices_built"] = len(store.current_build_states())
+    record["definitions_broken"] = len(store.broken_definitions())
+    return record
 
 
 @app.command()
@@ -1237,7 +2048,7 @@ def quickstart(
                     progress=step,
                 )
             if table:
-                _print_ingest(report, STATE.settings.database)
+                _print_ingest(report, _where())
             else:
                 typer.echo(
                     f"ingested run {report.run_id} ({report.provider}): {report.status}, "
@@ -1272,7 +2083,7 @@ def quickstart(
     if not table:  # every index, a failed one with its reason; the notes on stderr
         rows += [{"index": r.index_id, "build": "failed", "reason": r.reason} for r in failed]
         render(rows, [*QUICKSTART_COLUMNS, "reason"], fmt)
-        typer.echo(f"data lives in {STATE.settings.database.resolve()}", err=True)
+        typer.echo(f"data lives in {storage_label(_where())}", err=True)
         if failed:
             typer.echo(build_summary(results), err=True)
             raise typer.Exit(1)
@@ -1282,11 +2093,168 @@ def quickstart(
     width = max((len(r.index_id) for r in failed), default=0)
     for r in failed:  # the same line as 'index-builder build'
         typer.echo(_styled(build_line(r, width), r.outcome))
-    out.print(f"data lives in {STATE.settings.database.resolve()}")
+    out.print(f"data lives in {storage_label(_where())}")
     out.print("next: index-builder performance --index ew100 | composition | changes")
     if failed:
         typer.echo(build_summary(results), err=True)
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- warehouse
+SchemaOpt = Annotated[
+    str, typer.Option("--schema", help="Warehouse schema (BigQuery: dataset) of tables and views.")
+]
+
+
+@warehouse_app.command("ddl")
+def warehouse_ddl(
+    dialect: Annotated[
+        str, typer.Option(help="bigquery | snowflake | redshift | postgres | duckdb.")
+    ],
+    schema: SchemaOpt = "index_builder",
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="lake: register the Iceberg lake's tables (default for bigquery, snowflake, "
+            "redshift); publish: plain tables 'warehouse publish' fills (default for postgres, "
+            "duckdb; snowflake too).",
+            show_default=False,
+        ),
+    ] = None,
+    catalog: Annotated[
+        str | None, typer.Option(help="BigQuery project / Snowflake database.", show_default=False)
+    ] = None,
+    warehouse: Annotated[
+        str | None,
+        typer.Option(help="The lake's location (s3://..., gs://...).", show_default=False),
+    ] = None,
+    connection: Annotated[
+        str | None,
+        typer.Option(help="BigQuery: the connection, PROJECT.REGION.NAME.", show_default=False),
+    ] = None,
+    external_volume: Annotated[
+        str | None, typer.Option(help="Snowflake: the external volume.", show_default=False)
+    ] = None,
+    catalog_integration: Annotated[
+        str | None, typer.Option(help="Snowflake: the catalog integration.", show_default=False)
+    ] = None,
+    lake_schema: Annotated[
+        str | None,
+        typer.Option(
+            help="Redshift: the external schema (default SCHEMA_lake).", show_default=False
+        ),
+    ] = None,
+    glue_database: Annotated[
+        str | None, typer.Option(help="Redshift: the Glue database.", show_default=False)
+    ] = None,
+    iam_role: Annotated[
+        str | None, typer.Option(help="Redshift: the IAM role ARN.", show_default=False)
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="Redshift: the Glue catalog's region.", show_default=False)
+    ] = None,
+    views_only: Annotated[
+        bool,
+        typer.Option("--views-only", help="Print the CREATE OR REPLACE VIEW statements only."),
+    ] = False,
+    from_lake: Annotated[
+        bool,
+        typer.Option(
+            "--from-lake",
+            help="Read the lake's current metadata files and location from the configured "
+            "Iceberg store (INDEX_BUILDER_STORAGE=iceberg) instead of placeholders.",
+        ),
+    ] = False,
+) -> None:
+    """Print the SQL that registers the lake's tables in a warehouse (BigLake Iceberg
+    tables, Snowflake externally managed Iceberg tables, Redshift Spectrum over Glue) or
+    creates the tables 'warehouse publish' fills, then the analytics views: daily levels
+    of every variant, composition on every day from the spells, changes, sector weights.
+    Values not given print as <PLACEHOLDER>."""
+    from dataclasses import replace
+
+    from index_builder.warehouse.ddl import DdlOptions, check_options, lake_metadata, render
+
+    with _errors():
+        options = DdlOptions(
+            dialect=dialect,
+            schema=schema,
+            source=source,  # type: ignore[arg-type]  # checked by check_options
+            catalog=catalog,
+            warehouse=warehouse,
+            lake_schema=lake_schema,
+            connection=connection,
+            external_volume=external_volume,
+            catalog_integration=catalog_integration,
+            glue_database=glue_database,
+            iam_role=iam_role,
+            region=region,
+            views_only=views_only,
+        )
+        check_options(options)
+        if from_lake:
+            with _lake() as store:
+                location, metadata = lake_metadata(store)
+            options = replace(options, warehouse=warehouse or location, metadata=metadata)
+        text = render(options)
+    sys.stdout.write(text)
+
+
+@warehouse_app.command("publish")
+def warehouse_publish(
+    target: Annotated[
+        str,
+        typer.Option(
+            help="duckdb:///PATH (duckdb:////abs/path), postgresql://USER[:PW]@HOST:PORT/DB or "
+            "snowflake://USER[:PW]@ACCOUNT/DATABASE[?warehouse=W&role=R]."
+        ),
+    ],
+    schema: SchemaOpt = "index_builder",
+    index: Annotated[
+        list[str] | None,
+        typer.Option("--index", "-i", help="Index id (repeatable; default every built index)."),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(help="Recompute and merge every index, even those the target holds."),
+    ] = False,
+    checksum: Annotated[
+        bool, typer.Option(help="Print each table's row count and checksum afterwards.")
+    ] = False,
+    fmt: FormatOpt = OutputFormat.table,
+) -> None:
+    """Load the results (definitions, builds, levels, spells, changes, holdings,
+    constituent prices, securities) into a warehouse schema, merging on each table's
+    keys: changed rows are updated, new ones inserted, gone ones deleted. A rerun
+    changes nothing; an index whose build the target holds is skipped (--full: merged
+    again). Creates the tables and views when missing."""
+    from index_builder.warehouse.ddl import DdlOptions, check_options
+    from index_builder.warehouse.publish import parse_target, publish
+
+    with _errors():
+        parsed = parse_target(target)
+        check_options(DdlOptions(parsed.dialect, schema=schema, source="publish"))
+        with _store() as store, _progress("publish") as step:
+            report = publish(
+                store,
+                IndexReader(store, store.calendar),
+                parsed,
+                schema=schema,
+                index_ids=index,
+                full=full,
+                checksums=checksum,
+                progress=step,
+            )
+    rows = [{**t.__dict__, "checksum": report.checksums.get(t.table)} for t in report.tables]
+    columns = ["table", "inserted", "updated", "deleted", "rows"]
+    if checksum:
+        columns.append("checksum")
+    render(rows, columns, fmt, title=f"Published to {report.target} ({report.schema})")
+    err.print(
+        f"published {len(report.published)} indices, skipped {len(report.skipped)} "
+        f"(build unchanged); {report.changed} rows changed in {report.seconds:.1f} s",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

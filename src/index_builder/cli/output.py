@@ -114,7 +114,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def ingest_record(report: IngestReport, database: Path) -> dict[str, Any]:
+def ingest_record(report: IngestReport, storage: dict[str, str]) -> dict[str, Any]:
     """One ingestion run's report as a flat record (``ingest --format csv|json``)."""
     return {
         "run_id": report.run_id,
@@ -135,7 +135,10 @@ def ingest_record(report: IngestReport, database: Path) -> dict[str, Any]:
         "known_at": None if report.known_at is None else format_as_of(report.known_at),
         "run_ids": report.run_ids or [report.run_id],
         "message": report.message,
-        "database": str(database),
+        "backend": storage.get("backend"),
+        "database": storage.get("database"),
+        "warehouse": storage.get("warehouse"),
+        "catalog": storage.get("catalog"),
     }
 
 
@@ -146,12 +149,14 @@ MODE_WIDTH = len("incremental")
 def build_line(result: BuildResult, index_width: int = 0) -> str:
     """One line for one index's build: outcome, index id, then what happened.
 
-    ``built      ew100      incremental  2024-01-02..2024-12-31  1 day written  version 12  85 ms``
+    ``built      ew100      incremental  2024-01-02..2024-12-31  1 day written  version 12
+    engine numpy  85 ms`` (one line)
     ``unchanged  ew-tech50  built through 2024-12-31  version 11``
     ``failed     ew-x       <reason>``
 
     Fields are separated by two spaces, the outcome and the index id padded to a
-    column (``index_width``); a build as of a moment ends with ``as of <K>``.
+    column (``index_width``); a build as of a moment ends with ``as of <K>``, one as
+    of a version with ``as of version <V>``.
     """
     head = f"{result.outcome:<{OUTCOME_WIDTH}}  {result.index_id:<{index_width}}"
     if result.failed:
@@ -167,6 +172,7 @@ def build_line(result: BuildResult, index_width: int = 0) -> str:
             f"{result.start_date}..{result.end_date}",
             f"{days} day{'' if days == 1 else 's'} written",
             f"version {result.version}",
+            f"engine {result.engine}",
             f"{result.duration_ms:.0f} ms",
         ]
         if result.restated_from is not None:
@@ -177,6 +183,8 @@ def build_line(result: BuildResult, index_width: int = 0) -> str:
             )
     if result.as_of is not None:
         parts.append(f"as of {format_as_of(result.as_of)}")
+    if result.as_of_version is not None:
+        parts.append(f"as of version {result.as_of_version}")
     return "  ".join([head, *parts])
 
 

@@ -78,6 +78,7 @@ class ExportFiles:
         fmt: ExportFormat,
         as_of: dt.datetime | None,
         progress: ExportProgress | None = None,
+        as_of_version: int | None = None,
     ) -> dict[str, Any]:
         """Export into the job's folder; returns the job's result (what GET /jobs shows)."""
         folder = self.folder / job_id
@@ -85,7 +86,15 @@ class ExportFiles:
             folder.mkdir(parents=True, exist_ok=True)
         try:
             exported = export_index(
-                reader, index_id, start, end, fmt, folder, as_of, progress=progress
+                reader,
+                index_id,
+                start,
+                end,
+                fmt,
+                folder,
+                as_of,
+                as_of_version=as_of_version,
+                progress=progress,
             )
             path = exported.path.rename(folder / _stored_name(fmt))
         except BaseException:
@@ -98,6 +107,7 @@ class ExportFiles:
             "start_date": exported.start,
             "end_date": exported.end,
             "as_of": None if as_of is None else format_as_of(as_of),
+            "as_of_version": as_of_version,
             "build_version": exported.build_version,
             "rows": exported.rows,
             "filename": exported.filename,

@@ -98,6 +98,7 @@ def export_index(
     directory: Path,
     as_of: dt.datetime | None = None,
     *,
+    as_of_version: int | None = None,
     progress: ExportProgress | None = None,
     chunk_days: int = COMPOSITION_CHUNK_DAYS,
 ) -> ExportFile:
@@ -106,10 +107,10 @@ def export_index(
     ``start``/``end`` default to the built range, as for the other reads; errors of
     the reader (unknown index, end before start, no data...) propagate before any
     file is created. ``as_of``: the build as of that moment (its name is in the
-    file name and the summary). The file gets a unique name in ``directory``, which
-    must exist; on failure nothing is left there. ``progress`` hears the stage and
-    the fraction done; compositions are reconstructed ``chunk_days`` trading days
-    at a time.
+    file name and the summary); ``as_of_version``: the build as of that version. The
+    file gets a unique name in ``directory``, which must exist; on failure nothing is
+    left there. ``progress`` hears the stage and the fraction done; compositions are
+    reconstructed ``chunk_days`` trading days at a time.
     """
     if fmt not in EXPORT_FORMATS:
         raise InvalidInputError(
@@ -120,7 +121,7 @@ def export_index(
     step = progress or (lambda _stage, _fraction: None)
     for _ in range(ATTEMPTS):
         exported, window = _export(
-            reader, index_id, start, end, fmt, directory, as_of, step, chunk_days
+            reader, index_id, start, end, fmt, directory, (as_of, as_of_version), step, chunk_days
         )
         state = reader.store.build_state(window.key)
         if state is not None and state.version == window.state.version:
@@ -138,13 +139,15 @@ def _export(
     end: dt.date | None,
     fmt: ExportFormat,
     directory: Path,
-    as_of: dt.datetime | None,
+    point: tuple[dt.datetime | None, int | None],
     step: ExportProgress,
     chunk_days: int,
 ) -> tuple[ExportFile, Window]:
-    """One attempt of :func:`export_index`; also returns the window read first."""
+    """One attempt of :func:`export_index`; also returns the window read first
+    (``point``: the as-of moment and the as-of version read, at most one of them)."""
     step("reading the performance", 0.0)
-    performance = reader.performance(index_id, start, end, as_of=as_of)
+    as_of, as_of_version = point
+    performance = reader.performance(index_id, start, end, as_of=as_of, as_of_version=as_of_version)
     window = performance.window
     days = [row["date"] for row in performance.rows]
     generated_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -152,6 +155,8 @@ def _export(
     label = window.definition.id
     if window.as_of is not None:
         label += f"_asof-{window.as_of:%Y%m%dT%H%M%SZ}"
+    if window.as_of_version is not None:
+        label += f"_asof-v{window.as_of_version}"
     stem = f"{label}_{window.start.isoformat()}_{window.end.isoformat()}"
     if fmt == "xlsx":
         suffix, filename, media_type = ".xlsx", f"{stem}.xlsx", XLSX_MEDIA_TYPE
@@ -174,7 +179,9 @@ def _export(
         rows[COMPOSITIONS.stem] = writer.table(COMPOSITIONS, composition_rows(compositions))
         del compositions
         step("reading the changes", 0.92)
-        _, changes = reader.changes(index_id, window.start, window.end, window.as_of)
+        _, changes = reader.changes(
+            index_id, window.start, window.end, window.as_of, window.as_of_version
+        )
         rows[CHANGES.stem] = writer.table(CHANGES, change_rows(changes))
         del changes
         step("writing the file", 0.95)
@@ -210,7 +217,9 @@ def _compositions(
     """The composition of every day of the window, reconstructed ``chunk_days`` trading
     days at a time (one engine run each), in order."""
     index_id = window.definition.id
+    # only when set: a reader's compositions() may predate builds as of a version
+    version = {} if window.as_of_version is None else {"as_of_version": window.as_of_version}
     for first in range(0, len(days), chunk_days):
         chunk = days[first : first + chunk_days]
         step("reconstructing the compositions", 0.05 + 0.85 * first / len(days))
-        yield from reader.compositions(index_id, chunk[0], chunk[-1], window.as_of)
+        yield from reader.compositions(index_id, chunk[0], chunk[-1], window.as_of, **version)

@@ -154,6 +154,8 @@ def summary_table(
     )
     if state.as_of is not None:  # a build as of a moment: the data known then
         facts += (Field("as_of_utc", state.as_of, "datetime", DATETIME_FORMAT),)
+    if state.as_of_version is not None:  # a build as of a version: the data after it
+        facts += (Field("as_of_version", state.as_of_version, "int", "0"),)
     statistics = tuple(
         Field(
             name,

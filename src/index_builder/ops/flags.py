@@ -60,6 +60,14 @@ class FeatureFlags(BaseModel):
         description="The new 'sqrt_market_cap' weighting (weights proportional to the square "
         "root of market cap). Off: definitions using it are refused when added and built.",
     )
+    shadow_storage: bool = Field(
+        default=False,
+        description="Write to both storage backends: the primary (INDEX_BUILDER_STORAGE) "
+        "serves every read, the other one (the shadow) takes every write too and answers a "
+        "sample of the reads (INDEX_BUILDER_SHADOW_SAMPLE_RATE) for comparison; mismatches "
+        "and shadow failures are counted and logged, never fail a request. Read when the "
+        "process starts: a change needs a restart (docs/operations.md).",
+    )
 
 
 FLAG_NAMES = tuple(FeatureFlags.model_fields)

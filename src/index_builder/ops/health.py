@@ -11,6 +11,8 @@ with ``down``:
 * freshness, ingestion, builds: see :mod:`index_builder.ops.state` (stale data,
   a failed run or build: ``degraded``);
 * circuit breakers, feature flags, rate limiter, API keys: their ``health()``;
+* shadow_storage (with the ``shadow_storage`` flag): ``degraded`` while the shadow
+  store is diverged, never ``down`` (:mod:`index_builder.storage.shadow`);
 * the version.
 
 Any ``down`` component makes the whole ``down`` (503), else any ``degraded``
@@ -39,6 +41,7 @@ from index_builder.ops.state import (
     ingestion_component,
     read_state,
 )
+from index_builder.storage.shadow import shadow_component
 
 router = APIRouter(tags=["operations"])
 
@@ -110,6 +113,7 @@ async def readiness(services: Services) -> dict[str, Any]:
         components["ingestion"] = ingestion_component(state)
         components["builds"] = builds_component(state)
         components["definitions"] = definitions_component(state)
+    components["storage"].update(services.store.describe())
     if components["storage"]["status"] == "down":
         for name in _DB_COMPONENTS:
             components[name] = {"status": "unknown", "detail": "storage is unavailable"}
@@ -119,6 +123,9 @@ async def readiness(services: Services) -> dict[str, Any]:
     components["circuit_breakers"] = breakers_health()
     if services.flags is not None:
         components["feature_flags"] = services.flags.health()
+    shadow = shadow_component(services.store, services.flags)
+    if shadow is not None:
+        components["shadow_storage"] = shadow
     if services.rate_limiter is not None:
         await services.rate_limiter.probe()  # an outage ends here too, not only on traffic
         components["rate_limiter"] = services.rate_limiter.health()
@@ -165,8 +172,9 @@ async def ready(request: Request) -> Response:
     `components`: storage, redis, freshness (last trading day against the latest
     closed exchange session), ingestion (last run), builds (each index's last
     build), circuit_breakers, feature_flags, rate_limiter (`degraded` while it limits
-    per process because Redis is down) and api_keys (`degraded` when keys are required
-    but none is configured)."""
+    per process because Redis is down), api_keys (`degraded` when keys are required
+    but none is configured) and, with the shadow_storage flag, shadow_storage
+    (`degraded` while the shadow store is diverged)."""
     services: Services = request.app.state.services
     report = await readiness(services)
     return _json(report, 503 if report["status"] == "down" else 200)

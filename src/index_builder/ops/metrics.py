@@ -157,6 +157,42 @@ FEATURE_FLAG = Gauge(
     multiprocess_mode="livemostrecent",
 )
 
+# --------------------------------------------------------------------------- shadow storage
+# The shadow_storage flag (storage/shadow.py, docs/operations.md): every write goes to the
+# primary store and then to the shadow; a sample of the reads is repeated on the shadow.
+SHADOW_COMPARISONS = Counter(
+    "index_builder_shadow_comparisons_total",
+    "Reads repeated on the shadow store and writes replayed there whose results were "
+    "compared with the primary's, by store operation.",
+    ["operation"],
+)
+SHADOW_MISMATCHES = Counter(
+    "index_builder_shadow_mismatches_total",
+    "Comparisons where the shadow store answered differently from the primary, by store "
+    "operation (each one logged with its arguments; the shadow is then diverged).",
+    ["operation"],
+)
+SHADOW_WRITE_FAILURES = Counter(
+    "index_builder_shadow_write_failures_total",
+    "Writes that succeeded on the primary store and failed on the shadow (the request "
+    "still succeeded; the shadow is then diverged), by store operation.",
+    ["operation"],
+)
+SHADOW_READ_FAILURES = Counter(
+    "index_builder_shadow_read_failures_total",
+    "Sampled reads the shadow store could not answer (storage unavailable), by store "
+    "operation: not compared, not a mismatch.",
+    ["operation"],
+)
+SHADOW_DIVERGED = Gauge(
+    "index_builder_shadow_diverged",
+    "1 while the shadow store is diverged (a write failed or differed there, a comparison "
+    "mismatched, or it was not a copy of the primary at start): it is neither written nor "
+    "compared until re-synced with 'index-builder migrate-storage' and a restart; 0 while "
+    "it is in step. Absent without the shadow_storage flag.",
+    multiprocess_mode="livemax",
+)
+
 # --------------------------------------------------------------------------- scrape-time
 # Gauges computed from the database and the cache when /metrics is read
 # (ops/collectors.py); listed here so every metric name of the service is in

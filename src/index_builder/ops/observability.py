@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 
 from index_builder.ops import collectors, health
 from index_builder.ops.metrics import multiprocess_enabled
-from index_builder.ops.middleware import ObservabilityMiddleware
 from index_builder.ops.request_records import flush_request_records
 from index_builder.settings import Settings
 
@@ -21,9 +20,11 @@ log = logging.getLogger("index_builder.ops")
 
 
 def install_observability(app: FastAPI, settings: Settings) -> None:
-    """Add ``/health/live``, ``/health/ready``, ``/metrics`` and the request middleware
-    (request id, access log line, request metrics); on shutdown, drop this
-    process's live gauges from the shared metrics folder."""
+    """Add ``/health/live``, ``/health/ready`` and ``/metrics``; on shutdown, flush the
+    request records and drop this process's live gauges from the shared metrics
+    folder. The request id, access line and request metrics of each request come
+    from the request layer (:class:`~index_builder.ops.middleware.RequestMiddleware`,
+    added by :func:`~index_builder.ops.protection.install_protection`)."""
     if settings.metrics_dir is not None and not multiprocess_enabled():
         log.warning(
             "INDEX_BUILDER_METRICS_DIR is set in the settings but was not in the "
@@ -45,9 +46,9 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
                 tags=list(route.tags),
                 name=route.name,
             )
-    if settings.request_middleware:
-        app.add_middleware(ObservabilityMiddleware)
-    else:
+    # the request ids, access lines and request metrics are the request layer's
+    # (ops/middleware.py), which install_protection adds: one ASGI layer for both
+    if not settings.request_middleware:
         log.warning(
             "INDEX_BUILDER_REQUEST_MIDDLEWARE is off: no request ids, access lines or "
             "request metrics (for overhead measurements only)"

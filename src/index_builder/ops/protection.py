@@ -1,9 +1,10 @@
 """Wiring of the protection layer: rate limits, API keys and request limits.
 
 * :func:`install_protection` (in ``create_app``): the problem handler of
-  :class:`~index_builder.ops.errors.ProblemError` and one middleware
-  (``RateLimit-*`` headers, body size, read timeout), plus the Host allow-list
-  when ``INDEX_BUILDER_ALLOWED_HOSTS`` names hosts (:mod:`index_builder.ops.hosts`).
+  :class:`~index_builder.ops.errors.ProblemError` and the request layer
+  (:mod:`index_builder.ops.middleware`: the Host allow-list when
+  ``INDEX_BUILDER_ALLOWED_HOSTS`` names hosts, body size, read timeout,
+  ``RateLimit-*`` headers, request ids and records).
 * :func:`attach_protection` (in ``build_services``): the per-process
   :class:`~index_builder.ops.auth.ApiKeyAuth` and
   :class:`~index_builder.ops.ratelimit.RateLimiter` on ``Services`` (both
@@ -25,13 +26,12 @@ from fastapi import Depends, FastAPI, Request, Security
 from index_builder.api.deps import Services
 from index_builder.ops.auth import API_KEY_HEADER, ApiKeyAuth, Scope, get_auth
 from index_builder.ops.errors import install_problem_error_handler
-from index_builder.ops.hosts import AllowedHostsMiddleware
+from index_builder.ops.middleware import RequestMiddleware
 from index_builder.ops.ratelimit import (
     Category,
     RateLimiter,
     enforce_rate_limit,
 )
-from index_builder.ops.request_limits import ProtectionMiddleware
 from index_builder.settings import Settings
 
 
@@ -72,15 +72,19 @@ otherwise; builds and exports document theirs through their ``Security`` paramet
 
 
 def install_protection(app: FastAPI, settings: Settings) -> None:
-    """Add the protection middleware and error handler to ``app``."""
+    """Add the error handler and the request layer to ``app``: one pure ASGI layer
+    (:class:`~index_builder.ops.middleware.RequestMiddleware`, added last: the
+    outermost) for the Host allow-list, the read timeout, the body limit, the
+    ``RateLimit-*`` headers and, unless ``INDEX_BUILDER_REQUEST_MIDDLEWARE`` is off,
+    the request id and the request's record (access line and metrics)."""
     install_problem_error_handler(app)
     app.add_middleware(
-        ProtectionMiddleware,
+        RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
         timeout_seconds=settings.request_timeout_seconds,
+        observe=settings.request_middleware,
+        allowed_hosts=None if settings.allowed_hosts == "*" else settings.allowed_hosts.split(","),
     )
-    if settings.allowed_hosts != "*":  # added last: the outermost layer
-        app.add_middleware(AllowedHostsMiddleware, allowed=settings.allowed_hosts.split(","))
 
 
 def attach_protection(services: Services) -> None:

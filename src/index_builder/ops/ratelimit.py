@@ -62,7 +62,7 @@ from limits import parse as parse_rate_limit
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.errors import StorageError
 from redis.exceptions import RedisError
-from starlette.types import Message
+from starlette.types import Message, Scope
 
 from index_builder.ops.errors import ProblemError
 from index_builder.ops.metrics import RATE_LIMITED, RATE_LIMITER_DEGRADED
@@ -358,11 +358,19 @@ class RateLimiter:
     def client_address(self, request: Request) -> str:
         """The peer address, or the client named by ``X-Forwarded-For`` when the peer
         (and each proxy before it) is a trusted proxy: the right-most untrusted entry."""
-        client = request.scope.get("client")
+        return self.client_of(request.scope)
+
+    def client_of(self, scope: Scope) -> str:
+        """:meth:`client_address` from an ASGI scope (raw headers)."""
+        client = scope.get("client")
         host: str = client[0] if client else "unknown"
         if not self._proxies or not self._trusted(host):
             return host
-        forwarded = request.headers.get("x-forwarded-for", "")
+        forwarded = ""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+                break
         for entry in reversed(forwarded.split(",")):
             address = entry.strip()
             if not address:
@@ -426,13 +434,18 @@ async def enforce_rate_limit(request: Request, category: Category) -> None:
     if not quota.allowed:
         RATE_LIMITED.labels(category).inc()
         log.debug("rate limited: %s %s (%s)", request.method, request.url.path, caller)
-        raise ProblemError(
-            429,
-            "rate-limited",
-            f"the {category} budget of {quota.limit} requests per {quota.window_seconds} s "
-            f"is spent; retry in {quota.reset_seconds} s",
-            headers={"Retry-After": str(quota.reset_seconds)},
-        )
+        raise rate_limited(category, quota)
+
+
+def rate_limited(category: str, quota: Quota) -> ProblemError:
+    """The ``429`` of a request over the ``category`` budget (``Retry-After`` set)."""
+    return ProblemError(
+        429,
+        "rate-limited",
+        f"the {category} budget of {quota.limit} requests per {quota.window_seconds} s "
+        f"is spent; retry in {quota.reset_seconds} s",
+        headers={"Retry-After": str(quota.reset_seconds)},
+    )
 
 
 def rate_limit(category: Category) -> Callable[[Request], Awaitable[None]]:

@@ -1,7 +1,7 @@
 """What the request middleware learns of each request, turned into request metrics and
 access lines in batches.
 
-Per request, :class:`~index_builder.ops.middleware.ObservabilityMiddleware` only
+Per request, :class:`~index_builder.ops.middleware.RequestMiddleware` only
 appends one :data:`Record` to :data:`RECORDER`. A batch is processed when
 :attr:`RequestRecorder.max_records` are waiting, :attr:`RequestRecorder.delay`
 seconds after the first one (a timer on the running event loop), at once for a

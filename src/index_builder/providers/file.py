@@ -31,7 +31,7 @@ SECURITY_COLUMNS = (*SECURITIES_SCHEMA.names, KNOWN_AT)
 REQUIRED_PRICE_COLUMNS = ("date", "symbol", "close")
 REQUIRED_SECURITY_COLUMNS = ("symbol",)
 ROW_COLUMN = "_row"
-_BATCH_ROWS = 1_000_000
+_BATCH_ROWS = 1 << 17  # 131,072 rows: DuckDB converts each batch on its own thread
 
 
 class FileProvider:
@@ -128,7 +128,9 @@ def open_table(
         source_types = [pa.string()] * len(header)
     elif suffix in {".parquet", ".pq"}:
         try:
-            pfile = pq.ParquetFile(path)
+            # pre_buffer (pyarrow's default) reads ahead whole row groups: for a
+            # local file it only costs memory (400 MB more for a 15M-row file)
+            pfile = pq.ParquetFile(path, pre_buffer=False)
         except (pa.ArrowInvalid, OSError) as exc:
             raise UnusableInputError(f"{path}: not a readable Parquet file: {exc}") from None
         source_names = list(pfile.schema_arrow.names)

@@ -17,6 +17,12 @@ would give again (an index with no eligible security, a bad definition) is not
 retried; an unexpected or storage error of an index is, for those indices only.
 Because the other indices were published, ``invalidate`` still runs after a
 failed build step.
+
+With ``INDEX_BUILDER_BACKUP_DIR`` set, a last step ``backup`` backs up the store
+(:func:`index_builder.storage.backup.write_backup`, keeping
+``INDEX_BUILDER_BACKUP_KEEP`` complete backups) whenever the build step ran. A
+failed backup fails that step (and so the cycle, for the alerting) and nothing
+else: the builds stay published.
 """
 
 from __future__ import annotations
@@ -36,12 +42,15 @@ from index_builder.providers import get_provider
 from index_builder.providers.synthetic import DEFAULT_SEED, SyntheticProvider
 from index_builder.services.builds import BuildResult, IndexBuilder
 from index_builder.settings import Settings
+from index_builder.storage.backup import write_backup
 from index_builder.storage.base import ScheduleStep
 from index_builder.storage.duckdb.store import DuckDBStore
 
 log = logging.getLogger("index_builder.schedule")
 
 STEPS = ("backfill", "ingest", "build", "invalidate")
+BACKUP_STEP = "backup"
+"""The last step, when the cycle backs up (``CycleConfig.backup_dir``)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,9 @@ class CycleConfig:
     backfill_sessions: int = 30
     retries: int = 3
     retry_seconds: float = 60.0
+    backup_dir: str | None = None
+    """Back up the store after the build step into this folder (or s3://...)."""
+    backup_keep: int = 7
 
     def query(self, first: dt.date, last: dt.date) -> dict[str, Any]:
         """The provider query for the sessions ``first`` .. ``last``."""
@@ -78,6 +90,8 @@ def config_from_settings(settings: Settings) -> CycleConfig:
         backfill_sessions=settings.schedule_backfill_sessions,
         retries=settings.schedule_retries,
         retry_seconds=settings.schedule_retry_seconds,
+        backup_dir=settings.backup_dir or None,
+        backup_keep=settings.backup_keep,
     )
 
 
@@ -160,17 +174,29 @@ def run_daily_cycle(
         invalidate()
         return "API build versions forgotten, local cache tier dropped"
 
+    def back_up() -> str:
+        assert config.backup_dir is not None
+        manifest = write_backup(store, config.backup_dir, keep=config.backup_keep)
+        text = (
+            f"{manifest.location}: {len(manifest.tables)} tables, {manifest.total_rows} rows, "
+            f"{manifest.total_bytes} bytes"
+        )
+        return text + (f"; {len(manifest.removed)} older removed" if manifest.removed else "")
+
     actions: dict[str, Callable[[], str] | None] = {
         "backfill": (lambda: ingest(backfill[0], backfill[-1])) if backfill else None,
         "ingest": lambda: ingest(target, target),
         "build": build,
         "invalidate": clear,
+        BACKUP_STEP: back_up,
     }
     failed = False
-    for name in STEPS:
+    for name in (*STEPS, BACKUP_STEP) if config.backup_dir else STEPS:
         action = actions[name]
-        # a failed build may have published other indices: their caches still go
-        after_build = name == "invalidate" and result.steps[-1].status != "skipped"
+        # a failed build may have published other indices: their caches still go, and
+        # the store is backed up
+        built = any(s.step == "build" and s.status != "skipped" for s in result.steps)
+        after_build = name in ("invalidate", BACKUP_STEP) and built
         if (failed and not after_build) or action is None:
             why = "an earlier step failed" if failed else "no missing session"
             result.steps.append(_record(store, result, name, "skipped", 0, clock, clock(), why))

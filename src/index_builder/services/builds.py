@@ -16,17 +16,20 @@ A definition without a base date keeps the base date of its first build.
 
 Point in time: a build ``as_of`` K is always full, reads the market data known
 at K and stores its results under the key ``<index id>@<K>``, next to (never
-over) the current results.
+over) the current results. A build ``as_of_version`` V is the same with the data
+as they stood after version V (written by its data_run_id and the earlier runs),
+stored under ``<index id>@v<V>``.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -44,10 +47,18 @@ from index_builder.errors import (
     NotFoundError,
 )
 from index_builder.ops.flags import FlagStore, check_definition
-from index_builder.point_in_time import check_as_of, format_as_of, result_key
+from index_builder.point_in_time import check_as_of, check_point, format_as_of, result_key
 from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows, Storage
 
+if TYPE_CHECKING:
+    from index_builder.engine.spark.build import SparkJobReport
+    from index_builder.engine.spark.session import SparkOptions
+
 log = logging.getLogger("index_builder.builds")
+
+Engine = Literal["numpy", "spark"]
+ENGINES: tuple[Engine, ...] = ("numpy", "spark")
+"""The engines a build can run on: NumPy in this process, or a Spark job."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ class BuildPlan:
     resume_reference: dt.date | None = None  # that rebalance's reference date
     restates: bool = False  # a correction: days already published are written again
     as_of: dt.datetime | None = None  # naive UTC; None: the current data and results
+    as_of_version: int | None = None  # the data after that version (a full build)
 
     @property
     def first_day(self) -> dt.date:
@@ -72,7 +84,7 @@ class BuildPlan:
     @property
     def key(self) -> str:
         """Where the results are stored (see :func:`~index_builder.point_in_time.result_key`)."""
-        return result_key(self.definition.id, self.as_of)
+        return result_key(self.definition.id, self.as_of, self.as_of_version)
 
     @property
     def mode(self) -> str:
@@ -106,10 +118,12 @@ class BuildResult:
     duration_ms: float
     warnings: list[str] = field(default_factory=list)
     as_of: dt.datetime | None = None
+    as_of_version: int | None = None  # a build as of a version: the data after it
     outcome: Outcome = "built"
     restated_from: dt.date | None = None  # a correction: the first published day that changed
     restated_days: int = 0  # published days whose values the correction changed
     error: IndexBuilderError | None = None  # set when the outcome is failed
+    engine: str = "numpy"  # the engine of the build run: numpy | spark
 
     @property
     def failed(self) -> bool:
@@ -146,11 +160,19 @@ class BuildResult:
             "reason": self.reason,
             "error_code": None if self.error is None else self.error.code,
             "as_of": None if self.as_of is None else format_as_of(self.as_of),
+            "as_of_version": self.as_of_version,
+            "engine": self.engine,
         }
 
 
-def no_market_data(as_of: dt.datetime | None) -> NoDataError:
-    """The error for a store with no market data (known at ``as_of``)."""
+def no_market_data(as_of: dt.datetime | None, as_of_version: int | None = None) -> NoDataError:
+    """The error for a store with no market data (known at ``as_of``, or after
+    version ``as_of_version``)."""
+    if as_of_version is not None:
+        return NoDataError(
+            f"no market data was stored after version {as_of_version} (check "
+            "'index-builder versions' for when data was ingested)"
+        )
     if as_of is None:
         return NoDataError("no market data: run 'index-builder ingest' first")
     return NoDataError(
@@ -168,7 +190,7 @@ def data_waiting(store: Storage, states: Iterable[BuildState]) -> dict[str, dt.d
     first_change: dict[int, dt.date | None] = {}
     waiting: dict[str, dt.date] = {}
     for state in states:
-        if state.as_of is not None:
+        if state.as_of is not None or state.as_of_version is not None:
             continue
         if state.data_run_id not in first_change:
             first_change[state.data_run_id] = store.first_changed_date(state.data_run_id)
@@ -207,11 +229,24 @@ class IndexBuilder:
     """Plans and runs builds against one store."""
 
     def __init__(
-        self, store: Storage, calendar: SessionCalendar, flags: FlagStore | None = None
+        self,
+        store: Storage,
+        calendar: SessionCalendar,
+        flags: FlagStore | None = None,
+        *,
+        engine: Engine = "numpy",
+        spark: SparkOptions | None = None,
     ) -> None:
+        if engine not in ENGINES:
+            raise InvalidInputError(
+                f"engine {engine!r} is not one of {', '.join(ENGINES)}", field="engine"
+            )
         self.store = store
         self.calendar = calendar
         self.flags = flags  # None: every feature on
+        self.engine: Engine = engine
+        self.spark = spark  # the Spark engine's session options (None: the defaults)
+        self.last_spark_job: SparkJobReport | None = None  # what the last Spark job did
 
     def switched_off(self, index_ids: Sequence[str]) -> dict[str, str]:
         """Indices a feature flag forbids building now, with the reason."""
@@ -231,28 +266,46 @@ class IndexBuilder:
             raise NotFoundError(f"unknown index {index_id!r} (known: {known})", field="index")
         return found[0]
 
+    def version_run(self, as_of_version: int) -> int:
+        """The ingestion run whose data are in force after version ``as_of_version``
+        (:class:`NotFoundError` naming ``as_of_version`` for an unknown version)."""
+        return version_run(self.store, as_of_version)
+
+    def trading_days(
+        self, as_of: dt.datetime | None = None, as_of_version: int | None = None
+    ) -> list[dt.date]:
+        """The trading days of the data a build uses: current, known at ``as_of``, or
+        as they stood after version ``as_of_version``."""
+        if as_of_version is not None:
+            return self.store.trading_days(run=self.version_run(as_of_version))
+        return self.store.trading_days(as_of)
+
     def check_window(
         self,
         index_id: str,
         start: dt.date | None,
         end: dt.date | None,
         as_of: dt.datetime | None = None,
+        as_of_version: int | None = None,
     ) -> IndexDefinition:
         """The rules every build request follows (CLI and API): a known index, an
-        as-of moment not in the future, end not before start, start not before the
-        base date (of the data known at ``as_of``), no feature switched off by a
-        flag. Returns the definition."""
+        as-of moment not in the future (or a known version, not both), end not before
+        start, start not before the base date (of the data known at ``as_of``), no
+        feature switched off by a flag. Returns the definition."""
+        check_point(as_of, as_of_version)
         definition = self.definition(index_id)
         check_definition(self.flags, definition)
         as_of = check_as_of(as_of)
+        if as_of_version is not None:
+            self.version_run(as_of_version)
         if start is not None and end is not None and end < start:
             raise InvalidInputError(
                 f"end_date {end} is before start_date {start}", field="end_date"
             )
         if start is not None or end is not None:
-            days = self.store.trading_days(as_of)
+            days = self.trading_days(as_of, as_of_version)
             if not days:
-                raise no_market_data(as_of)
+                raise no_market_data(as_of, as_of_version)
             base = self.base_date(definition, days, as_of)
             data = f"trading days in the data: {days[0]}..{days[-1]}"
             if start is not None and start < base:
@@ -291,12 +344,17 @@ class IndexBuilder:
         *,
         full: bool = False,
         as_of: dt.datetime | None = None,
+        as_of_version: int | None = None,
     ) -> BuildPlan:
         """Decide what to compute and write: everything, the new days, the days from
         a corrected one on, or nothing.
 
-        With ``as_of`` (``trading_days`` are then those known at it) the build is
-        always full.
+        With ``as_of`` (``trading_days`` are then those known at it) or
+        ``as_of_version`` (those after that version) the build is always full.
+
+        A corrected day that is no longer a trading day (a rollback withdrew every
+        bar of it) is written from the trading day before it, so that its stored
+        level goes too.
         """
         base = self.base_date(definition, trading_days, as_of)
         last_day = trading_days[-1]
@@ -305,8 +363,15 @@ class IndexBuilder:
             raise BuildError(
                 f"{definition.id}: end {target} is before the base date {base}", field="end_date"
             )
-        if as_of is not None:
-            return BuildPlan(definition, base, target, up_to_date=False, as_of=as_of)
+        if as_of is not None or as_of_version is not None:
+            return BuildPlan(
+                definition,
+                base,
+                target,
+                up_to_date=False,
+                as_of=as_of,
+                as_of_version=as_of_version,
+            )
         state = self.store.build_state(definition.id)
         if (
             full
@@ -319,6 +384,10 @@ class IndexBuilder:
         target = max(target, state.built_through)
         changed = self.store.first_changed_date(state.data_run_id)
         corrected = changed if changed is not None and changed <= state.built_through else None
+        if corrected is not None:
+            i = bisect.bisect_left(trading_days, corrected)
+            if i == len(trading_days) or trading_days[i] != corrected:  # a withdrawn day
+                corrected = trading_days[i - 1] if i > 0 else base
         new_days = [d for d in trading_days if state.built_through < d <= target]
         if corrected is None and not new_days:
             return BuildPlan(definition, base, state.built_through, up_to_date=True)
@@ -346,38 +415,54 @@ class IndexBuilder:
         end: dt.date | None = None,
         full: bool = False,
         as_of: dt.datetime | None = None,
+        as_of_version: int | None = None,
         on_index: Callable[[BuildResult], None] | None = None,
         progress: Callable[[str, float], None] | None = None,
     ) -> list[BuildResult]:
         """Build several indices from one shared market panel.
 
         ``as_of`` (a past moment; naive means UTC): a full build from the data
-        known then, stored apart from the current results. ``progress(stage,
-        fraction)`` is told the stage as the build goes.
+        known then, stored apart from the current results; ``as_of_version``: the
+        same from the data as they stood after that version (not with ``as_of``).
+        ``progress(stage, fraction)`` is told the stage as the build goes.
         """
         report = progress or (lambda _stage, _fraction: None)
         report("planning", 0.02)
+        check_point(as_of, as_of_version)
         as_of = check_as_of(as_of)
-        trading_days = self.store.trading_days(as_of)
+        run = None if as_of_version is None else self.version_run(as_of_version)
+        trading_days = self.trading_days(as_of, as_of_version)
         if not trading_days:
-            raise no_market_data(as_of)
-        data_run_id = self.store.latest_run_id()
+            raise no_market_data(as_of, as_of_version)
+        data_run_id = self.store.latest_run_id() if run is None else run
         plans: dict[str, BuildPlan | BuildResult] = {}
         for index_id in index_ids:
             started = time.perf_counter()
             try:
                 definition = self.definition(index_id)
                 check_definition(self.flags, definition)
-                plans[index_id] = self.plan(definition, trading_days, end, full=full, as_of=as_of)
+                plans[index_id] = self.plan(
+                    definition,
+                    trading_days,
+                    end,
+                    full=full,
+                    as_of=as_of,
+                    as_of_version=as_of_version,
+                )
             except Exception as exc:  # one index's fault stays its own
-                plans[index_id] = _failed(index_id, exc, started, as_of)
+                plans[index_id] = _failed(index_id, exc, started, as_of, as_of_version)
         todo = [p for p in plans.values() if isinstance(p, BuildPlan) and not p.up_to_date]
         panel = None
-        if todo:
+        computed: dict[str, IndexComputation | Exception] | None = None
+        job_started = time.perf_counter()
+        if todo and self.engine == "spark":
+            report("running the Spark job", 0.05)
+            computed = self._spark_compute(todo, trading_days, as_of, run)
+        elif todo:
             first = min(p.first_day for p in todo)
             last = max(p.end for p in todo)
             report("loading market data", 0.05)
-            panel = self.store.load_panel(first, last, as_of)
+            panel = self.store.load_panel(first, last, as_of, run=run)
         results = []
         for i, (index_id, plan) in enumerate(plans.items()):
             report(f"computing {index_id}", 0.3 + 0.65 * i / len(plans))
@@ -386,12 +471,19 @@ class IndexBuilder:
                 result = plan
             else:
                 try:
-                    if plan.up_to_date or panel is None:
+                    if plan.up_to_date or (panel is None and computed is None):
                         result = self._unchanged(plan, started)
+                    elif computed is not None:  # computed by the Spark job (one for all)
+                        got = computed[plan.definition.id]
+                        if isinstance(got, Exception):
+                            raise got
+                        result = self._publish(plan, got, trading_days, data_run_id, job_started)
                     else:
+                        assert panel is not None
                         result = self._run(plan, panel, trading_days, data_run_id, started)
                 except Exception as exc:  # one index's fault stays its own
-                    result = _failed(index_id, exc, started, as_of)
+                    result = _failed(index_id, exc, started, as_of, as_of_version)
+            result.engine = self.engine
             results.append(result)
             if on_index is not None:
                 on_index(result)
@@ -424,14 +516,66 @@ class IndexBuilder:
         data_run_id: int,
         started: float,
     ) -> BuildResult:
-        definition = plan.definition
         first_row = panel.row_of(np.datetime64(plan.first_day, "D"))
         last_row = int(np.searchsorted(panel.days, np.datetime64(plan.end, "D"), side="right"))
         window = panel.rows_from(first_row, last_row)
         start_state = None
         if plan.resume_from is not None:
             start_state = resume_state(self.store, plan.key, plan.resume_from, window)
-        computation = compute_index(window, definition, self.calendar, start=start_state)
+        computation = compute_index(window, plan.definition, self.calendar, start=start_state)
+        return self._publish(plan, computation, trading_days, data_run_id, started)
+
+    def _spark_compute(
+        self,
+        plans: Sequence[BuildPlan],
+        trading_days: Sequence[dt.date],
+        as_of: dt.datetime | None,
+        run: int | None,
+    ) -> dict[str, IndexComputation | Exception]:
+        """Every plan's computation from one Spark job (:mod:`index_builder.engine.spark`):
+        the same kernel, run per index next to the data; each index's error stays its
+        own. The stored state a build resumes from is read here, by the driver."""
+        from index_builder.engine.spark.build import SparkTask, run_spark_job
+
+        tasks: list[SparkTask] = []
+        failed: dict[str, IndexComputation | Exception] = {}
+        for plan in plans:
+            try:
+                start = None
+                if plan.resume_from is not None:
+                    start = stored_start(self.store, plan.key, plan.resume_from)
+                tasks.append(SparkTask(plan.definition, plan.first_day, plan.end, start))
+            except Exception as exc:  # one index's fault stays its own
+                failed[plan.definition.id] = exc
+        computed: dict[str, IndexComputation | Exception] = {}
+        if tasks:
+            job = run_spark_job(
+                self.store,
+                self.calendar,
+                tasks,
+                trading_days,
+                as_of=as_of,
+                run=run,
+                options=self.spark,
+            )
+            self.last_spark_job = job.report
+            computed.update(job.results)
+        computed.update(failed)
+        return computed
+
+    def _publish(
+        self,
+        plan: BuildPlan,
+        computation: IndexComputation,
+        trading_days: Sequence[dt.date],
+        data_run_id: int,
+        started: float,
+    ) -> BuildResult:
+        """Check, store and report one index's computation (whichever engine made it):
+        the days to write, the days kept (recomputed and compared with the stored
+        ones), spliced spells, restated days, pro forma; one store transaction."""
+        definition = plan.definition
+        window = computation.panel
         write_row = 0
         kept_through = None
         previous = self.store.build_state(plan.key)
@@ -462,6 +606,8 @@ class IndexBuilder:
             duration_ms=(time.perf_counter() - started) * 1000,
             warnings=warnings,
             as_of=plan.as_of,
+            as_of_version=plan.as_of_version,
+            engine=self.engine,
         )
         announced = self._announcements(computation, state.built_through)
         restated: list[dt.date] = []
@@ -494,6 +640,7 @@ class IndexBuilder:
             duration_ms=(time.perf_counter() - started) * 1000,
             warnings=new_warnings,
             as_of=plan.as_of,
+            as_of_version=plan.as_of_version,
             outcome="built" if mode != "up-to-date" else "unchanged",
             restated_from=restated[0] if restated else None,
             restated_days=len(restated),
@@ -512,7 +659,9 @@ class IndexBuilder:
         published = [d for d in levels.dates if d <= previous.built_through]
         if not published:
             return []
-        stored = self.store.read_levels(plan.key, published[0], published[-1]).to_pylist()
+        # through the last published day: a day a rollback withdrew has no new row
+        last = previous.built_through
+        stored = self.store.read_levels(plan.key, published[0], last).to_pylist()
         new = _level_dicts(levels)
         changed = {
             row["date"] for row in stored if _row_bits(row) != _row_bits(new.get(row["date"], {}))
@@ -586,7 +735,11 @@ class IndexBuilder:
 
 
 def _failed(
-    index_id: str, exc: Exception, started: float, as_of: dt.datetime | None
+    index_id: str,
+    exc: Exception,
+    started: float,
+    as_of: dt.datetime | None,
+    as_of_version: int | None = None,
 ) -> BuildResult:
     """The result of an index that could not be built; unexpected errors are logged
     with their traceback and reported as an internal error."""
@@ -608,9 +761,51 @@ def _failed(
         version=None,
         duration_ms=(time.perf_counter() - started) * 1000,
         as_of=as_of,
+        as_of_version=as_of_version,
         outcome="failed",
         error=error,
     )
+
+
+def version_run(store: Storage, as_of_version: int) -> int:
+    """The data_run_id of a version: the newest ingestion run whose data were in force
+    right after it (:class:`NotFoundError` naming ``as_of_version`` when unknown)."""
+    found = store.version(as_of_version)
+    if found is None:
+        raise NotFoundError(
+            f"as_of_version {as_of_version} is not a version of this store (list them with "
+            "'index-builder versions' or GET /admin/versions)",
+            field="as_of_version",
+        )
+    return found.data_run_id
+
+
+@dataclass(frozen=True)
+class StoredStart:
+    """The stored state of a rebalance a build resumes at: every variant's level where
+    it took effect, its constituents (symbols) and that effective date."""
+
+    levels: dict[str, float]
+    members: list[str]
+    effective: dt.date
+
+    def state_for(self, window: MarketPanel) -> StartState:
+        """The kernel's :class:`StartState` over ``window`` (which starts at the
+        rebalance's reference date)."""
+        return StartState(
+            levels=self.levels,
+            members=window.securities.column_of(self.members),
+            effective_row=window.row_of(np.datetime64(self.effective, "D")),
+        )
+
+
+def stored_start(store: Storage, index_id: str, effective: dt.date) -> StoredStart:
+    """The stored state of the rebalance that took effect on ``effective``."""
+    levels = store.variant_levels_on(index_id, effective)
+    members = [s.symbol for s in store.spells_overlapping(index_id, effective, effective)]
+    if levels is None or not members:
+        raise BuildError(f"{index_id}: stored results are incomplete at {effective}; use --full")
+    return StoredStart(levels, members, effective)
 
 
 def resume_state(
@@ -618,15 +813,7 @@ def resume_state(
 ) -> StartState:
     """The stored state of the rebalance that took effect on ``effective``; ``window``
     starts at its reference date. Used by builds that resume and by composition reads."""
-    levels = store.variant_levels_on(index_id, effective)
-    members = [s.symbol for s in store.spells_overlapping(index_id, effective, effective)]
-    if levels is None or not members:
-        raise BuildError(f"{index_id}: stored results are incomplete at {effective}; use --full")
-    return StartState(
-        levels=levels,
-        members=window.securities.column_of(members),
-        effective_row=window.row_of(np.datetime64(effective, "D")),
-    )
+    return stored_start(store, index_id, effective).state_for(window)
 
 
 def _level_rows(computation: IndexComputation, first: int) -> LevelRows:

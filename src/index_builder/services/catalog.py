@@ -11,9 +11,9 @@ from index_builder.storage.base import Storage
 def ensure_builtins(store: Storage) -> None:
     """Store the built-in definitions (refreshing them if the code changed them)."""
     stored = {d.id: d for d, builtin in store.list_definitions() if builtin}
-    for definition in builtin_definitions():
-        if stored.get(definition.id) != definition:
-            store.put_definition(definition, builtin=True)
+    changed = [(d, True) for d in builtin_definitions() if stored.get(d.id) != d]
+    if changed:
+        store.put_definitions(changed)  # one write (one version of a lake store)
 
 
 def add_definition(

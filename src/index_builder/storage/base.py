@@ -91,6 +91,84 @@ class BuildState:
     warnings: list[str]
     as_of: dt.datetime | None = None
     """The as-of moment of the build (naive UTC); None for the current results."""
+    as_of_version: int | None = None
+    """The version whose data the build used (``<index id>@v<V>``); None otherwise."""
+    engine: str = "numpy"
+    """The engine that computed the build: ``numpy`` or ``spark`` (migration v17)."""
+
+
+VERSION_KINDS = ("ingest", "build", "definition", "rollback", "restore")
+"""What a version records: an ingestion run that ended succeeded or partial, a build
+stored, a definition changed or removed, a rollback of the data, a restore."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version of a store's content (a row of ``versions``): every change is one."""
+
+    version_id: int
+    kind: str  # one of VERSION_KINDS
+    created_at: dt.datetime  # naive UTC
+    data_run_id: int
+    """The newest ingestion run whose data are in force after the change (reads as of
+    this version read the data written by that run and the earlier ones)."""
+    run_id: int | None
+    """ingest / rollback: the run recorded."""
+    index_id: str | None
+    """build: the result key stored; definition: the index."""
+    build_version: int | None
+    rows: int | None
+    """ingest: rows accepted; build: level rows written; rollback: rows restored."""
+    detail: dict[str, Any]
+    snapshots: dict[str, int] | None = None
+    """The lake's table snapshot ids at this version (None: DuckDB)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (CLI ``--format json``, ``GET /admin/versions``)."""
+        return {
+            "version_id": self.version_id,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "data_run_id": self.data_run_id,
+            "run_id": self.run_id,
+            "index_id": self.index_id,
+            "build_version": self.build_version,
+            "rows": self.rows,
+            "detail": self.detail,
+            "snapshots": self.snapshots,
+        }
+
+
+@dataclass(frozen=True)
+class RollbackReport:
+    """What a rollback of the data did (``Storage.rollback_data``).
+
+    ``run_id``: the rollback's own ingestion run; ``version_id``: the version that
+    records it; ``target_run``: the data_run_id of ``target_version``, the run whose
+    data are in force again. ``*_withdrawn``: current rows written after it, moved to
+    the history; ``*_restored``: rows in force at it, current again. ``runs_undone``:
+    the runs now marked rolled back; ``runs_redone``: runs up to the target that an
+    earlier rollback had undone and are in force again.
+    """
+
+    run_id: int
+    version_id: int
+    target_version: int
+    target_run: int
+    prices_restored: int
+    prices_withdrawn: int
+    securities_restored: int
+    securities_withdrawn: int
+    shares_restored: int
+    shares_withdrawn: int
+    runs_undone: list[int]
+    runs_redone: list[int] = field(default_factory=list)
+    min_date: dt.date | None = None
+    max_date: dt.date | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -161,7 +239,27 @@ class Storage(Protocol):
         ...
 
     def set_run_outcome(self, run_id: int, status: str, message: str | None) -> None:
-        """Record a provider run's status and summary."""
+        """Record a provider run's status and summary (a version when it ends succeeded
+        or partial and none records the run yet)."""
+        ...
+
+    # versions: every change of the content is one (storage/base.py VersionInfo)
+    def versions(self, limit: int = 50, kind: str | None = None) -> list[VersionInfo]:
+        """The newest versions first (of one kind)."""
+        ...
+
+    def version(self, version_id: int) -> VersionInfo | None:
+        """One version, or None."""
+        ...
+
+    def rollback_data(self, to_version: int) -> RollbackReport:
+        """Revert the market data to their state right after ``to_version``, as one new
+        ingestion run recorded as a ``rollback`` version, all or nothing (NotFoundError:
+        unknown version; ConflictError: nothing to undo)."""
+        ...
+
+    def record_restore(self, detail: dict[str, Any]) -> int:
+        """Record a restore of the whole store as a version; returns its id."""
         ...
 
     # market data for the engine; ``as_of`` (naive UTC): the values known at that
@@ -219,6 +317,10 @@ class Storage(Protocol):
         """Create or replace a definition (new rules delete the index's as-of results)."""
         ...
 
+    def put_definitions(self, items: Sequence[tuple[IndexDefinition, bool]]) -> None:
+        """Create or replace several definitions (and built-in flags) atomically."""
+        ...
+
     def delete_definition(self, index_id: str) -> None:
         """Remove a definition, its results and its as-of results."""
         ...
@@ -237,7 +339,12 @@ class Storage(Protocol):
         ...
 
     def as_of_builds(self, index_id: str) -> list[BuildState]:
-        """The stored as-of builds of an index, by as-of moment."""
+        """The stored builds of an index as of a moment (by moment), then as of a
+        version (by version)."""
+        ...
+
+    def current_build_states(self) -> list[BuildState]:
+        """The build state of every index's current results (no as-of builds)."""
         ...
 
     def next_build_version(self) -> int:
@@ -293,6 +400,19 @@ class Storage(Protocol):
 
     def built_days(self, index_id: str) -> list[dt.date]:
         """Days with a stored level, ascending."""
+        ...
+
+    # whole store (backup, restore, a change of backend): storage/tables.py
+    def read_table(self, name: str, batch_rows: int = 1 << 17) -> pa.RecordBatchReader:
+        """Every row of a persistent table, streamed in a stable order."""
+        ...
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows of every persistent table."""
+        ...
+
+    def load_tables(self, tables: dict[str, pa.RecordBatchReader | pa.Table]) -> None:
+        """Fill an empty store with the given tables, all or nothing."""
         ...
 
     def count_spells(self, index_id: str) -> int:

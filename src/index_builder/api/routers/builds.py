@@ -1,8 +1,11 @@
-"""POST /build-index, POST /builds and GET /jobs/{job_id}."""
+"""POST /build-index, POST /builds, GET /jobs/{job_id} and a job's cancel and retry.
+
+The routes validate a request, submit its job to the queue (``services.jobs``: this
+process's threads, or the Redis queue that ``index-builder worker`` runs) and read
+jobs back; running them is :class:`~index_builder.services.jobs.JobRunner`'s."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request
@@ -19,9 +22,10 @@ from index_builder.api.schemas import (
     JobAccepted,
     JobStatusResponse,
 )
-from index_builder.errors import NotFoundError
+from index_builder.errors import ConflictError, NotFoundError
 from index_builder.ops.flags import require
 from index_builder.ops.protection import OPTIONAL_API_KEY, BuildServices, ReadServices
+from index_builder.services.jobs import RETRYABLE
 
 router = APIRouter(tags=["indices: build"])
 
@@ -39,7 +43,7 @@ def _described(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     response_model=BuildResponse,
     responses={
         202: {"model": JobAccepted, "description": "Accepted: poll `status_url`."},
-        **problems(404, 409, *WRITE_PROBLEMS),
+        **problems(400, 404, 409, *WRITE_PROBLEMS),
         **_described(
             {
                 422: "Invalid input (a bad date or timestamp, end before start, a window "
@@ -59,11 +63,13 @@ async def build_index(
     `async` is true or the build is large (`202` with a job). A build of an index
     that is already building joins (identical window) or waits for it. With
     `as_of`: a full build from the data known at that moment, stored next to the
-    current results (read it with `as_of` on the GET endpoints). `outcome` says
+    current results (read it with `as_of` on the GET endpoints); with
+    `as_of_version`: the same from the data as they stood right after that version
+    (read it with `as_of_version`; not with `as_of`: 400). `outcome` says
     whether days were written (`built`) or nothing was new (`unchanged`); an index
     that cannot be built answers `422` `build-failed` with the reason (POST
     /builds builds several and reports each failure as an outcome instead)."""
-    build = BuildRequest(body.index, body.start_date, body.end_date, body.as_of)
+    build = BuildRequest(body.index, body.start_date, body.end_date, body.as_of, body.as_of_version)
     if body.run_async:
         require(services.flags, "async_builds", "an asynchronous build ('async': true)")
     days = await run_in_threadpool(services.check_build, build)
@@ -71,9 +77,13 @@ async def build_index(
     run_async = body.run_async or days > services.settings.async_build_days
     if run_async and (services.flags is None or services.flags.enabled("async_builds")):
         return _accepted(job, joined, request)
-    assert job.future is not None
-    # a failed build re-raises its IndexBuilderError here: the problem+json handler answers
-    return json_response(await asyncio.wrap_future(job.future))
+    # a failed build raises its IndexBuilderError here: the problem+json handler answers
+    result = await services.jobs.wait(job)
+    if result is None:  # queued for a worker and not done within the wait: poll it
+        return _accepted(job, joined, request)
+    if services.freshness is not None:  # built elsewhere: its result is read here at once
+        await services.freshness.at_least(job.published)
+    return json_response(result)
 
 
 @router.post(
@@ -113,7 +123,7 @@ async def build_indices(
     require(services.flags, "async_builds", "a multi-index build job (POST /builds)")
     indices = None if body is None else body.indices
     builds: BuildsRequest = await run_in_threadpool(services.buildable, indices)
-    job, joined = await run_in_threadpool(services.jobs.submit_many, builds, services.run_builds)
+    job, joined = await run_in_threadpool(services.jobs.submit, builds)
     return _accepted(job, joined, request)
 
 
@@ -128,6 +138,22 @@ def _accepted(job: Job, joined: bool, request: Request) -> Response:
     )
 
 
+JobId = Annotated[
+    str,
+    Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Job id (hexadecimal)."),
+]
+
+
+async def _job(services: Any, job_id: str) -> Job:
+    job: Job | None = await run_in_threadpool(services.jobs.get, job_id)
+    if job is None:
+        raise NotFoundError(
+            f"no job {job_id!r} (the newest {services.settings.jobs_keep} jobs are kept)",
+            field="job_id",
+        )
+    return job
+
+
 @router.get(
     "/jobs/{job_id}",
     name="get_job",
@@ -136,24 +162,69 @@ def _accepted(job: Job, joined: bool, request: Request) -> Response:
     openapi_extra=OPTIONAL_API_KEY,
     summary="Status, progress and outcome of a build or export job",
 )
-async def get_job(
-    job_id: Annotated[
-        str,
-        Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="Job id (hexadecimal)."),
-    ],
-    services: ReadServices,
-) -> Response:
+async def get_job(job_id: JobId, services: ReadServices) -> Response:
     """`queued`, `running` (with `stage` and `progress`), `succeeded` (with `result`:
     a BuildResponse for POST /build-index, a BuildsResult for POST /builds, an
-    ExportResult and `download_url` for an export), `failed` (with `error`) or
-    `interrupted` (the server stopped before the job finished: `error` says so;
-    submit the request again). Jobs are stored with the index data: after a
-    restart they answer as they ended (the newest INDEX_BUILDER_JOBS_KEEP are
-    kept)."""
-    job = services.jobs.get(job_id)
-    if job is None:
-        raise NotFoundError(
-            f"no job {job_id!r} (the newest {services.settings.jobs_keep} jobs are kept)",
-            field="job_id",
-        )
+    ExportResult and `download_url` for an export), `failed` (with `error`),
+    `cancelled`, or `interrupted` (the process running it stopped or died first:
+    `error` says so; POST /jobs/{job_id}/retry runs it again). Jobs are stored
+    (with the index data, or in Redis with INDEX_BUILDER_REDIS_URL over the iceberg
+    store, where every API process sees every job): after a restart they answer as
+    they ended (the newest INDEX_BUILDER_JOBS_KEEP are kept)."""
+    job = await _job(services, job_id)
+    if job.done and services.freshness is not None:  # seen finished: its result too
+        await services.freshness.at_least(job.published)
     return json_response(job_payload(job))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    name="cancel_job",
+    response_model=JobStatusResponse,
+    responses={**problems(404, *WRITE_PROBLEMS), **_described({409: "The job already ended."})},
+    summary="Cancel a queued or running job",
+)
+async def cancel_job(job_id: JobId, services: BuildServices) -> Response:
+    """A queued job is `cancelled` at once and never runs; a running job stops at its
+    next stage (`cancel_requested` is true until then; it may still succeed if it was
+    past its last stage). What a build already stored stays: a POST /builds job keeps
+    the indices it finished. Cancelling a cancelled job answers it again; a job that
+    succeeded, failed or was interrupted is `409`. Also `DELETE /jobs/{job_id}`."""
+    job = await _job(services, job_id)
+    if job.done and job.status != "cancelled":
+        raise ConflictError(f"job {job_id} is {job.status}: nothing to cancel", field="job_id")
+    cancelled = await run_in_threadpool(services.jobs.cancel, job_id)
+    return json_response(job_payload(cancelled or job))
+
+
+router.add_api_route(
+    "/jobs/{job_id}",
+    cancel_job,
+    methods=["DELETE"],
+    name="cancel_job_delete",
+    response_model=JobStatusResponse,
+    responses={**problems(404, *WRITE_PROBLEMS), **_described({409: "The job already ended."})},
+    summary="Cancel a queued or running job (as POST /jobs/{job_id}/cancel)",
+)
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    name="retry_job",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        **problems(404, *WRITE_PROBLEMS),
+        **_described({409: "The job is queued, running or succeeded: nothing to retry."}),
+    },
+    summary="Run a failed, cancelled or interrupted job again",
+)
+async def retry_job(job_id: JobId, services: BuildServices, request: Request) -> Response:
+    """Queue the job again under the same id (its `attempt` goes up): a build
+    interrupted by a killed worker or a stopped server completes, incrementally,
+    from what was stored. `202` with `Location`, like the request that created it."""
+    job = await _job(services, job_id)
+    if job.status not in RETRYABLE:
+        raise ConflictError(f"job {job_id} is {job.status}: nothing to retry", field="job_id")
+    retried = await run_in_threadpool(services.jobs.retry, job_id)
+    return _accepted(retried or job, False, request)

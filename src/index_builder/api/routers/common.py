@@ -8,7 +8,12 @@ from typing import Annotated, Any
 from fastapi import Path, Query
 
 from index_builder.api.problems import PROBLEM_MEDIA_TYPE, Problem
-from index_builder.api.schemas import AS_OF_DESCRIPTION, AS_OF_EXAMPLES, AsOf
+from index_builder.api.schemas import (
+    AS_OF_DESCRIPTION,
+    AS_OF_EXAMPLES,
+    AS_OF_VERSION_DESCRIPTION,
+    AsOf,
+)
 from index_builder.engine.definitions import DEFAULT_INDEX_ID, INDEX_ID_PATTERN
 
 
@@ -18,8 +23,10 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No API key, or an unknown one, in `X-API-Key` (`WWW-Authenticate: ApiKey`). "
         "Reads need a key only with INDEX_BUILDER_READS_REQUIRE_KEY.",
         403: "The API key lacks the scope this route needs.",
+        400: "Malformed request, e.g. `as_of` and `as_of_version` given together "
+        "(`conflicting-options`, `field` names one of them).",
         404: "Unknown index, or no built data in the window (the detail says what is built "
-        "and how to build it).",
+        "and how to build it), or an unknown `as_of_version`.",
         409: "Conflicts with the current state (e.g. a built-in index), or uses a feature "
         "switched off by a feature flag (`field` names the flag).",
         422: "Invalid input: bad date or timestamp, end before start, a window before the "
@@ -73,4 +80,7 @@ EndQuery = Annotated[
     Query(description="Last date of the window, YYYY-MM-DD (default: the last built day)."),
 ]
 AsOfQuery = Annotated[AsOf | None, Query(description=AS_OF_DESCRIPTION, examples=AS_OF_EXAMPLES)]
+AsOfVersionQuery = Annotated[
+    int | None, Query(ge=1, description=AS_OF_VERSION_DESCRIPTION, examples=[12])
+]
 DEFAULT_INDEX = DEFAULT_INDEX_ID

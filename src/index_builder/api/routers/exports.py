@@ -4,7 +4,9 @@ A synchronous export is written to a temporary folder one table at a time, then
 streamed and deleted. An export job (``async``, or a window longer than
 INDEX_BUILDER_ASYNC_EXPORT_DAYS trading days) writes its file to the export
 folder (:class:`~index_builder.export.files.ExportFiles`), where GET
-/exports/{job_id}/file serves it until it expires.
+/exports/{job_id}/file serves it until it expires. The job runs in this process, or
+in ``index-builder worker`` with the Redis queue: then the export folder
+(INDEX_BUILDER_EXPORT_DIR) must be one every API process and worker shares.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from index_builder.api.deps import Services
-from index_builder.api.jobs import ExportJobRequest, Job, ProgressCallback
+from index_builder.api.jobs import ExportJobRequest, Job
 from index_builder.api.responses import json_response
 from index_builder.api.routers.common import WRITE_PROBLEMS, problems
 from index_builder.api.schemas import ExportRequest, JobAccepted
-from index_builder.errors import ConflictError, IndexBuilderError, NotFoundError
+from index_builder.errors import ConflictError, NotFoundError
 from index_builder.export import export_index
 from index_builder.export.files import KEEP, ExportFiles, expires_at
-from index_builder.ops.metrics import EXPORT_DURATION, EXPORT_FAILURES
+from index_builder.ops.metrics import EXPORT_DURATION
 from index_builder.ops.protection import ExportServices
 from index_builder.ops.request_limits import check_window
+from index_builder.services.jobs import count_export_failure
 
 router = APIRouter(tags=["indices: export"])
 
@@ -54,7 +57,7 @@ FILE_CONTENT: dict[str, Any] = {
             "description": "An export job (`async`, or a long window): poll `status_url` "
             "(also in `Location`) until `download_url` is set.",
         },
-        **problems(404, 422, *WRITE_PROBLEMS),
+        **problems(400, 404, 422, *WRITE_PROBLEMS),
     },
     summary="Download summary, performance, compositions and changes (or export as a job)",
 )
@@ -62,7 +65,8 @@ async def export_data(body: ExportRequest, services: ExportServices, request: Re
     """`xlsx`: sheets Summary (with a level chart), Performance, Compositions, Changes.
     `csv` / `parquet`: a zip of the same tables. Values equal the JSON endpoints'.
     With `as_of`: the build as of that moment (named in the file name and the
-    summary). Compositions are reconstructed a quarter (63 trading days) at a time
+    summary); with `as_of_version`: the build as of that version (not both: 400).
+    Compositions are reconstructed a quarter (63 trading days) at a time
     and the file is written one table at a time, so memory does not grow with the
     window.
 
@@ -98,6 +102,7 @@ async def export_data(body: ExportRequest, services: ExportServices, request: Re
             body.format,
             folder,
             body.as_of,
+            as_of_version=body.as_of_version,
         )
     except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
@@ -142,7 +147,7 @@ async def export_file(
     services: ExportServices,
 ) -> FileResponse:
     """The file an export job wrote (its `download_url`), streamed from disk."""
-    job = services.jobs.get(job_id)
+    job: Job | None = await run_in_threadpool(services.jobs.get, job_id)
     if job is None or job.kind != "export":
         raise NotFoundError(f"no export job {job_id!r}", field="job_id")
     if not job.done:
@@ -176,39 +181,27 @@ def _files(services: Services) -> ExportFiles:
 def _trading_days(services: Services, body: ExportRequest) -> int:
     """Validate the window (unknown index, bad dates, unbuilt: raised here, before any
     job) and count its trading days."""
-    window = services.reader.window(body.index, body.start_date, body.end_date, body.as_of)
+    window = services.reader.window(
+        body.index, body.start_date, body.end_date, body.as_of, body.as_of_version
+    )
     return sum(1 for d in services.store.built_days(window.key) if window.start <= d <= window.end)
 
 
 def _submit(services: Services, body: ExportRequest) -> tuple[Job, bool]:
-    """Delete expired files, then queue the export job (or join the identical one)."""
+    """Delete expired files, then queue the export job (or join the identical one);
+    the job runner writes the file and counts the export's metrics."""
     sweep_files(services)
-    request = ExportJobRequest(body.index, body.start_date, body.end_date, body.format, body.as_of)
-
-    def run(job: Job, progress: ProgressCallback) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            return _files(services).write(
-                services.reader,
-                job.id,
-                request.index,
-                request.start_date,
-                request.end_date,
-                body.format,
-                request.as_of,
-                progress,
-            )
-        except BaseException as exc:
-            _count_failure(exc, body.format)
-            raise
-        finally:
-            EXPORT_DURATION.labels(format=body.format).observe(time.perf_counter() - started)
-
-    return services.jobs.submit_export(request, run)
+    request = ExportJobRequest(
+        body.index, body.start_date, body.end_date, body.format, body.as_of, body.as_of_version
+    )
+    return services.jobs.submit(request)
 
 
 def sweep_files(services: Services) -> int:
-    """Delete the export files of jobs no longer kept and expired ones."""
+    """Delete the export files of jobs no longer kept and expired ones (in-process
+    jobs only: with the Redis queue the worker, which writes the files, sweeps)."""
+    if services.jobs.mode != "process":
+        return 0
 
     def kept() -> dict[str, dt.datetime | None]:
         files: dict[str, dt.datetime | None] = {}
@@ -232,5 +225,4 @@ def drop_file(services: Services, job: Job) -> None:
 
 def _count_failure(exc: BaseException, fmt: str) -> None:
     # the client's errors (unknown index, unbuilt window) are not failed exports
-    if not isinstance(exc, IndexBuilderError) or exc.http_status >= 500:
-        EXPORT_FAILURES.labels(format=fmt).inc()
+    count_export_failure(exc, fmt)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from index_builder.api.responses import json_response
+from index_builder.api.responses import json_response, read_json
 from index_builder.api.routers.common import READ_PROBLEMS, WRITE_PROBLEMS, IndexPath, problems
 from index_builder.api.schemas import IndexInfo
 from index_builder.engine.definitions import IndexDefinition, parse_definition
@@ -52,6 +52,7 @@ def _build(state: BuildState, waiting: dt.date | None = None) -> dict[str, Any]:
         "built_through": state.built_through,
         "built_at": state.built_at,
         "as_of": None if state.as_of is None else format_as_of(state.as_of),
+        "as_of_version": state.as_of_version,
         "data_waiting_from": waiting,
     }
 
@@ -63,14 +64,14 @@ def _build(state: BuildState, waiting: dt.date | None = None) -> dict[str, Any]:
     openapi_extra=OPTIONAL_API_KEY,
     summary="Every index definition",
 )
-async def list_indices(services: ReadServices) -> Response:
+async def list_indices(request: Request, services: ReadServices) -> Response:
     """Built-in and user-defined indices with their build state."""
 
     def produce() -> list[dict[str, Any]]:
         store = services.store
         return _infos(store, store.list_definitions())
 
-    return json_response(await run_in_threadpool(produce))
+    return read_json(request, services, await run_in_threadpool(produce))
 
 
 @router.get(
@@ -80,7 +81,7 @@ async def list_indices(services: ReadServices) -> Response:
     openapi_extra=OPTIONAL_API_KEY,
     summary="One index definition",
 )
-async def get_index(index_id: IndexPath, services: ReadServices) -> Response:
+async def get_index(request: Request, index_id: IndexPath, services: ReadServices) -> Response:
     """The definition, whether it is built in, and its last build."""
 
     def produce() -> dict[str, Any]:
@@ -89,7 +90,7 @@ async def get_index(index_id: IndexPath, services: ReadServices) -> Response:
         (info,) = _infos(services.store, [(definition, bool(found and found[1]))])
         return info
 
-    return json_response(await run_in_threadpool(produce))
+    return read_json(request, services, await run_in_threadpool(produce))
 
 
 @router.post(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from index_builder.api.responses import json_response
+from index_builder.api.responses import read_json
 from index_builder.api.routers.common import READ_PROBLEMS, problems
 from index_builder.api.schemas import ProvidersResponse
 from index_builder.ops.protection import OPTIONAL_API_KEY, ReadServices
@@ -21,8 +21,8 @@ router = APIRouter(tags=["providers"])
     openapi_extra=OPTIONAL_API_KEY,
     summary="Market data providers: capabilities, rate limit, auth, configured",
 )
-async def list_providers(services: ReadServices) -> Response:
+async def list_providers(request: Request, services: ReadServices) -> Response:
     """Every provider with what it can give, its client-side rate limit, how it
     authenticates and whether it is configured (its API key is set). Keys are
     never shown."""
-    return json_response({"providers": describe_providers(services.settings)})
+    return read_json(request, services, {"providers": describe_providers(services.settings)})

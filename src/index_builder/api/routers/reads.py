@@ -1,7 +1,8 @@
 """GET performance, composition and composition changes (cached).
 
-Every read takes ``as_of``: the results of the build as of that moment. Cache
-keys then name that build's result key and version, and include ``as_of``.
+Every read takes ``as_of``: the results of the build as of that moment, or
+``as_of_version``: those of the build as of that version (not both: 400). Cache
+keys then name that build's result key and version, and include both.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from index_builder.api.responses import cached_json
@@ -17,6 +18,7 @@ from index_builder.api.routers.common import (
     DEFAULT_INDEX,
     READ_PROBLEMS,
     AsOfQuery,
+    AsOfVersionQuery,
     EndQuery,
     IndexQuery,
     StartQuery,
@@ -40,11 +42,12 @@ CONSTITUENT_FIELDS = ("rank", "symbol", "name", "sector", "weight", "market_cap"
 @router.get(
     "/index-performance",
     response_model=PerformanceResponse,
-    responses=problems(404, 422, *READ_PROBLEMS),
+    responses=problems(400, 404, 422, *READ_PROBLEMS),
     openapi_extra=OPTIONAL_API_KEY,
     summary="Levels, daily and cumulative returns, and summary statistics",
 )
 async def index_performance(
+    request: Request,
     services: ReadServices,
     index: IndexQuery = DEFAULT_INDEX,
     start_date: StartQuery = None,
@@ -57,20 +60,26 @@ async def index_performance(
         ),
     ] = None,
     as_of: AsOfQuery = None,
+    as_of_version: AsOfVersionQuery = None,
 ) -> Response:
     """Every trading day of the window with `level`, `daily_return` and
     `cumulative_return` (since the window's first trading day), plus the summary.
-    With `as_of`: those of the build as of that moment."""
+    With `as_of`: those of the build as of that moment; with `as_of_version`: those of
+    the build as of that version."""
+    key = result_key(index, as_of, as_of_version)  # both given: 400
     check_window(start_date, end_date, services.settings.max_window_days)
 
     def produce() -> dict[str, Any]:
-        perf = services.reader.performance(index, start_date, end_date, return_type, as_of)
+        perf = services.reader.performance(
+            index, start_date, end_date, return_type, as_of, as_of_version
+        )
         return {
             "index": index,
             "return_type": perf.return_type,
             "start_date": perf.window.start,
             "end_date": perf.window.end,
             "as_of": _echo(as_of),
+            "as_of_version": as_of_version,
             "data": perf.rows,
             "summary": perf.summary.as_dict(),
         }
@@ -80,18 +89,20 @@ async def index_performance(
         "end_date": end_date,
         "return_type": return_type,
         "as_of": as_of,
+        "as_of_version": as_of_version,
     }
-    return await cached_json(services, "performance", result_key(index, as_of), params, produce)
+    return await cached_json(request, services, "performance", key, params, produce)
 
 
 @router.get(
     "/index-composition",
     response_model=CompositionResponse,
-    responses=problems(404, 422, *READ_PROBLEMS),
+    responses=problems(400, 404, 422, *READ_PROBLEMS),
     openapi_extra=OPTIONAL_API_KEY,
     summary="Constituents after the close of a date",
 )
 async def index_composition(
+    request: Request,
     services: ReadServices,
     index: IndexQuery = DEFAULT_INDEX,
     date: Annotated[
@@ -102,6 +113,7 @@ async def index_composition(
         ),
     ] = None,
     as_of: AsOfQuery = None,
+    as_of_version: AsOfVersionQuery = None,
     limit: Annotated[
         int | None,
         Query(
@@ -115,18 +127,21 @@ async def index_composition(
     ] = 0,
 ) -> Response:
     """The constituents in force after the close of `date` (those that earn the next
-    trading day's returns), by rank. With `as_of`: in the build as of that moment.
-    Paged with `limit` and `offset`; `total` counts every constituent."""
+    trading day's returns), by rank. With `as_of`: in the build as of that moment; with
+    `as_of_version`: in the build as of that version. Paged with `limit` and `offset`;
+    `total` counts every constituent."""
+    key = result_key(index, as_of, as_of_version)  # both given: 400
     size = page_limit(limit, services.settings.max_page_size)
 
     def produce() -> dict[str, Any]:
-        comp = services.reader.composition(index, date, as_of)
+        comp = services.reader.composition(index, date, as_of, as_of_version)
         rows = comp.rows()
         return {
             "index": index,
             "date": comp.requested_date,
             "effective_date": comp.effective_date,
             "as_of": _echo(as_of),
+            "as_of_version": as_of_version,
             "total": len(rows),
             "limit": size,
             "offset": offset,
@@ -135,8 +150,14 @@ async def index_composition(
             ],
         }
 
-    params = {"date": date, "as_of": as_of, "limit": size, "offset": offset}
-    return await cached_json(services, "composition", result_key(index, as_of), params, produce)
+    params = {
+        "date": date,
+        "as_of": as_of,
+        "as_of_version": as_of_version,
+        "limit": size,
+        "offset": offset,
+    }
+    return await cached_json(request, services, "composition", key, params, produce)
 
 
 @router.get(
@@ -146,7 +167,9 @@ async def index_composition(
     openapi_extra=OPTIONAL_API_KEY,
     summary="The next composition: announced, not yet in force (pro-forma)",
 )
-async def next_composition(services: ReadServices, index: IndexQuery = DEFAULT_INDEX) -> Response:
+async def next_composition(
+    request: Request, services: ReadServices, index: IndexQuery = DEFAULT_INDEX
+) -> Response:
     """For an index with an `effective_lag`: the composition selected at the last
     reference date that takes effect at a later close, with target weights, the
     weights in force now, entries, exits and expected one-way turnover. `404` when
@@ -167,42 +190,52 @@ async def next_composition(services: ReadServices, index: IndexQuery = DEFAULT_I
             "constituents": a.constituents,
         }
 
-    return await cached_json(services, "announcement", index, {}, produce)
+    return await cached_json(request, services, "announcement", index, {}, produce)
 
 
 @router.get(
     "/composition-changes",
     response_model=ChangesResponse,
-    responses=problems(404, 422, *READ_PROBLEMS),
+    responses=problems(400, 404, 422, *READ_PROBLEMS),
     openapi_extra=OPTIONAL_API_KEY,
     summary="Constituents entered and exited at each rebalance",
 )
 async def composition_changes(
+    request: Request,
     services: ReadServices,
     index: IndexQuery = DEFAULT_INDEX,
     start_date: StartQuery = None,
     end_date: EndQuery = None,
     as_of: AsOfQuery = None,
+    as_of_version: AsOfVersionQuery = None,
 ) -> Response:
     """For each rebalance in the window whose constituents changed: `entered` and
-    `exited` symbols, each sorted. With `as_of`: in the build as of that moment."""
+    `exited` symbols, each sorted. With `as_of`: in the build as of that moment; with
+    `as_of_version`: in the build as of that version."""
+    key = result_key(index, as_of, as_of_version)  # both given: 400
     check_window(start_date, end_date, services.settings.max_window_days)
 
     def produce() -> dict[str, Any]:
-        window, changes = services.reader.changes(index, start_date, end_date, as_of)
+        window, changes = services.reader.changes(index, start_date, end_date, as_of, as_of_version)
         return {
             "index": index,
             "start_date": window.start,
             "end_date": window.end,
             "as_of": _echo(as_of),
+            "as_of_version": as_of_version,
             "changes": [
                 {"date": c.date, "entered": list(c.entered), "exited": list(c.exited)}
                 for c in changes
             ],
         }
 
-    params = {"start_date": start_date, "end_date": end_date, "as_of": as_of}
-    return await cached_json(services, "changes", result_key(index, as_of), params, produce)
+    params = {
+        "start_date": start_date,
+        "end_date": end_date,
+        "as_of": as_of,
+        "as_of_version": as_of_version,
+    }
+    return await cached_json(request, services, "changes", key, params, produce)
 
 
 def _echo(as_of: dt.datetime | None) -> str | None:

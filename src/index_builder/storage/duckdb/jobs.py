@@ -1,11 +1,14 @@
 """The API's job records in DuckDB (table ``api_jobs``, queries in ``queries/jobs.sql``).
 
-The API process is the database's only writer, so the records need no
-coordination between processes: the job manager keeps every job in memory and
-writes each state change through (:mod:`index_builder.api.jobs`). Writes are
+These are the records of the in-process queue (one API process runs the jobs, so
+the records need no coordination between processes): the job manager keeps every
+job in memory and writes each state change through (:mod:`index_builder.services.
+queue`). With the Redis queue (several API processes and ``index-builder worker``)
+jobs are records in Redis instead and this table is not written. Writes are
 serialised by one lock: concurrent updates of one row would conflict in DuckDB.
-Each write is one statement, committed on its own, on the calling thread's
-cursor; the job manager never writes from inside another transaction.
+Each write is one statement in its own transaction (a version of a lake store), on
+the calling thread's cursor; the job manager never writes from inside another
+transaction.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ JobRecord = dict[str, Any]
 
 
 class DuckDBJobRecords:
-    """Job records of one store (see :class:`index_builder.api.jobs.JobRecords`)."""
+    """Job records of one store (see :class:`index_builder.services.jobs.JobRecords`)."""
 
     def __init__(self, store: DuckDBStore) -> None:
         self._store = store
@@ -64,13 +67,15 @@ class DuckDBJobRecords:
         """Mark every queued or running job ``interrupted`` (at start: their process is
         gone); returns how many."""
         with self._lock:
-            cur = self._store.cursor()
             try:
-                before = cur.execute(
-                    "SELECT count(*) FROM api_jobs WHERE status IN ('queued', 'running')"
-                ).fetchall()[0][0]
+                before = (
+                    self._store.cursor()
+                    .execute("SELECT count(*) FROM api_jobs WHERE status IN ('queued', 'running')")
+                    .fetchall()[0][0]
+                )
                 if before:
-                    cur.execute(query("interrupt_jobs"), {"at": at}).fetchall()
+                    with self._store.transaction() as tx:
+                        tx.execute(query("interrupt_jobs"), {"at": at}).fetchall()
             except duckdb.Error as exc:
                 raise StorageError(f"cannot update the job records: {exc}") from exc
         return int(before)
@@ -78,10 +83,10 @@ class DuckDBJobRecords:
     def recent(self, keep: int) -> list[JobRecord]:
         """The newest ``keep`` jobs, newest first, after deleting older ones."""
         with self._lock:
-            cur = self._store.cursor()
             try:
-                cur.execute(query("trim_jobs"), {"keep": keep}).fetchall()
-                rows = cur.execute(query("recent_jobs"), {"keep": keep}).fetchall()
+                with self._store.transaction() as tx:
+                    tx.execute(query("trim_jobs"), {"keep": keep}).fetchall()
+                rows = self._store.cursor().execute(query("recent_jobs"), {"keep": keep}).fetchall()
             except duckdb.Error as exc:
                 raise StorageError(f"cannot read the job records: {exc}") from exc
         return [dict(zip(RECORD_FIELDS, row, strict=True)) for row in rows]
@@ -89,7 +94,8 @@ class DuckDBJobRecords:
     def _write(self, name: str, params: dict[str, Any]) -> None:
         with self._lock:
             try:
-                self._store.cursor().execute(query(name), params).fetchall()
+                with self._store.transaction() as tx:
+                    tx.execute(query(name), params).fetchall()
             except duckdb.Error as exc:
                 raise StorageError(f"cannot write the job record: {exc}") from exc
 

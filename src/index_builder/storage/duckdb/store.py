@@ -8,12 +8,14 @@ Schema migrations run when the store opens.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import re
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from index_builder.engine.panel import LongBars, MarketPanel, SecurityMaster
 from index_builder.errors import (
     ConflictError,
     IndexBuilderError,
+    NotFoundError,
     StorageError,
     UnusableInputError,
 )
@@ -42,10 +45,13 @@ from index_builder.storage.base import (
     IngestReport,
     LevelRows,
     ProgressCallback,
+    RollbackReport,
     ScheduleStep,
     StorageCapabilities,
+    VersionInfo,
 )
 from index_builder.storage.duckdb.sql import names, query, statements
+from index_builder.storage.tables import COUNTERS, PERSISTENT_TABLES
 
 log = logging.getLogger("index_builder.storage")
 
@@ -173,16 +179,29 @@ class DuckDBStore:
         the file removed or replaced) is a :class:`StorageError` (503,
         ``storage-unavailable``), remembered in :attr:`write_failure` until a
         transaction commits: nothing of the transaction is kept.
+
+        Re-entrant: a transaction opened inside another on the same thread joins it
+        (several writes made atomic together: :meth:`put_definitions`).
         """
+        if self.in_transaction():
+            self._local.depth += 1
+            try:
+                yield self.cursor()
+            finally:
+                self._local.depth -= 1
+            return
         self.check_file()
         cur = self.cursor()
         cur.execute("BEGIN TRANSACTION")
+        self._local.depth = 1
         try:
             yield cur
         except BaseException as exc:
+            self._local.depth = 0
             with contextlib.suppress(duckdb.Error):  # a failed commit has no transaction
                 cur.execute("ROLLBACK")
             raise self._storage_error(exc) from exc
+        self._local.depth = 0
         try:
             cur.execute("COMMIT")
         except duckdb.Error as exc:
@@ -190,6 +209,26 @@ class DuckDBStore:
                 cur.execute("ROLLBACK")
             raise self._storage_error(exc) from exc
         self.write_failure = None
+
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`transaction`."""
+        return bool(getattr(self._local, "depth", 0))
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this thread inside sees the store as it was on entry (one read
+        transaction on this thread's cursor: snapshot isolation), while other threads
+        keep writing (``read_table``, ``table_counts``: a consistent backup). Nothing
+        may be written inside; the transaction is rolled back on exit."""
+        cur = self.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            # DuckDB starts the snapshot at the first statement that reads the catalog
+            cur.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+            yield
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("ROLLBACK")
 
     def _storage_error(self, exc: BaseException) -> BaseException:
         """The error to raise for ``exc``: a StorageError when the storage refused."""
@@ -334,13 +373,22 @@ class DuckDBStore:
         )
         report = IngestReport(run_id=run_id, provider=provider, status="running", known_at=known_at)
         try:
-            with self._memory_limited(self._ingest_memory_limit), self.transaction() as tx:
+            with (
+                self._memory_limited(self._ingest_memory_limit),
+                self._staging_file(run_id) as staging,
+                self.transaction() as tx,
+            ):
                 tx.register("raw_securities", securities)
                 tx.register("raw_prices", prices)
                 step("validating securities")
                 self._exec("stage_securities", {"known_at": known_at})
                 step("validating prices")
-                self._exec("stage_prices", {"known_at": known_at, "provider": provider})
+                self._exec(
+                    "stage_prices",
+                    {"known_at": known_at, "provider": provider, "staging": str(staging)},
+                )
+                pa.default_memory_pool().release_unused()  # the input stream is read
+                self.load_stored_rows()
                 self._exec("fill_shares", {"known_at": known_at})
                 self._exec("stage_price_keys")
                 tx.unregister("raw_prices")
@@ -355,8 +403,9 @@ class DuckDBStore:
                     self._master = None  # securities may change below
                 self._exec("merge_securities", {"run_id": run_id})
                 if report.rows_accepted:
-                    window = {"min_date": report.min_date, "max_date": report.max_date}
-                    self._exec("merge_prices", {"run_id": run_id, **window})
+                    self._merge_prices(
+                        {"run_id": run_id, "min_date": report.min_date, "max_date": report.max_date}
+                    )
                     self._exec("record_shares", {"run_id": run_id})
                 self._exec("drop_staging")
             report.status = "succeeded"
@@ -369,19 +418,76 @@ class DuckDBStore:
         self._finish_run(report)
         return report
 
+    def load_stored_rows(self) -> None:
+        """Ingestion hook, after staging: nothing here (every stored row is at hand); a
+        store that holds only part of them loads those the ingestion reads."""
+
+    def _merge_prices(self, params: dict[str, Any]) -> None:
+        """Ingestion step, in its transaction: move the replaced rows to the history,
+        write the accepted rows, update the re-derived ones (``params``: run_id,
+        min_date and max_date of the accepted rows). A store that keeps the new rows
+        elsewhere (the lake's scratch store) writes them its own way."""
+        self._exec("merge_prices", params)
+        self._exec("insert_prices", params)
+        self._exec("merge_rederived_shares", params)
+
+    @contextmanager
+    def _staging_file(self, run_id: int) -> Iterator[Path]:
+        """The file an ingestion stages its checked rows in (``stage_prices``), removed
+        afterwards: next to the database, like DuckDB's own spill files (in the
+        temporary directory for an in-memory database). Files left by an ingestion
+        that was killed (its run no longer running) are removed first."""
+        if str(self.path) == ":memory:":
+            fd, name = tempfile.mkstemp(prefix="index-builder-ingest-", suffix=".parquet")
+            os.close(fd)
+            path = Path(name)
+        else:
+            prefix = f".{self.path.name}.ingest-"
+            self._remove_stale_staging(prefix)
+            path = self.path.parent / f"{prefix}{run_id}.parquet"
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _remove_stale_staging(self, prefix: str) -> None:
+        found: dict[int, Path] = {}
+        for entry in self.path.parent.glob(f"{prefix}*.parquet"):
+            run = entry.name.removeprefix(prefix).removesuffix(".parquet")
+            if run.isdigit():
+                found[int(run)] = entry
+        if not found:
+            return
+        rows = self.cursor().execute(
+            "SELECT run_id FROM ingest_runs WHERE status = 'running' AND list_contains(?, run_id)",
+            [sorted(found)],
+        )
+        running = {row[0] for row in rows.fetchall()}
+        for run_id, entry in found.items():
+            if run_id not in running:
+                entry.unlink(missing_ok=True)
+
     @contextmanager
     def _memory_limited(self, limit: str | None) -> Iterator[None]:
-        """Temporarily lower DuckDB's memory limit (it spills to disk beyond it)."""
-        if limit is None:
-            yield
-            return
+        """Temporarily lower DuckDB's memory limit (it spills to disk beyond it), and
+        let a bulk insert flush each row group as it is complete (DuckDB buffers five
+        per thread by default: 400 MB more at the peak of a 15M-row ingestion, for no
+        measurable speed)."""
+        settings: dict[str, str | int] = {"write_buffer_row_group_count": 1}
+        if limit is not None:
+            settings["memory_limit"] = limit
         cur = self.cursor()
-        previous = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        cur.execute("SET memory_limit = ?", [limit])
+        previous = {
+            name: cur.execute("SELECT current_setting(?)", [name]).fetchall()[0][0]
+            for name in settings
+        }
+        for name, value in settings.items():
+            cur.execute(f"SET {name} = ?", [value])  # names: the constants above
         try:
             yield
         finally:
-            cur.execute("SET memory_limit = ?", [previous])
+            for name, value in previous.items():
+                cur.execute(f"SET {name} = ?", [value])
 
     def _fill_counts(self, report: IngestReport) -> None:
         read, accepted, collapsed, min_date, max_date, current_basis = self._one(
@@ -405,6 +511,16 @@ class DuckDBStore:
         )
 
     def _finish_run(self, report: IngestReport) -> None:
+        """Record how a run ended; a run that ended succeeded or partial is a version,
+        written in the same transaction (a failed run wrote nothing: no version)."""
+        if report.status not in _DATA_STATUSES:
+            self._update_run(report)
+            return
+        with self.transaction():
+            self._update_run(report)
+            self._record_run_version(report.run_id)
+
+    def _update_run(self, report: IngestReport) -> None:
         self.cursor().execute(
             "UPDATE ingest_runs SET status = ?, finished_at = ?, rows_read = ?,"
             " rows_accepted = ?, rows_rejected = ?, duplicates_collapsed = ?, rows_inserted = ?,"
@@ -475,15 +591,147 @@ class DuckDBStore:
             )
 
     def set_run_outcome(self, run_id: int, status: str, message: str | None) -> None:
-        """Record a provider run's status (``succeeded``, ``partial``, ``failed``) and summary."""
-        self._exec(
-            "set_run_outcome",
+        """Record a provider run's status (``succeeded``, ``partial``, ``failed``) and
+        summary; a run that ends succeeded or partial is a version (once per run: its
+        ingestion recorded it already when it ended)."""
+        outcome = {
+            "run_id": run_id,
+            "status": status,
+            "message": None if message is None else message[:2000],
+        }
+        if status not in _DATA_STATUSES:
+            self._exec("set_run_outcome", outcome)
+            return
+        with self.transaction():
+            self._exec("set_run_outcome", outcome)
+            self._record_run_version(run_id)
+
+    # ------------------------------------------------------------------ versions
+    def _record_run_version(self, run_id: int) -> None:
+        """Inside a transaction: the ``ingest`` version of a run, unless recorded."""
+        self._rows("record_run_version", {"run_id": run_id, "created_at": self._clock()})
+
+    def _record_version(
+        self,
+        kind: str,
+        *,
+        run_id: int | None = None,
+        index_id: str | None = None,
+        build_version: int | None = None,
+        rows: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> int:
+        """Inside the transaction of the change it records: a new version; its id."""
+        row = self._one(
+            "record_version",
             {
+                "kind": kind,
+                "created_at": self._clock(),
                 "run_id": run_id,
-                "status": status,
-                "message": None if message is None else message[:2000],
+                "index_id": index_id,
+                "build_version": build_version,
+                "rows": rows,
+                "detail": json.dumps(detail or {}, default=str, sort_keys=True),
             },
         )
+        assert row is not None
+        return int(row[0])
+
+    def versions(self, limit: int = 50, kind: str | None = None) -> list[VersionInfo]:
+        """The newest ``limit`` versions first (only those of ``kind`` when given)."""
+        rows = self._rows("list_versions", {"limit": limit, "kind": kind})
+        return [_version(row) for row in rows]
+
+    def version(self, version_id: int) -> VersionInfo | None:
+        """One version, or None."""
+        row = self._one("version_by_id", {"version_id": version_id})
+        return None if row is None else _version(row)
+
+    def record_restore(self, detail: dict[str, Any]) -> int:
+        """Record a restore of the whole store (``detail``: the backup) as a version."""
+        with self.transaction():
+            return self._record_version("restore", detail=detail)
+
+    def rollback_data(self, to_version: int) -> RollbackReport:
+        """Revert the market data to their state right after version ``to_version``
+        (target run T: its data_run_id), row level, as one new ingestion run N
+        (provider ``rollback``) recorded as a ``rollback`` version, in one transaction
+        (``queries/rollback.sql`` says what moves where; nothing is deleted from the
+        history). :class:`NotFoundError` for an unknown version, :class:`ConflictError`
+        when T is not older than the data in force (nothing to undo; nothing written).
+        """
+        target = self.version(to_version)
+        if target is None:
+            raise NotFoundError(
+                f"unknown version {to_version} (list them with 'index-builder versions')",
+                field="to_version",
+            )
+        with self.transaction():
+            latest = self.latest_run_id()
+            t = target.data_run_id
+            if t >= latest:
+                raise ConflictError(
+                    f"nothing to undo: the data in force (run {latest}) are those of version "
+                    f"{to_version} (run {t}) or older than it",
+                    field="to_version",
+                )
+            run_id = int(self._one("next_ingest_run_id")[0])  # type: ignore[index]
+            now = self._clock()
+            bound = {"target_run": t, "run_id": run_id, "now": now}
+            params = json.dumps({"to_version": to_version, "to_run": t})
+            self._exec("rollback_start_run", {**bound, "params": params, "owner": self.owner})
+            prices = self._one("rollback_price_counts", bound)
+            others = self._one("rollback_other_counts", bound)
+            assert prices is not None and others is not None  # aggregates: one row each
+            withdrawn, restored, first, last = prices
+            sec_out, sec_in, shares_out, shares_in = others
+            with self._lock:
+                self._master = None  # securities change below
+            self._exec("rollback_prices", bound)
+            self._exec("rollback_securities", bound)
+            self._exec("rollback_shares", bound)
+            undone = sorted(int(r[0]) for r in self._rows("rollback_undo_runs", bound))
+            redone = sorted(int(r[0]) for r in self._rows("rollback_redo_runs", bound))
+            message = (
+                f"rollback to version {to_version} (run {t}): {restored} price rows restored, "
+                f"{withdrawn} withdrawn; runs undone: {', '.join(map(str, undone)) or 'none'}"
+            )
+            self._exec(
+                "rollback_finish_run",
+                {
+                    **bound,
+                    "restored": restored,
+                    "securities_changed": sec_out + sec_in,
+                    "min_date": first,
+                    "max_date": last,
+                    "message": message,
+                },
+            )
+            report = RollbackReport(
+                run_id=run_id,
+                version_id=0,
+                target_version=to_version,
+                target_run=t,
+                prices_restored=int(restored),
+                prices_withdrawn=int(withdrawn),
+                securities_restored=int(sec_in),
+                securities_withdrawn=int(sec_out),
+                shares_restored=int(shares_in),
+                shares_withdrawn=int(shares_out),
+                runs_undone=undone,
+                runs_redone=redone,
+                min_date=first,
+                max_date=last,
+            )
+            detail = report.as_dict()
+            for key in ("run_id", "version_id"):
+                del detail[key]
+            version_id = self._record_version(
+                "rollback", run_id=run_id, rows=int(restored), detail=detail
+            )
+        with self._lock:
+            self._master = None
+        return dataclasses.replace(report, version_id=version_id)
 
     def trading_days(
         self, as_of: dt.datetime | None = None, *, run: int | None = None
@@ -664,17 +912,44 @@ class DuckDBStore:
             if row is not None and not same:
                 self._exec("delete_results", {"index_id": definition.id})
                 self._exec("delete_as_of_results", {"prefix": as_of_prefix(definition.id)})
+            text = definition.to_json()
             self._exec(
                 "upsert_definition",
-                {"index_id": definition.id, "definition": definition.to_json(), "builtin": builtin},
+                {"index_id": definition.id, "definition": text, "builtin": builtin},
             )
+            # a version when the stored JSON changes; the built-ins a store is seeded with
+            # are its starting point, not a change (a fresh store has no version)
+            if (row is None and not builtin) or (row is not None and not _same_json(row[0], text)):
+                self._record_version(
+                    "definition",
+                    index_id=definition.id,
+                    detail={
+                        "action": "add" if row is None else "replace",
+                        "builtin": builtin,
+                        "results_removed": row is not None and not same,
+                    },
+                )
+
+    def put_definitions(self, items: Sequence[tuple[IndexDefinition, bool]]) -> None:
+        """Create or replace several definitions (with their built-in flag) in one
+        transaction (see :meth:`put_definition`)."""
+        with self.transaction():
+            for definition, builtin in items:
+                self.put_definition(definition, builtin=builtin)
 
     def delete_definition(self, index_id: str) -> None:
         """Remove a definition, its results and its as-of results."""
         with self.transaction():
+            row = self._one("get_definition", {"index_id": index_id})
             self._exec("delete_results", {"index_id": index_id})
             self._exec("delete_as_of_results", {"prefix": as_of_prefix(index_id)})
             self._exec("delete_definition", {"index_id": index_id})
+            if row is not None:
+                self._record_version(
+                    "definition",
+                    index_id=index_id,
+                    detail={"action": "remove", "builtin": bool(row[1])},
+                )
 
     # ------------------------------------------------------------------ results
     def pinned_base_date(self, index_id: str) -> dt.date | None:
@@ -692,7 +967,8 @@ class DuckDBStore:
         return None if row is None else _build_state(row)
 
     def as_of_builds(self, index_id: str) -> list[BuildState]:
-        """The stored as-of builds of an index, by as-of moment."""
+        """The stored builds of an index as of a moment (by moment), then as of a
+        version (by version)."""
         rows = self._rows("as_of_build_states", {"prefix": as_of_prefix(index_id)})
         return [_build_state(row) for row in rows]
 
@@ -811,7 +1087,27 @@ class DuckDBStore:
                     "duration_ms": state.duration_ms,
                     "warnings": json.dumps(state.warnings),
                     "as_of": state.as_of,
+                    "as_of_version": state.as_of_version,
+                    "engine": state.engine,
                 },
+            )
+            detail: dict[str, Any] = {
+                "write_from": write_from,
+                "built_through": state.built_through,
+                "data_run_id": state.data_run_id,
+            }
+            if state.engine != "numpy":  # a build by another engine (Spark) says so
+                detail["engine"] = state.engine
+            if state.as_of is not None:
+                detail["as_of"] = state.as_of
+            if state.as_of_version is not None:
+                detail["as_of_version"] = state.as_of_version
+            self._record_version(
+                "build",
+                index_id=state.index_id,
+                build_version=state.version,
+                rows=len(levels.dates),
+                detail=detail,
             )
 
     def _claim_definition(self, state: BuildState) -> None:
@@ -850,6 +1146,19 @@ class DuckDBStore:
         return [r[0] for r in self._rows("built_days", {"index_id": index_id})]
 
     # ------------------------------------------------------------------ health and metrics
+    def refresh_due(self) -> bool:
+        """Whether :meth:`refresh` may find a version written by another process (never:
+        this process is the file's only writer)."""
+        return False
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Read the newest version another process wrote (nothing to do here)."""
+        return False
+
+    def describe(self) -> dict[str, str]:
+        """Where the data lives (status, health and build output show it)."""
+        return {"backend": "duckdb", "database": str(self.path)}
+
     def ping(self) -> int:
         """A trivial query (the schema version); raises :class:`StorageError` when the
         database cannot be used: a query fails, the file was removed or replaced, or
@@ -878,6 +1187,49 @@ class DuckDBStore:
         """Quarantined rows of one run by ``<source>:<reason>`` (as in :class:`IngestReport`)."""
         rows = self._rows("rejection_counts", {"run_id": run_id})
         return {f"{source}:{reason}": int(n) for source, reason, n in rows}
+
+    # ------------------------------------------------------------------ whole store
+    def read_table(self, name: str, batch_rows: int = 1 << 17) -> pa.RecordBatchReader:
+        """Every row of a persistent table (:data:`PERSISTENT_TABLES`), streamed in a
+        stable order (the table's columns, ascending)."""
+        _check_table(name)
+        cur = self.cursor()
+        # the name is one of PERSISTENT_TABLES (checked above), never user text
+        return cur.sql(f'SELECT * FROM "{name}" ORDER BY ALL').to_arrow_reader(batch_rows)
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows of every persistent table."""
+        cur = self.cursor()
+        return {
+            name: int(cur.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0])
+            for name in PERSISTENT_TABLES
+        }
+
+    def load_tables(self, tables: dict[str, pa.RecordBatchReader | pa.Table]) -> None:
+        """Fill an empty store with the given tables (restore, change of backend), in
+        one transaction: any row already stored (but the built-in definitions and the
+        build counter a fresh store holds) is an error, and nothing is loaded then.
+        Sequences continue above the largest id loaded."""
+        unknown = set(tables) - set(PERSISTENT_TABLES)
+        if unknown:
+            raise ValueError(f"not tables of a store: {', '.join(sorted(unknown))}")
+        with self.transaction() as tx:
+            for name in PERSISTENT_TABLES:
+                if name not in tables:
+                    continue
+                if name in ("index_definitions", "build_version_counter"):
+                    tx.execute(f'DELETE FROM "{name}"')  # the fresh store's own seed
+                elif tx.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]:
+                    raise StorageError(f"cannot load {name}: the store is not empty")
+                tx.register("incoming", tables[name])
+                tx.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM incoming')
+                tx.unregister("incoming")
+            for sequence, (table, column) in COUNTERS.items():
+                top = tx.execute(f'SELECT coalesce(max("{column}"), 0) FROM "{table}"').fetchall()
+                tx.execute(f"DROP SEQUENCE IF EXISTS {sequence}")
+                tx.execute(f"CREATE SEQUENCE {sequence} START {int(top[0][0]) + 1}")
+        with self._lock:
+            self._master = None
 
     def current_build_states(self) -> list[BuildState]:
         """The build state of every index's current results (no as-of builds)."""
@@ -973,6 +1325,11 @@ def _numpy(batch: pa.RecordBatch, column: str, dtype: type[np.generic]) -> np.nd
     return np.asarray(batch.column(column).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
+def _check_table(name: str) -> None:
+    if name not in PERSISTENT_TABLES:
+        raise ValueError(f"{name!r} is not a table of a store")
+
+
 def _stored_definition(index_id: str, text: str) -> IndexDefinition:
     """A stored definition, or a ConflictError saying that it no longer validates."""
     try:
@@ -985,6 +1342,14 @@ def _stored_definition(index_id: str, text: str) -> IndexDefinition:
             f"'index-builder indices remove {index_id}'",
             field="index",
         ) from None
+
+
+def _same_json(stored: str, text: str) -> bool:
+    """Whether a stored definition's JSON says what ``text`` says (text may differ)."""
+    try:
+        return bool(json.loads(stored) == json.loads(text))
+    except ValueError:
+        return False
 
 
 def _build_state(row: tuple[Any, ...]) -> BuildState:
@@ -1000,6 +1365,30 @@ def _build_state(row: tuple[Any, ...]) -> BuildState:
         duration_ms=row[7],
         warnings=json.loads(row[8]) if row[8] else [],
         as_of=row[9],
+        as_of_version=None if row[10] is None else int(row[10]),
+        engine=row[11] if len(row) > 11 and row[11] else "numpy",
+    )
+
+
+_DATA_STATUSES = frozenset({"succeeded", "partial"})
+"""Statuses of an ingestion run whose rows are data (a version records it)."""
+
+
+def _version(row: tuple[Any, ...]) -> VersionInfo:
+    """A version from a ``list_versions`` / ``version_by_id`` row."""
+    detail = json.loads(row[8]) if row[8] else {}
+    snapshots = json.loads(row[9]) if row[9] else None
+    return VersionInfo(
+        version_id=int(row[0]),
+        kind=row[1],
+        created_at=row[2],
+        data_run_id=int(row[3]),
+        run_id=None if row[4] is None else int(row[4]),
+        index_id=row[5],
+        build_version=None if row[6] is None else int(row[6]),
+        rows=None if row[7] is None else int(row[7]),
+        detail=detail if isinstance(detail, dict) else {"value": detail},
+        snapshots=snapshots,
     )
 
 

@@ -63,7 +63,49 @@ RETURNING run_id, owner;
 -- name: latest_run_id
 -- The newest ingestion run whose rows a build can see: a succeeded run, or a provider
 -- batch that ended 'partial' (it committed what it fetched). A failed run wrote nothing.
+-- A rollback is itself such a run (it rewrites the rows it restores), so a run it undid
+-- (rolled_back_by) needs no exclusion: the rollback's run is newer.
 SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status IN ('succeeded', 'partial');
+
+-- name: record_version
+-- A version of the store's content, written in the transaction of the change it
+-- records; data_run_id: the newest run whose data are in force after the change.
+INSERT INTO versions (version_id, kind, created_at, data_run_id, run_id, index_id,
+                      build_version, rows, detail)
+SELECT nextval('version_ids'), $kind, $created_at,
+       (SELECT coalesce(max(run_id), 0) FROM ingest_runs
+        WHERE status IN ('succeeded', 'partial')),
+       $run_id, $index_id, $build_version, $rows, $detail
+RETURNING version_id;
+
+-- name: record_run_version
+-- The version of an ingestion run that ended succeeded or partial (once per run: a
+-- provider batch is recorded when its ingestion ends, not again when its outcome is set).
+INSERT INTO versions (version_id, kind, created_at, data_run_id, run_id, rows, detail)
+SELECT nextval('version_ids'), 'ingest', $created_at,
+       (SELECT coalesce(max(run_id), 0) FROM ingest_runs
+        WHERE status IN ('succeeded', 'partial')),
+       r.run_id, r.rows_accepted,
+       CAST(json_object('provider', r.provider, 'status', r.status,
+                        'inserted', r.rows_inserted, 'updated', r.rows_updated,
+                        'unchanged', r.rows_unchanged, 'rejected', r.rows_rejected,
+                        'min_date', r.min_date, 'max_date', r.max_date) AS VARCHAR)
+FROM ingest_runs r
+WHERE r.run_id = $run_id AND r.status IN ('succeeded', 'partial')
+  AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.kind = 'ingest' AND v.run_id = $run_id)
+RETURNING version_id;
+
+-- name: list_versions
+-- Newest first; $kind NULL: every kind.
+SELECT version_id, kind, created_at, data_run_id, run_id, index_id, build_version, rows,
+       detail, snapshots
+FROM versions WHERE $kind IS NULL OR kind = $kind
+ORDER BY version_id DESC LIMIT $limit;
+
+-- name: version_by_id
+SELECT version_id, kind, created_at, data_run_id, run_id, index_id, build_version, rows,
+       detail, snapshots
+FROM versions WHERE version_id = $version_id;
 
 -- name: first_changed_date
 -- The earliest trading day whose inputs changed after ingestion run $run_id: a price
@@ -71,15 +113,19 @@ SELECT coalesce(max(run_id), 0) FROM ingest_runs WHERE status IN ('succeeded', '
 -- attributes changed (securities carry no dates: a new sector, type or company
 -- applies to the security's whole history). A first dividend value changes only
 -- the days from its own date on (METHODOLOGY part 2), which the first part covers.
+-- A row replaced or withdrawn later (a rollback leaves a key that did not exist at its
+-- target with no current row) shows as a version superseded by a later run.
 SELECT min(date) FROM (
     SELECT min(date) AS date FROM prices WHERE run_id > $run_id
+    UNION ALL
+    SELECT min(date) FROM price_versions WHERE superseded_by_run_id > $run_id
     UNION ALL
     SELECT min(p.date) FROM prices p JOIN securities s USING (symbol) WHERE s.run_id > $run_id
 );
 
 -- name: build_state
 SELECT index_id, version, definition_hash, base_date, built_through, data_run_id,
-       built_at, duration_ms, warnings, as_of
+       built_at, duration_ms, warnings, as_of, as_of_version, engine
 FROM index_builds WHERE index_id = $index_id;
 
 -- name: last_rebalance_before
@@ -159,9 +205,9 @@ UPDATE build_version_counter SET value = value + 1 RETURNING value;
 -- name: upsert_build_state
 INSERT OR REPLACE INTO index_builds
     (index_id, version, definition_hash, base_date, built_through, data_run_id, built_at,
-     duration_ms, warnings, as_of)
+     duration_ms, warnings, as_of, as_of_version, engine)
 VALUES ($index_id, $version, $definition_hash, $base_date, $built_through, $data_run_id,
-        now()::TIMESTAMP, $duration_ms, $warnings, $as_of);
+        now()::TIMESTAMP, $duration_ms, $warnings, $as_of, $as_of_version, $engine);
 
 -- name: read_levels
 SELECT date, level, daily_return, is_rebalance, turnover, n_constituents,

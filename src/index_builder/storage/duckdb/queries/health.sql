@@ -16,7 +16,8 @@ WHERE NOT $finished OR status <> 'running'
 ORDER BY run_id DESC LIMIT 1;
 
 -- name: current_build_states
+-- Current results only: no build as of a moment or as of a version.
 SELECT index_id, version, definition_hash, base_date, built_through, data_run_id,
-       built_at, duration_ms, warnings, as_of
-FROM index_builds WHERE as_of IS NULL
+       built_at, duration_ms, warnings, as_of, as_of_version, engine
+FROM index_builds WHERE as_of IS NULL AND as_of_version IS NULL
 ORDER BY index_id;

@@ -62,30 +62,60 @@ LEFT JOIN securities s USING (symbol)
 WHERE d.symbol NOT IN (SELECT symbol FROM stg_securities_conflicts);
 
 -- name: stage_prices
--- The input stream is copied once as it comes (a Python stream is read by one
--- thread); parsing and validation then run in parallel over the copy.
-CREATE OR REPLACE TEMP TABLE stg_prices_raw AS SELECT * FROM raw_prices;
+-- One pass over the input stream (it is not copied first): cast every field (a
+-- value that is present but does not parse names the field), then check validity
+-- (METHODOLOGY "Inputs"): known symbol, exchange session, close and market cap
+-- finite and > 0, a known_at not after the run's start. The first failing rule is
+-- the reason.
+-- The checked rows are staged in a Parquet file (the path is the staging
+-- parameter; the caller deletes the file): later steps scan it again and again, in
+-- parallel and only the columns they need, and a file the size of the input never
+-- has to fit in DuckDB's memory (a temporary table of it would spill and be
+-- rewritten on every read). Values come back exactly as written (DOUBLE, DATE,
+-- TIMESTAMP, JSON).
+-- A column given typed (Parquet: DOUBLE, DATE, TIMESTAMP) needs no parsing:
+-- typeof() is a constant when the query is planned, so the macros below reduce to
+-- the typed value and their text casts and parse checks are planned away (a value
+-- that would take the text path gives the same result either way).
+-- The symbols and sessions are looked up with IN: a mark join that builds the
+-- small side (a stream has no size for the planner to compare).
 
--- One pass: cast every field (a value that is present but does not parse names
--- the field), then check validity (METHODOLOGY "Inputs"): known symbol, exchange
--- session, close and market cap finite and > 0, a known_at not after the run's
--- start. The first failing rule is the reason. Only this table is materialised;
--- later steps read it.
-CREATE OR REPLACE TEMP TABLE stg_prices_checked AS
+-- a raw value given as text or typed, as DOUBLE; "unparsed": present but not a number
+CREATE OR REPLACE TEMP MACRO stg_unparsed_double(x) AS
+    typeof(x) <> 'DOUBLE' AND TRY_CAST(x AS DOUBLE) IS NULL AND x IS NOT NULL
+    AND trim(CAST(x AS VARCHAR)) <> '';
+
+-- a publication time: ISO 8601, naive = UTC, an offset is converted. A TIMESTAMP
+-- column is naive UTC already (its text would parse back to the same value).
+CREATE OR REPLACE TEMP MACRO stg_typed_time(x) AS
+    typeof(x) = 'TIMESTAMP'
+    AND TRY_CAST(x AS TIMESTAMP) BETWEEN TIMESTAMP '0001-01-01'
+                                     AND TIMESTAMP '9999-12-31 23:59:59.999999';
+
+CREATE OR REPLACE TEMP MACRO stg_time(x) AS
+    CASE WHEN stg_typed_time(x) THEN TRY_CAST(x AS TIMESTAMP)
+         ELSE CAST(TRY_CAST(NULLIF(trim(CAST(x AS VARCHAR)), '') AS TIMESTAMPTZ) AS TIMESTAMP)
+    END;
+
+CREATE OR REPLACE TEMP MACRO stg_unparsed_time(x) AS
+    NOT coalesce(stg_typed_time(x), false)
+    AND NULLIF(trim(CAST(x AS VARCHAR)), '') IS NOT NULL
+    AND TRY_CAST(trim(CAST(x AS VARCHAR)) AS TIMESTAMPTZ) IS NULL;
+
+COPY (
 SELECT
-    p.* EXCLUDE (given_market_cap, given_known_at, parse_error, given_source,
-                 given_fetched_at, given_basis),
+    p.* EXCLUDE (given_market_cap, parse_error),
     coalesce(p.given_market_cap, p.close * p.shares_outstanding) AS market_cap,
-    coalesce(p.given_known_at, $known_at) AS known_at,
-    coalesce(p.given_source, $provider) AS source,
-    coalesce(p.given_fetched_at, $known_at) AS fetched_at,
-    CASE WHEN p.shares_outstanding IS NOT NULL
-         THEN coalesce(p.given_basis, 'point_in_time') END AS basis,
-    false AS shares_inferred,   -- true: shares taken from shares_history (fill_shares)
     CASE
         WHEN p.parse_error IS NOT NULL THEN p.parse_error
-        WHEN k.symbol IS NULL THEN 'unknown_symbol'
-        WHEN c.date IS NULL THEN 'not_a_session'
+        WHEN NOT coalesce(p.symbol IN (
+                SELECT symbol FROM stg_securities
+                UNION
+                SELECT symbol FROM securities
+                WHERE symbol NOT IN (SELECT symbol FROM stg_securities_conflicts)
+             ), false) THEN 'unknown_symbol'
+        WHEN NOT coalesce(p.date IN (SELECT date FROM calendar_sessions), false)
+            THEN 'not_a_session'
         WHEN p.close IS NULL OR NOT isfinite(p.close) OR p.close <= 0 THEN 'invalid_close'
         WHEN p.shares_outstanding IS NOT NULL
              AND (NOT isfinite(p.shares_outstanding) OR p.shares_outstanding <= 0)
@@ -120,9 +150,9 @@ FROM (
                 market_cap := CAST(raw_market_cap AS VARCHAR),
                 dividend := CAST(raw_dividend AS VARCHAR),
                 split_ratio := CAST(raw_split_ratio AS VARCHAR),
-                known_at := raw_known_at,
+                known_at := CAST(raw_known_at AS VARCHAR),
                 source := given_source,
-                fetched_at := raw_fetched_at,
+                fetched_at := CAST(raw_fetched_at AS VARCHAR),
                 basis := given_basis
         )) END AS raw_record
     FROM (
@@ -144,38 +174,25 @@ FROM (
             TRY_CAST(market_cap AS DOUBLE)                          AS given_market_cap,
             TRY_CAST(dividend AS DOUBLE)                            AS dividend,
             TRY_CAST(split_ratio AS DOUBLE)                         AS split_ratio,
-            -- a publication time: ISO 8601, naive = UTC, an offset is converted
-            CAST(TRY_CAST(NULLIF(trim(CAST(known_at AS VARCHAR)), '') AS TIMESTAMPTZ)
-                 AS TIMESTAMP)                                      AS given_known_at,
+            stg_time(known_at)                                      AS given_known_at,
             NULLIF(trim(CAST(source AS VARCHAR)), '')               AS given_source,
-            CAST(TRY_CAST(NULLIF(trim(CAST(fetched_at AS VARCHAR)), '') AS TIMESTAMPTZ)
-                 AS TIMESTAMP)                                      AS given_fetched_at,
+            stg_time(fetched_at)                                    AS given_fetched_at,
             lower(NULLIF(trim(CAST(basis AS VARCHAR)), ''))         AS given_basis,
             CASE
                 WHEN coalesce(TRY_CAST(date AS DATE),
                               TRY_CAST(trim(CAST(date AS VARCHAR)) AS DATE)) IS NULL
                     THEN 'unparseable_date'
                 WHEN NULLIF(trim(CAST(symbol AS VARCHAR)), '') IS NULL THEN 'missing_symbol'
-                WHEN TRY_CAST(close AS DOUBLE) IS NULL AND close IS NOT NULL
-                     AND trim(CAST(close AS VARCHAR)) <> '' THEN 'unparseable_close'
-                WHEN TRY_CAST(adj_close AS DOUBLE) IS NULL AND adj_close IS NOT NULL
-                     AND trim(CAST(adj_close AS VARCHAR)) <> '' THEN 'unparseable_adj_close'
-                WHEN TRY_CAST(volume AS DOUBLE) IS NULL AND volume IS NOT NULL
-                     AND trim(CAST(volume AS VARCHAR)) <> '' THEN 'unparseable_volume'
-                WHEN TRY_CAST(shares_outstanding AS DOUBLE) IS NULL AND shares_outstanding IS NOT NULL
-                     AND trim(CAST(shares_outstanding AS VARCHAR)) <> '' THEN 'unparseable_shares_outstanding'
-                WHEN TRY_CAST(market_cap AS DOUBLE) IS NULL AND market_cap IS NOT NULL
-                     AND trim(CAST(market_cap AS VARCHAR)) <> '' THEN 'unparseable_market_cap'
-                WHEN TRY_CAST(dividend AS DOUBLE) IS NULL AND dividend IS NOT NULL
-                     AND trim(CAST(dividend AS VARCHAR)) <> '' THEN 'unparseable_dividend'
-                WHEN TRY_CAST(split_ratio AS DOUBLE) IS NULL AND split_ratio IS NOT NULL
-                     AND trim(CAST(split_ratio AS VARCHAR)) <> '' THEN 'unparseable_split_ratio'
-                WHEN NULLIF(trim(CAST(known_at AS VARCHAR)), '') IS NOT NULL
-                     AND TRY_CAST(trim(CAST(known_at AS VARCHAR)) AS TIMESTAMPTZ) IS NULL
-                    THEN 'unparseable_known_at'
-                WHEN NULLIF(trim(CAST(fetched_at AS VARCHAR)), '') IS NOT NULL
-                     AND TRY_CAST(trim(CAST(fetched_at AS VARCHAR)) AS TIMESTAMPTZ) IS NULL
-                    THEN 'unparseable_fetched_at'
+                WHEN stg_unparsed_double(close) THEN 'unparseable_close'
+                WHEN stg_unparsed_double(adj_close) THEN 'unparseable_adj_close'
+                WHEN stg_unparsed_double(volume) THEN 'unparseable_volume'
+                WHEN stg_unparsed_double(shares_outstanding)
+                    THEN 'unparseable_shares_outstanding'
+                WHEN stg_unparsed_double(market_cap) THEN 'unparseable_market_cap'
+                WHEN stg_unparsed_double(dividend) THEN 'unparseable_dividend'
+                WHEN stg_unparsed_double(split_ratio) THEN 'unparseable_split_ratio'
+                WHEN stg_unparsed_time(known_at) THEN 'unparseable_known_at'
+                WHEN stg_unparsed_time(fetched_at) THEN 'unparseable_fetched_at'
             END AS parse_error,
             date AS raw_date,
             symbol AS raw_symbol,
@@ -186,20 +203,41 @@ FROM (
             market_cap AS raw_market_cap,
             dividend AS raw_dividend,
             split_ratio AS raw_split_ratio,
-            CAST(known_at AS VARCHAR) AS raw_known_at,
-            CAST(fetched_at AS VARCHAR) AS raw_fetched_at
-        FROM stg_prices_raw
+            known_at AS raw_known_at,
+            fetched_at AS raw_fetched_at
+        FROM raw_prices
     )
 ) p
-LEFT JOIN (
-    SELECT symbol FROM stg_securities
-    UNION
-    SELECT symbol FROM securities
-    WHERE symbol NOT IN (SELECT symbol FROM stg_securities_conflicts)
-) k ON k.symbol = p.symbol
-LEFT JOIN calendar_sessions c ON c.date = p.date;
+) TO $staging (FORMAT parquet, COMPRESSION uncompressed, DICTIONARY_SIZE_LIMIT 1);
 
-DROP TABLE stg_prices_raw;
+SET VARIABLE stg_prices_file = $staging;
+SET VARIABLE stg_known_at = $known_at;
+SET VARIABLE stg_provider = $provider;
+
+-- The file keeps the given provenance (missing in most inputs: costs nothing to
+-- write); the run's defaults fill it in here.
+CREATE OR REPLACE TEMP VIEW stg_prices_staged AS
+SELECT
+    _row, date, symbol, close, adj_close, volume, shares_outstanding, dividend, split_ratio,
+    raw_record, market_cap,
+    coalesce(given_known_at, getvariable('stg_known_at')) AS known_at,
+    coalesce(given_source, getvariable('stg_provider')) AS source,
+    coalesce(given_fetched_at, getvariable('stg_known_at')) AS fetched_at,
+    CASE WHEN shares_outstanding IS NOT NULL
+         THEN coalesce(given_basis, 'point_in_time') END AS basis,
+    false AS shares_inferred,   -- true: shares taken from shares_history (fill_shares)
+    reason
+FROM read_parquet(getvariable('stg_prices_file'));
+
+-- The rows fill_shares may change (its UPDATE needs a table; usually none), and
+-- every checked row: the others as staged, these as filled.
+CREATE OR REPLACE TEMP TABLE stg_prices_to_fill AS
+SELECT * FROM stg_prices_staged WHERE reason = 'missing_market_cap';
+
+CREATE OR REPLACE TEMP VIEW stg_prices_checked AS
+SELECT * FROM stg_prices_staged WHERE reason IS DISTINCT FROM 'missing_market_cap'
+UNION ALL
+SELECT * FROM stg_prices_to_fill;
 
 -- name: fill_shares
 -- A bar with neither market_cap nor shares_outstanding is valued at close x the
@@ -369,7 +407,7 @@ FROM stg_fill_targets t
 JOIN stg_shares_derived d ON d.symbol = t.symbol AND d.date = t.date;
 
 -- The filled rows pass the remaining checks of stage_prices again.
-UPDATE stg_prices_checked AS k
+UPDATE stg_prices_to_fill AS k
 SET shares_outstanding = f.shares_outstanding,
     market_cap = k.close * f.shares_outstanding,
     basis = f.basis,
@@ -396,21 +434,38 @@ DROP TABLE stg_fill_input;
 -- Keys given more than once among valid rows. Exact copies collapse into the
 -- first row (known since the earliest copy); different values for one (date,
 -- symbol) are a conflict and every copy is quarantined.
+-- Grouping every row by key is the costly part, and most inputs repeat none: the
+-- keys are grouped only for the symbols that may repeat a date. A symbol's rows
+-- are counted per block of 512 days and their days set as bits (bitstring_agg):
+-- fewer bits than rows means a date given twice (a few thousand small groups
+-- instead of one per row).
 CREATE OR REPLACE TEMP TABLE stg_prices_repeated AS
-WITH repeated AS (
-    SELECT date, symbol, count(*) AS copies, min(_row) AS first_row, min(known_at) AS known_at
-    FROM stg_prices_checked
-    WHERE reason IS NULL
-    GROUP BY date, symbol
+WITH days AS (
+    SELECT symbol, CAST(date - DATE '1970-01-01' AS BIGINT) AS day
+    FROM stg_prices_checked WHERE reason IS NULL
+),
+suspects AS (
+    SELECT DISTINCT symbol FROM (
+        SELECT symbol, count(*) AS n,
+               bit_count(bitstring_agg(CAST(day & 511 AS INTEGER), 0, 511)) AS distinct_days
+        FROM days GROUP BY symbol, day >> 9
+    ) WHERE n > distinct_days
+),
+repeated AS (
+    SELECT k.date, k.symbol FROM stg_prices_checked k
+    SEMI JOIN suspects s ON s.symbol = k.symbol
+    WHERE k.reason IS NULL
+    GROUP BY k.date, k.symbol
     HAVING count(*) > 1
 )
-SELECT r.date, r.symbol, any_value(r.copies) AS copies, any_value(r.first_row) AS first_row,
-       any_value(r.known_at) AS known_at,
+SELECT k.date, k.symbol, count(*) AS copies, min(k._row) AS first_row,
+       min(k.known_at) AS known_at,
        count(DISTINCT (k.close, k.adj_close, k.volume, k.shares_outstanding, k.market_cap,
                        k.dividend, k.split_ratio)) > 1 AS conflicting
-FROM repeated r
-JOIN stg_prices_checked k ON k.date = r.date AND k.symbol = r.symbol AND k.reason IS NULL
-GROUP BY r.date, r.symbol;
+FROM stg_prices_checked k
+SEMI JOIN repeated r ON r.date = k.date AND r.symbol = k.symbol
+WHERE k.reason IS NULL
+GROUP BY k.date, k.symbol;
 
 -- Valid rows: not conflicting, one per key (before the comparison with the store).
 CREATE OR REPLACE TEMP VIEW stg_prices_valid AS
@@ -426,19 +481,25 @@ WHERE k.reason IS NULL AND (r.date IS NULL OR (NOT r.conflicting AND k._row = r.
 SELECT min(date), max(date) FROM stg_prices_checked WHERE reason IS NULL;
 
 -- name: compare_prices
--- Valid rows whose values differ from the stored ones (usually few). A new
--- version must be known later than the stored one; one known at or before it is
--- 'stale' and quarantined, so history is never rewritten (methodology 9.2).
-CREATE OR REPLACE TEMP TABLE stg_prices_changed AS
+-- Valid rows with a stored row of their key (none in a new window), and whether
+-- their values differ (changed: usually few). A new version must be known later
+-- than the stored one; one known at or before it is 'stale' and quarantined, so
+-- history is never rewritten (methodology 9.2). The counts (price_action_counts)
+-- and the merge (merge_prices) read this comparison again, not the stored rows.
+CREATE OR REPLACE TEMP TABLE stg_prices_matched AS
 SELECT a._row, a.date, a.symbol, a.known_at, p.known_at AS stored_known_at,
-       coalesce(p.known_at >= a.known_at, false) AS stale
+       (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
+        a.split_ratio, a.basis) IS DISTINCT FROM
+       (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
+        p.split_ratio, p.basis) AS changed
 FROM stg_prices_valid a
 JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
-    AND p.date BETWEEN $min_date AND $max_date
-WHERE (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-       a.split_ratio, a.basis) IS DISTINCT FROM
-      (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-       p.split_ratio, p.basis);
+    AND p.date BETWEEN $min_date AND $max_date;
+
+CREATE OR REPLACE TEMP TABLE stg_prices_changed AS
+SELECT _row, date, symbol, known_at, stored_known_at,
+       coalesce(stored_known_at >= known_at, false) AS stale
+FROM stg_prices_matched WHERE changed;
 
 -- Accepted rows: valid and not stale.
 CREATE OR REPLACE TEMP VIEW stg_prices_accepted AS
@@ -562,33 +623,29 @@ FROM quarantine WHERE run_id = $run_id
 GROUP BY ALL ORDER BY n DESC, reason;
 
 -- name: price_stage_counts
+-- One scan of the accepted rows.
 SELECT
     (SELECT count(*) FROM stg_prices_checked)                                AS rows_read,
-    (SELECT count(*) FROM stg_prices_accepted)                               AS rows_accepted,
+    count(*)                                                                 AS rows_accepted,
     (SELECT coalesce(sum(copies - 1), 0) FROM stg_prices_repeated
      WHERE NOT conflicting)                                                  AS duplicates_collapsed,
-    (SELECT min(date) FROM stg_prices_accepted)                              AS min_date,
-    (SELECT max(date) FROM stg_prices_accepted)                              AS max_date,
-    (SELECT count(*) FROM stg_prices_accepted WHERE basis = 'current')       AS rows_current_basis;
+    min(date)                                                                AS min_date,
+    max(date)                                                                AS max_date,
+    count(*) FILTER (WHERE basis = 'current')                                AS rows_current_basis
+FROM stg_prices_accepted;
 
 -- name: price_action_counts
--- Compare with what is stored; only the window of the input is scanned.
+-- From the comparison with what is stored (compare_prices): an accepted row is
+-- inserted unless a stored row of its key stays (unchanged) or is replaced (changed
+-- and not stale; a stale row is not accepted).
 SELECT
-    count(*) FILTER (WHERE p.symbol IS NULL) AS rows_inserted,
-    count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
-        (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-         a.split_ratio, a.basis) IS DISTINCT FROM
-        (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-         p.split_ratio, p.basis)))
+    (SELECT count(*) FROM stg_prices_accepted)
+    - count(*) FILTER (WHERE NOT changed OR NOT coalesce(stored_known_at >= known_at, false))
+        AS rows_inserted,
+    count(*) FILTER (WHERE changed AND NOT coalesce(stored_known_at >= known_at, false))
     + (SELECT count(*) FROM stg_shares_rederived) AS rows_updated,  -- re-derived shares
-    count(*) FILTER (WHERE p.symbol IS NOT NULL AND (
-        (a.close, a.adj_close, a.volume, a.shares_outstanding, a.market_cap, a.dividend,
-         a.split_ratio, a.basis) IS NOT DISTINCT FROM
-        (p.close, p.adj_close, p.volume, p.shares_outstanding, p.market_cap, p.dividend,
-         p.split_ratio, p.basis))) AS rows_unchanged
-FROM stg_prices_accepted a
-LEFT JOIN prices p ON p.date = a.date AND p.symbol = a.symbol
-    AND p.date BETWEEN $min_date AND $max_date;
+    count(*) FILTER (WHERE NOT changed) AS rows_unchanged
+FROM stg_prices_matched;
 
 -- name: merge_securities
 -- A changed security's current version moves to the history first (same
@@ -615,8 +672,11 @@ FROM stg_securities WHERE action = 'insert';
 
 -- name: merge_prices
 -- A changed row's current version moves to price_versions (superseded at the new
--- version's known_at), then is replaced; new rows are appended; identical rows
--- are left alone (run_id and known_at keep pointing at the version in force).
+-- version's known_at), then is replaced (insert_prices); new rows are appended;
+-- identical rows are left alone (run_id and known_at keep pointing at the version in
+-- force). The store runs merge_prices, insert_prices and merge_rederived_shares in
+-- this order (the Iceberg backend's scratch store writes the new rows to data files
+-- instead: lake.sql).
 INSERT INTO price_versions
     (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
      split_ratio, run_id, known_at, superseded_at, superseded_by_run_id, source, fetched_at,
@@ -633,6 +693,8 @@ USING stg_prices_changed c
 WHERE p.date = c.date AND p.symbol = c.symbol AND NOT c.stale
   AND p.date BETWEEN $min_date AND $max_date;
 
+-- name: insert_prices
+-- An accepted row is written unless it matched a stored row that stays (compare_prices).
 INSERT INTO prices
     (date, symbol, close, adj_close, volume, shares_outstanding, market_cap, dividend,
      split_ratio, run_id, known_at, source, fetched_at, basis, shares_inferred)
@@ -640,9 +702,9 @@ SELECT a.date, a.symbol, a.close, a.adj_close, a.volume, a.shares_outstanding, a
        a.dividend, a.split_ratio, $run_id, a.known_at, a.source, a.fetched_at, a.basis,
        a.shares_inferred
 FROM stg_prices_accepted a
-ANTI JOIN (SELECT date, symbol FROM prices WHERE date BETWEEN $min_date AND $max_date) p
-    ON p.date = a.date AND p.symbol = a.symbol;
+ANTI JOIN stg_prices_matched m ON m._row = a._row AND NOT m.changed;
 
+-- name: merge_rederived_shares
 -- Stored rows with re-derived shares (compare_prices): the same, known from this
 -- run's start. They are dated after the input's first date.
 INSERT INTO price_versions
@@ -667,14 +729,42 @@ WHERE p.date = r.date AND p.symbol = r.symbol AND p.date > $min_date;
 -- the count in force before it becomes a shares_history row: the first of a
 -- symbol in the input is compared with the stored history (as-of join), later ones
 -- with the previous input row, so unchanged consecutive counts collapse.
+-- Only the first row of a run of equal counts can differ from the row before it.
+-- A symbol's rows of one count usually form one run: grouped by (symbol, count),
+-- a group whose dates do not overlap the next group's is one run, and its first
+-- row is the one to compare (no sort of every row). The rows of a symbol whose
+-- count comes back after another one (A, B, A) are compared one by one.
 INSERT INTO shares_history
     (symbol, effective_date, shares_outstanding, known_at, source, basis, run_id)
-WITH incoming AS (
-    SELECT symbol, date, shares_outstanding, known_at, source, basis,
-           lag(shares_outstanding) OVER (PARTITION BY symbol ORDER BY date) AS previous,
-           row_number() OVER (PARTITION BY symbol ORDER BY date) AS nth
+WITH given AS NOT MATERIALIZED (  -- read twice, never held in memory
+    SELECT symbol, date, shares_outstanding, known_at, source, basis
     FROM stg_prices_accepted
     WHERE shares_outstanding IS NOT NULL AND NOT shares_inferred
+),
+runs AS (
+    SELECT symbol, shares_outstanding, min(date) AS date, max(date) AS last_date,
+           arg_min(known_at, date) AS known_at, arg_min(source, date) AS source,
+           arg_min(basis, date) AS basis
+    FROM given
+    GROUP BY symbol, shares_outstanding
+),
+interleaved AS (
+    SELECT DISTINCT symbol FROM (
+        SELECT symbol, last_date, lead(date) OVER (PARTITION BY symbol ORDER BY date) AS next
+        FROM runs
+    ) WHERE last_date > next
+),
+incoming AS (  -- nth: the symbol's first input row (1) or a later one that changes the count
+    SELECT symbol, date, shares_outstanding, known_at, source, basis,
+           row_number() OVER (PARTITION BY symbol ORDER BY date) AS nth
+    FROM runs ANTI JOIN interleaved USING (symbol)
+    UNION ALL
+    SELECT symbol, date, shares_outstanding, known_at, source, basis, nth FROM (
+        SELECT g.*,
+               lag(g.shares_outstanding) OVER (PARTITION BY g.symbol ORDER BY g.date) AS previous,
+               row_number() OVER (PARTITION BY g.symbol ORDER BY g.date) AS nth
+        FROM given g SEMI JOIN interleaved USING (symbol)
+    ) WHERE nth = 1 OR shares_outstanding <> previous
 ),
 stored AS (
     SELECT symbol, effective_date, shares_outstanding, basis FROM (
@@ -688,9 +778,8 @@ FROM incoming i
 ASOF LEFT JOIN stored h ON h.symbol = i.symbol AND i.date >= h.effective_date
 ANTI JOIN stored s ON s.symbol = i.symbol AND s.effective_date = i.date
     AND s.shares_outstanding = i.shares_outstanding AND s.basis = i.basis
-WHERE (i.nth = 1 AND (i.shares_outstanding, i.basis)
-                     IS DISTINCT FROM (h.shares_outstanding, h.basis))
-   OR (i.nth > 1 AND i.shares_outstanding <> i.previous);
+WHERE i.nth > 1
+   OR (i.shares_outstanding, i.basis) IS DISTINCT FROM (h.shares_outstanding, h.basis);
 
 -- name: drop_staging
 DROP TABLE IF EXISTS stg_securities_parsed;
@@ -701,9 +790,19 @@ DROP TABLE IF EXISTS stg_securities;
 DROP VIEW IF EXISTS stg_prices_accepted;
 DROP VIEW IF EXISTS stg_prices_valid;
 DROP TABLE IF EXISTS stg_prices_changed;
+DROP TABLE IF EXISTS stg_prices_matched;
 DROP TABLE IF EXISTS stg_prices_repeated;
-DROP TABLE IF EXISTS stg_prices_checked;
+DROP VIEW IF EXISTS stg_prices_checked;
+DROP TABLE IF EXISTS stg_prices_to_fill;
+DROP VIEW IF EXISTS stg_prices_staged;
+RESET VARIABLE stg_prices_file;
+RESET VARIABLE stg_known_at;
+RESET VARIABLE stg_provider;
 DROP TABLE IF EXISTS stg_prices_raw;
+DROP MACRO IF EXISTS stg_unparsed_double;
+DROP MACRO IF EXISTS stg_unparsed_time;
+DROP MACRO IF EXISTS stg_time;
+DROP MACRO IF EXISTS stg_typed_time;
 DROP TABLE IF EXISTS stg_shares_fill;
 DROP TABLE IF EXISTS stg_fill_targets;
 DROP TABLE IF EXISTS stg_fill_input;

@@ -65,13 +65,14 @@ FROM prices WHERE symbol = $symbol AND date = $day
 ORDER BY known_at;
 
 -- name: as_of_build_states
+-- Builds as of a moment (by moment), then builds as of a version (by version).
 SELECT index_id, version, definition_hash, base_date, built_through, data_run_id,
-       built_at, duration_ms, warnings, as_of
+       built_at, duration_ms, warnings, as_of, as_of_version, engine
 FROM index_builds WHERE starts_with(index_id, $prefix)
-ORDER BY as_of;
+ORDER BY as_of, as_of_version;
 
 -- name: delete_as_of_results
--- Every as-of result of one index: keys '<index id>@<as of>'.
+-- Every as-of result of one index: keys '<index id>@<as of>' and '<index id>@v<version>'.
 DELETE FROM index_levels WHERE starts_with(index_id, $prefix);
 DELETE FROM index_spells WHERE starts_with(index_id, $prefix);
 DELETE FROM index_builds WHERE starts_with(index_id, $prefix);

@@ -341,3 +341,48 @@ CREATE TABLE api_jobs (
     result       VARCHAR,              -- JSON, when succeeded
     error        VARCHAR               -- JSON (problem fields), when failed or interrupted
 );
+
+-- name: v12_versions
+-- Every change of a store's content is a version: an ingestion run, a build, a
+-- definition change, a rollback, a restore. `index-builder versions` lists them;
+-- `--as-of-version` reads the data as they stood after one (the newest ingestion
+-- run then: data_run_id), and a rollback reverts the data to one. `snapshots` holds
+-- the lake's table snapshot ids at that version (Iceberg backend; NULL in DuckDB).
+CREATE SEQUENCE version_ids START 1;
+CREATE TABLE versions (
+    version_id   BIGINT    PRIMARY KEY,
+    kind         VARCHAR   NOT NULL,   -- ingest | build | definition | rollback | restore
+    created_at   TIMESTAMP NOT NULL,   -- UTC
+    data_run_id  BIGINT    NOT NULL,   -- the newest ingestion run whose data is in force
+    run_id       BIGINT,               -- ingest / rollback: the run it recorded
+    index_id     VARCHAR,              -- build / definition: the result key or index
+    build_version BIGINT,              -- build: the build version stored
+    rows         BIGINT,               -- rows it wrote (ingest: accepted, build: days)
+    detail       VARCHAR,              -- JSON: what it did
+    snapshots    VARCHAR               -- JSON {table: snapshot id} (lake backend)
+);
+-- The rollback run that undid a run (informational: its rows were moved to the history
+-- tables by that rollback; NULL again when a later rollback re-does it).
+ALTER TABLE ingest_runs ADD COLUMN rolled_back_by BIGINT;
+-- shares_history rows a rollback withdrew (written after its target run): moved here
+-- with the rollback that withdrew them, and back unchanged when a later rollback
+-- re-does their run, so shares_history is always the facts in force.
+CREATE TABLE shares_withdrawn (
+    symbol               VARCHAR   NOT NULL,
+    effective_date       DATE      NOT NULL,
+    shares_outstanding   DOUBLE    NOT NULL,
+    known_at             TIMESTAMP NOT NULL,
+    source               VARCHAR,
+    basis                VARCHAR   NOT NULL,
+    run_id               BIGINT    NOT NULL,
+    withdrawn_at         TIMESTAMP NOT NULL,
+    withdrawn_by_run_id  BIGINT    NOT NULL
+);
+-- Results of a build as of version V are stored under '<index id>@v<V>': the data as
+-- they stood after V (written by its data_run_id and earlier runs), the current rules.
+ALTER TABLE index_builds ADD COLUMN as_of_version BIGINT;
+
+-- name: v17_build_engine
+-- The engine that computed a build (issue 17): 'numpy' (in process) or 'spark'. Builds
+-- stored before this migration were all computed by the NumPy engine.
+ALTER TABLE index_builds ADD COLUMN engine VARCHAR DEFAULT 'numpy';

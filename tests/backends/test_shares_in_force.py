@@ -1,21 +1,21 @@
 """Shares in force (METHODOLOGY "Inputs"): the latest earlier valid count, times the
 split ratio of every later valid row of the symbol; inferred shares are re-derived
-when counts or splits arrive later for earlier dates."""
+when counts or splits arrive later for earlier dates (on every backend; the migration of
+a DuckDB file: tests/storage/test_duckdb_migrations.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from index_builder.calendar import get_calendar
 from index_builder.ingest.job import run_ingestion
 from index_builder.storage.base import IngestReport
 from index_builder.storage.duckdb.store import DuckDBStore
 
+from backend_stores import StoreFactory
 from market_files import SECURITY_HEADER, security, write_csv
 
 HEADER = ["date", "symbol", "close", "shares_outstanding", "market_cap", "split_ratio"]
@@ -49,9 +49,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def pit_store(db_path: Path, clock: Clock) -> Iterator[DuckDBStore]:
-    with DuckDBStore(db_path, calendar=get_calendar(), threads=2, clock=clock) as s:
-        yield s
+def pit_store(make_store: StoreFactory, clock: Clock) -> DuckDBStore:
+    return make_store(clock=clock, builtins=False)
 
 
 def _row(
@@ -451,24 +450,3 @@ def test_reingesting_an_input_with_splits_and_inferred_rows_changes_nothing(
     assert _versions(pit_store) == []
     assert _bars(pit_store) == bars
     _assert_bar(bars, D6, 135 * 1.1, 24 * 135 * 1.1, True)
-
-
-# ---------------------------------------------------------------------- migration
-def test_migration_v9_marks_stored_rows_as_given(db_path: Path, tmp_path: Path) -> None:
-    with DuckDBStore(db_path, clock=Clock(T1)) as store:
-        _ingest(store, tmp_path, "a", [_row(D1, 10, shares=100), _row(D2, 11)])
-        cur = store.cursor()
-        for table in ("prices", "price_versions"):
-            cur.execute(f"ALTER TABLE {table} DROP COLUMN shares_inferred")
-        cur.execute("DELETE FROM schema_migrations WHERE version = 9")
-    with DuckDBStore(db_path, clock=Clock(T2)) as store:
-        assert 9 in store.applied_migrations()
-        bars = _bars(store)
-        assert [inferred for _, _, inferred in bars.values()] == [False, False]
-        # D2's count now counts as given: a corrected count of D1 does not re-derive it
-        report = _ingest(store, tmp_path, "b", [_row(D1, 10, shares=120), _row(D3, 6)])
-        assert report.rows_updated == 1  # D1 itself
-        bars = _bars(store)
-        _assert_bar(bars, D2, 100, 1100, False)
-        # in force on D3: the latest count of shares_history, where D2's was never recorded
-        _assert_bar(bars, D3, 120, 720, True)

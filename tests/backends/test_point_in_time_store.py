@@ -1,4 +1,5 @@
-"""Point in time in the store: known_at, versions of corrected values, reads as of K."""
+"""Point in time in the store: known_at, versions of corrected values, reads as of K
+(on every backend; the migrations of a DuckDB file: tests/storage/test_duckdb_migrations.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from index_builder.calendar import get_calendar
 from index_builder.engine.definitions import parse_definition
 from index_builder.engine.panel import MarketPanel
 from index_builder.engine.variants import VARIANTS
 from index_builder.errors import ConflictError
 from index_builder.ingest.job import run_ingestion
-from index_builder.services.catalog import add_definition, ensure_builtins
+from index_builder.services.catalog import add_definition
 from index_builder.storage.base import AnnouncedConstituent, BuildState, LevelRows
-from index_builder.storage.duckdb.store import DuckDBStore, ordered_migrations
+from index_builder.storage.duckdb.store import DuckDBStore
 
+from backend_stores import StoreFactory
 from market_files import PRICE_HEADER, SECURITY_HEADER, bar, security, write_csv
 
 D1, D2, D3 = dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4)
@@ -45,10 +46,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def pit_store(db_path: Path, clock: Clock) -> Any:
-    with DuckDBStore(db_path, calendar=get_calendar(), threads=2, clock=clock) as s:
-        ensure_builtins(s)
-        yield s
+def pit_store(make_store: StoreFactory, clock: Clock) -> DuckDBStore:
+    return make_store(clock=clock)
 
 
 ORIGINAL = [
@@ -398,39 +397,3 @@ def test_results_of_replaced_or_removed_rules_are_discarded_at_commit(
     with pytest.raises(ConflictError, match="was removed while it was being built"):
         pit_store.save_results(current, levels, [], [], write_from=None)
     assert _rows(pit_store, "SELECT count(*) FROM index_levels") == [(0,)]
-
-
-# ---------------------------------------------------------------------- migrations
-def test_migration_v5_backfills_known_at_from_the_run_that_wrote_each_row(
-    db_path: Path, tmp_path: Path
-) -> None:
-    with DuckDBStore(db_path, clock=Clock(T1)) as store:
-        _ingest(store, tmp_path, ORIGINAL)
-        cur = store.cursor()  # back to a database from before v5, with started_at T1 - 1h
-        cur.execute("UPDATE ingest_runs SET started_at = ?", [T1 - dt.timedelta(hours=1)])
-        cur.execute("INSERT INTO prices SELECT * REPLACE (99 AS run_id) FROM prices LIMIT 1")
-        cur.execute("DROP MACRO TABLE prices_as_of")
-        cur.execute("DROP MACRO TABLE securities_as_of")
-        for table in ("price_versions", "security_versions"):
-            cur.execute(f"DROP TABLE {table}")
-        for table in ("prices", "securities", "ingest_runs"):
-            cur.execute(f"ALTER TABLE {table} DROP COLUMN known_at")
-        cur.execute("ALTER TABLE index_builds DROP COLUMN as_of")
-        cur.execute("DELETE FROM schema_migrations WHERE version = 5")
-    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    with DuckDBStore(db_path) as store:
-        assert 5 in store.applied_migrations()
-        known = _rows(store, "SELECT run_id, known_at FROM prices ORDER BY run_id")
-        assert known[:-1] == [(1, T1 - dt.timedelta(hours=1))] * 6
-        assert known[-1][0] == 99 and known[-1][1] >= before  # no run: known from now on
-        assert _rows(store, "SELECT DISTINCT known_at FROM securities") == [
-            (T1 - dt.timedelta(hours=1),)
-        ]
-        assert _rows(store, "SELECT known_at FROM ingest_runs") == [(T1 - dt.timedelta(hours=1),)]
-
-
-def test_migration_versions_may_have_gaps_but_not_repeats() -> None:
-    names = ["v1_core", "v3_more", "v5_point_in_time", "trading_days"]
-    assert ordered_migrations(names) == [(1, "v1_core"), (3, "v3_more"), (5, "v5_point_in_time")]
-    with pytest.raises(RuntimeError, match="unique"):
-        ordered_migrations(["v1_core", "v4_a", "v4_b"])

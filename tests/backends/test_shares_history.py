@@ -1,4 +1,5 @@
-"""Shares outstanding as a point-in-time history, and the provenance of every bar."""
+"""Shares outstanding as a point-in-time history, and the provenance of every bar (on
+every backend; the migration of a DuckDB file: tests/storage/test_duckdb_migrations.py)."""
 
 from __future__ import annotations
 
@@ -137,54 +138,3 @@ def test_market_cap_given_without_shares_has_no_basis(store: DuckDBStore, tmp_pa
     _ingest(store, tmp_path, "a", [[D1, "AAA", 10, None, 5000, None, None]])
     assert _bar(store, D1) == (None, 5000.0, "file", None)
     assert _history(store) == []
-
-
-def test_migration_v6_keeps_a_filled_v5_database_and_backfills_provenance(
-    db_path: Path, tmp_path: Path
-) -> None:
-    with DuckDBStore(db_path) as store:
-        _ingest(
-            store,
-            tmp_path,
-            "a",
-            [
-                [D1, "AAA", 10, 100, None, None, None],
-                [D2, "AAA", 11, 100, None, None, None],
-                [D3, "AAA", 6, 200, None, None, None],
-            ],
-        )
-        _ingest(store, tmp_path, "b", [[D2, "AAA", 11.5, 100, None, None, None]])  # a version
-        cur = store.cursor()
-        bars_before = cur.execute(
-            "SELECT date, close, shares_outstanding, market_cap FROM prices ORDER BY date"
-        ).fetchall()
-        started = dict(cur.execute("SELECT run_id, started_at FROM ingest_runs").fetchall())
-        # back to a database from before v6 (v7 stays: it does not depend on v6)
-        cur.execute("DROP TABLE shares_history")
-        for table in ("prices", "price_versions"):
-            for column in ("source", "fetched_at", "basis"):
-                cur.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        cur.execute("ALTER TABLE ingest_runs DROP COLUMN rows_current_basis")
-        cur.execute("DELETE FROM schema_migrations WHERE version = 6")
-
-    with DuckDBStore(db_path) as store:
-        assert 6 in store.applied_migrations()
-        cur = store.cursor()
-        bars = cur.execute(
-            "SELECT date, close, shares_outstanding, market_cap FROM prices ORDER BY date"
-        ).fetchall()
-        assert bars == bars_before  # nothing lost or changed
-        provenance = cur.execute(
-            "SELECT run_id, source, fetched_at, basis FROM prices ORDER BY date"
-        ).fetchall()
-        assert all(src == "file" and basis == "point_in_time" for _, src, _, basis in provenance)
-        assert all(fetched == started[run] for run, _, fetched, _ in provenance)
-        (version,) = cur.execute("SELECT source, basis, close FROM price_versions").fetchall()
-        assert version == ("file", "point_in_time", 11.0)
-        assert _history(store) == [
-            (dt.date(2024, 1, 2), 100.0, "file", "point_in_time"),
-            (dt.date(2024, 1, 4), 200.0, "file", "point_in_time"),
-        ]
-        # and the store keeps working: a new bar is valued with the migrated history
-        _ingest(store, tmp_path, "c", [[D4, "AAA", 7, None, None, None, None]])
-        assert _bar(store, D4) == (200.0, 1400.0, "file", "point_in_time")

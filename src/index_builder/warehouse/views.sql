@@ -1,0 +1,136 @@
+-- The analytics views of a warehouse, written once (PostgreSQL syntax) and compiled
+-- for each dialect with sqlglot (index_builder.warehouse.views). They read the
+-- tables the lake registers or `index-builder warehouse publish` fills:
+-- index_levels, index_spells, securities, index_holdings, index_constituent_prices.
+-- Results stored under '<index id>@...' (builds as of a moment or a version) are left
+-- out: the views answer what the API answers without as_of.
+
+-- name: index_daily_levels
+-- Every built day of every index: the headline level and every return variant's
+-- level, daily return and cumulative return since the base date.
+CREATE VIEW index_daily_levels AS
+SELECT
+    l.index_id,
+    l.date,
+    l.level,
+    l.daily_return,
+    l.level / FIRST_VALUE(l.level) OVER (PARTITION BY l.index_id ORDER BY l.date) - 1
+        AS cumulative_return,
+    l.level_price,
+    l.level_total,
+    l.level_net_total,
+    COALESCE(
+        l.level_price / LAG(l.level_price) OVER (PARTITION BY l.index_id ORDER BY l.date) - 1, 0
+    ) AS daily_return_price,
+    COALESCE(
+        l.level_total / LAG(l.level_total) OVER (PARTITION BY l.index_id ORDER BY l.date) - 1, 0
+    ) AS daily_return_total,
+    COALESCE(
+        l.level_net_total / LAG(l.level_net_total) OVER (PARTITION BY l.index_id ORDER BY l.date)
+        - 1,
+        0
+    ) AS daily_return_net_total,
+    l.level_price / FIRST_VALUE(l.level_price) OVER (PARTITION BY l.index_id ORDER BY l.date) - 1
+        AS cumulative_return_price,
+    l.level_total / FIRST_VALUE(l.level_total) OVER (PARTITION BY l.index_id ORDER BY l.date) - 1
+        AS cumulative_return_total,
+    l.level_net_total
+        / FIRST_VALUE(l.level_net_total) OVER (PARTITION BY l.index_id ORDER BY l.date) - 1
+        AS cumulative_return_net_total,
+    l.is_rebalance,
+    l.turnover,
+    l.n_constituents
+FROM index_levels AS l
+WHERE l.index_id NOT LIKE '%@%';
+
+-- name: index_composition
+-- The composition in force after the close of every built day: the members whose
+-- spell covers the day (valid_from <= day <= valid_to, an open spell still in force),
+-- with the units of the rebalance in force (the last effective date on or before the
+-- day) and the day's constituent price: weight = units x price / the index's total.
+-- For a date that is not a trading day, read the last built day before it.
+CREATE VIEW index_composition AS
+WITH days AS (
+    SELECT
+        l.index_id,
+        l.date,
+        MAX(CASE WHEN l.is_rebalance THEN l.date END) OVER (
+            PARTITION BY l.index_id ORDER BY l.date
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ) AS period_start
+    FROM index_levels AS l
+    WHERE l.index_id NOT LIKE '%@%'
+),
+members AS (
+    SELECT d.index_id, d.date, d.period_start, s.symbol
+    FROM days AS d
+    JOIN index_spells AS s
+        ON s.index_id = d.index_id
+        AND s.valid_from <= d.date
+        AND (s.valid_to IS NULL OR s.valid_to >= d.date)
+),
+valued AS (
+    SELECT
+        m.index_id,
+        m.date,
+        m.symbol,
+        h.rank,
+        h.units,
+        p.price,
+        p.market_cap,
+        h.units * p.price AS holding_value
+    FROM members AS m
+    JOIN index_holdings AS h
+        ON h.index_id = m.index_id AND h.effective_date = m.period_start AND h.symbol = m.symbol
+    JOIN index_constituent_prices AS p
+        ON p.index_id = m.index_id AND p.date = m.date AND p.symbol = m.symbol
+)
+SELECT
+    v.index_id,
+    v.date,
+    v.symbol,
+    v.rank,
+    v.holding_value / SUM(v.holding_value) OVER (PARTITION BY v.index_id, v.date) AS weight,
+    v.market_cap,
+    v.price,
+    v.units,
+    sec.sector,
+    sec.name
+FROM valued AS v
+LEFT JOIN securities AS sec ON sec.symbol = v.symbol;
+
+-- name: index_composition_changes
+-- Constituents entered and exited at each rebalance, from the spells alone: a spell
+-- that starts after the base date is an entry on valid_from; a spell that ends is an
+-- exit on the next built day after valid_to (the rebalance that removed it).
+CREATE VIEW index_composition_changes AS
+WITH days AS (
+    SELECT
+        l.index_id,
+        l.date,
+        LEAD(l.date) OVER (PARTITION BY l.index_id ORDER BY l.date) AS next_date,
+        MIN(l.date) OVER (PARTITION BY l.index_id) AS base_date
+    FROM index_levels AS l
+    WHERE l.index_id NOT LIKE '%@%'
+)
+SELECT s.index_id, s.valid_from AS date, s.symbol, 'entered' AS change_type
+FROM index_spells AS s
+JOIN days AS d ON d.index_id = s.index_id AND d.date = s.valid_from
+WHERE s.valid_from > d.base_date
+UNION ALL
+SELECT s.index_id, d.next_date AS date, s.symbol, 'exited' AS change_type
+FROM index_spells AS s
+JOIN days AS d ON d.index_id = s.index_id AND d.date = s.valid_to
+WHERE d.next_date IS NOT NULL;
+
+-- name: index_sector_weights
+-- Sector weights over time: the weights of each day's composition summed by sector.
+CREATE VIEW index_sector_weights AS
+SELECT
+    c.index_id,
+    c.date,
+    COALESCE(c.sector, 'Unknown') AS sector,
+    SUM(c.weight) AS weight,
+    COUNT(*) AS constituents
+FROM index_composition AS c
+GROUP BY c.index_id, c.date, COALESCE(c.sector, 'Unknown');
